@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PITSTOP_HOME ?= $(CURDIR)/.pitstop
+SPEC := dags/flights_delay.yaml
+START ?= 2013-01-01
+END ?= 2014-01-01
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
+	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python -e '.[example,test]'
+	@touch $@
+
+run: install
+	$(BIN)/python dags/flights_delay/land.py
+	$(BIN)/pitstop run $(SPEC) --start $(START) --end $(END)
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(PITSTOP_HOME)

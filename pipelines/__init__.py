@@ -1,0 +1,1 @@
+"""pitstop: reproducible, auditable ML training pipelines on Airflow, MLflow and Great Expectations."""

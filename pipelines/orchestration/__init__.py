@@ -1,0 +1,1 @@
+"""The only package of pitstop that imports Airflow: it wires library calls into DAGs."""
