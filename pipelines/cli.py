@@ -1,0 +1,200 @@
+"""`pitstop`: run a pipeline through Airflow, backfill features, and (later) trace models.
+
+`pitstop run` executes the pipeline's three DAGs with Airflow's `dag.test()` against the
+SQLite metadata DB under `$PITSTOP_HOME/airflow`, so a laptop runs exactly the tasks the
+scheduler would. Airflow's own task logs go to a file; the terminal gets one line per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipelines import settings
+from pipelines.errors import DataError, SpecError
+
+
+def configure_airflow() -> Path:
+    """Point Airflow at `$PITSTOP_HOME/airflow` (SQLite) and create its DB on first use."""
+    home = settings.airflow_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path.cwd() / "dags"))
+    os.environ.setdefault("PITSTOP_HOME", str(settings.home()))
+    if not (home / "airflow.db").exists():
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return home
+
+
+@contextlib.contextmanager
+def output_to(log_file: Path) -> Iterator[None]:
+    """Send everything written to fd 1 and 2 (Airflow's task logs) to `log_file`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_file, "ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def task_results(dag_run: Any) -> dict[str, list[Any]]:
+    """XCom return values of a finished run, by task_id (mapped tasks give lists)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    results: dict[str, list[Any]] = {}
+    with create_session() as session:
+        rows = session.query(XComModel).filter(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
+            XComModel.key == "return_value").order_by(XComModel.task_id, XComModel.map_index)
+        for row in rows:
+            results.setdefault(row.task_id, []).append(XComModel.deserialize_value(row))
+    return results
+
+
+def failed_tasks(dag_run: Any) -> list[str]:
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    with create_session() as session:
+        return sorted(f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id
+                      for ti in dag_run.get_task_instances(session=session)
+                      if ti.state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED))
+
+
+def error_lines(log_file: Path, since: int) -> list[str]:
+    """The bad-data and exception messages the failed tasks logged."""
+    text = log_file.read_bytes()[since:].decode(errors="replace").splitlines()
+    keys = ("DataError", "ValidationFailed", "AirflowFailException", "Error:", "Exception:")
+    seen: list[str] = []
+    for line in text:
+        if any(k in line for k in keys) and line.strip() not in seen:
+            seen.append(line.strip())
+    return seen[-8:]
+
+
+def run_pipeline(spec_path: Path, start: dt.date, end: dt.date, reason: str,
+                 echo: Any) -> dict[str, Any]:
+    """Ingest, compute features and train for `[start, end)` through `dag.test()`."""
+    configure_airflow()
+    from pipelines.orchestration.factory import build_dags
+    from pipelines.spec import load_spec
+
+    spec = load_spec(spec_path)
+    dags = build_dags(spec_path)
+    log_dir = settings.home() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.log"
+    conf = {"start": start.isoformat(), "end": end.isoformat()}
+    stages = [("ingest", conf), ("features", conf), ("train", {**conf, "reason": reason})]
+    results: dict[str, Any] = {}
+    for number, (stage, run_conf) in enumerate(stages, start=1):
+        dag = dags[f"{spec.name}_{stage}"]
+        echo(f"[{number}/3] {dag.dag_id} {start}..{end} ...")
+        began, since = time.perf_counter(), log_file.stat().st_size if log_file.exists() else 0
+        with output_to(log_file):
+            dag_run = dag.test(run_conf=run_conf)
+        seconds = time.perf_counter() - began
+        if str(dag_run.state) != "success":
+            failed = failed_tasks(dag_run)
+            details = "\n  ".join(error_lines(log_file, since))
+            raise RuntimeError(f"{dag.dag_id} failed at {', '.join(failed) or 'unknown task'} "
+                               f"after {seconds:.0f}s:\n  {details}\nfull log: {log_file}")
+        results[stage] = task_results(dag_run)
+        tasks = sum(len(v) for v in results[stage].values())
+        echo(f"      done in {seconds:.1f}s ({tasks} task results)")
+    summary = results["train"]["summarize"][0]
+    summary["log"] = str(log_file)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], echo: Any) -> None:
+    echo("")
+    echo(f"pair_id     {summary['pair_id']}")
+    echo(f"dataset_id  {summary['dataset_id']}  ({summary['training_set']['rows']} rows)")
+    if summary.get("version") is None:
+        echo("model       not registered")
+        return
+    state = "already registered, nothing new" if summary["already_registered"] else "registered"
+    echo(f"model       {summary['model_name']} version {summary['version']} ({state})")
+    if summary["already_registered"]:
+        echo("            the same data, config and code give the same pair_id, "
+             "so no new version was made")
+    verdict = summary["verdict"] + (f": {summary['rejected_reason']}"
+                                    if summary.get("rejected_reason") else "")
+    echo(f"verdict     {verdict}{'  (alias champion)' if summary['champion'] else ''}")
+    echo("metrics     " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items())))
+    echo(f"data docs   {summary['data_docs']}")
+    echo(f"MLflow UI   .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']} "
+         "--port 5000   then http://127.0.0.1:5000")
+    echo(f"airflow log {summary['log']}")
+
+
+def _date(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pitstop", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="ingest, compute features and train through Airflow")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--start", type=_date)
+    run.add_argument("--end", type=_date, help="exclusive")
+    run.add_argument("--reason", default="pitstop run")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    backfill = commands.add_parser("backfill", help="recompute feature partitions for a range")
+    backfill.add_argument("spec", type=Path)
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True, help="exclusive")
+    backfill.add_argument("--views", help="comma-separated feature views (default: all)")
+    args = parser.parse_args(argv)
+
+    from pipelines.spec import load_spec
+
+    try:
+        spec = load_spec(args.spec)
+        if args.command == "run":
+            echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
+            start = args.start or spec.pipeline.start_date
+            end = args.end or start + dt.timedelta(days=28)
+            summary = run_pipeline(args.spec, start, end, args.reason, echo)
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            else:
+                print_summary(summary, echo)
+        elif args.command == "backfill":
+            from pipelines.features import backfill as run_backfill
+
+            views = args.views.split(",") if args.views else None
+            results = run_backfill(spec, args.start, args.end, views)
+            print(f"backfilled {sum(r.rows for r in results)} feature rows in "
+                  f"{sum(r.partitions for r in results)} partitions")
+    except (DataError, SpecError, RuntimeError) as exc:
+        print(f"pitstop: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Ingestion: landing files of a date range into immutable, validated raw day partitions.
+
+One call handles one source over `[start, end)` in a single pass: read each day's file, check
+it against the spec (columns, types, keys, the day it claims to hold), validate the whole
+range with the source's GX suite, then publish one partition per day. Nothing is published
+unless every file of the range passed, so a bad file never leaves a half-ingested range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import lake, quality
+from pipelines.errors import DataError
+from pipelines.spec import LoadedSpec, Source
+
+SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
+             "timestamp": "TIMESTAMPTZ"}
+PARTITION_DAY = "_partition_day"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest call published; small enough for XCom."""
+
+    source: str
+    start: str
+    end: str
+    rows: int
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    quality: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def landing_file(spec: LoadedSpec, source: Source, day: dt.date) -> Path:
+    return spec.landing_dir() / source.path.format(date=day.isoformat())
+
+
+def _connect(timezone: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{timezone}'")
+    return con
+
+
+def read_landing_file(path: Path, source: Source) -> pa.Table:
+    """Read one delivered file with the spec's schema; every problem names file and column."""
+    con = _connect(source.timezone)
+    reader = (
+        f"read_csv('{path}', header = true, all_varchar = true)"
+        if source.format == "csv"
+        else f"read_parquet('{path}')"
+    )
+    try:
+        found = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
+    except duckdb.Error as exc:
+        raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+    if missing := [c for c in source.columns if c not in found]:
+        raise DataError(f"{path}: columns {missing} declared in the spec are missing (schema drift)")
+    if extra := [c for c in found if c not in source.columns]:
+        raise DataError(f"{path}: columns {extra} are not declared in the spec (schema drift)")
+    casts = ", ".join(
+        f'TRY_CAST("{c}" AS {SQL_TYPES[t]}) AS "{c}"' for c, t in source.columns.items()
+    )
+    bad_checks = ", ".join(
+        f'count(*) FILTER (WHERE "{c}" IS NOT NULL AND TRY_CAST("{c}" AS {SQL_TYPES[t]}) IS NULL)'
+        for c, t in source.columns.items()
+    )
+    try:
+        con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {reader}")
+        bad = con.execute(f"SELECT {bad_checks} FROM delivered").fetchone()
+        assert bad is not None
+        for (column, kind), count in zip(source.columns.items(), bad, strict=True):
+            if count:
+                raise DataError(f"{path}: column {column!r} has {count} values that are not {kind}")
+        con.execute(f"CREATE TEMP TABLE typed AS SELECT {casts} FROM delivered")
+        con.execute("SET TimeZone = 'UTC'")  # naive strings were read in the source's zone
+        return con.sql("SELECT * FROM typed").to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+
+
+def check_rows(table: pa.Table, path: Path, source: Source, day: dt.date) -> None:
+    """Keys present and unique; every event inside the file's day (no rows from the future)."""
+    for key in source.keys:
+        if nulls := table.column(key).null_count:
+            raise DataError(f"{path}: column {key!r} has {nulls} nulls (rule: keys are never null)")
+    if table.num_rows:
+        counts = table.group_by(source.keys).aggregate([([], "count_all")])
+        dupes = counts.filter(pc.greater(counts["count_all"], 1))
+        if dupes.num_rows:
+            example = {k: dupes.column(k)[0].as_py() for k in source.keys}
+            raise DataError(
+                f"{path}: {dupes.num_rows} duplicate keys on {source.keys} "
+                f"(rule: keys are unique), e.g. {example}"
+            )
+    if source.event_time and table.num_rows:
+        times = table.column(source.event_time)
+        if nulls := times.null_count:
+            raise DataError(
+                f"{path}: column {source.event_time!r} has {nulls} nulls (rule: every event is dated)"
+            )
+        lo = dt.datetime.combine(day, dt.time(), dt.UTC)
+        hi = lo + dt.timedelta(days=1)
+        outside = pc.or_(pc.less(times, pa.scalar(lo, times.type)),
+                         pc.greater_equal(times, pa.scalar(hi, times.type)))
+        if count := pc.sum(outside).as_py():
+            first = times.filter(outside)[0].as_py()
+            raise DataError(
+                f"{path}: column {source.event_time!r} has {count} rows outside {day} "
+                f"(rule: a daily file holds only its own UTC day), e.g. {first.isoformat()}"
+            )
+
+
+def ingest(
+    spec: LoadedSpec,
+    source_name: str,
+    start: dt.date,
+    end: dt.date,
+    produced_by: dict[str, Any] | None = None,
+) -> IngestResult:
+    """Ingest `[start, end)` of one source; see the module docstring for the guarantees."""
+    source = spec.pipeline.sources[source_name]
+    delivered: list[tuple[dt.date, Path, pa.Table]] = []
+    for day in lake.days(start, end):
+        path = landing_file(spec, source, day)
+        if not path.exists():
+            if source.kind == "snapshot":
+                continue
+            raise DataError(f"{path}: missing: source {source_name!r} delivers a file every day")
+        table = read_landing_file(path, source)
+        check_rows(table, path, source, day)
+        delivered.append((day, path, table))
+
+    report = None
+    if source.suite and delivered:
+        whole = pa.concat_tables([t for _, _, t in delivered])
+        report = quality.validate(
+            whole.to_pandas(),
+            spec.suite_path(source.suite),
+            data_name=f"{source_name} files {delivered[0][1].name}..{delivered[-1][1].name} "
+            f"under {delivered[0][1].parent}",
+            out_dir=lake.lake_root() / "_quality" / "raw" / source_name / f"{start}_{end}",
+        )
+        quality.require_valid(report)
+
+    sort_keys = ([source.event_time] if source.event_time else []) + source.keys
+    partitions = []
+    for day, path, table in delivered:
+        ordered = table.sort_by([(k, "ascending") for k in sort_keys])
+        folder = lake.partition_dir("raw", source_name, day)
+
+        def write(tmp: Path, ordered: pa.Table = ordered, path: Path = path,
+                  day: dt.date = day) -> dict[str, Any]:
+            lake.write_parquet(ordered, tmp / lake.DATA_FILE)
+            return {
+                "dataset": f"raw/{source_name}",
+                "date": day.isoformat(),
+                "source_file": {"path": str(path), "sha256": lake.sha256_file(path),
+                                "bytes": path.stat().st_size},
+                "schema": dict(source.columns),
+                "quality": _quality_summary(report),
+                "produced_by": produced_by or {},
+            }
+
+        manifest = lake.publish_dir(folder, write)
+        data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
+        partitions.append({"date": day.isoformat(), "path": lake.relative(folder),
+                           "rows": data["rows"], "sha256": data["sha256"]})
+    return IngestResult(
+        source=source_name, start=start.isoformat(), end=end.isoformat(),
+        rows=sum(p["rows"] for p in partitions), partitions=partitions,
+        quality=_quality_summary(report),
+    )
+
+
+def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {"suite": report.suite, "success": report.success,
+            "result": lake.relative(report.result_path)}
+
+
+def read_raw(
+    source_name: str, partitions: list[lake.Partition], columns: dict[str, str]
+) -> "pa.Table":
+    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of delivery)."""
+    fields = [pa.field(c, _ARROW_TYPES[t]) for c, t in columns.items()]
+    fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
+    if not partitions:
+        return pa.schema(fields).empty_table()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    paths = [str(p.data_path) for p in partitions]
+    table = con.sql(
+        f"SELECT *, CAST(regexp_extract(filename, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "
+        f"AS {PARTITION_DAY} FROM read_parquet(?, filename = true)",
+        params=[paths],
+    ).to_arrow_table()
+    return table.drop_columns(["filename"])
+
+
+_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
+                "timestamp": pa.timestamp("us", tz="UTC")}

@@ -1,0 +1,210 @@
+"""MLflow: the run, the logged model, the registered version, aliases and lineage tags.
+
+We log explicitly (no autolog) so every run, logged model and model version carries the
+same lineage tags, and so a re-run can find the pair it already registered by `pair_id`.
+A version is either created with all its tags and description or deleted again: a crash
+never leaves a version without lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines import settings
+
+if TYPE_CHECKING:
+    from pipelines.spec import LoadedSpec
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+# Tags every run, logged model and model version of a pipeline carries.
+LINEAGE_TAGS = ("pair_id", "dataset_id", "pipeline", "code_version", "git_commit",
+                "feature_definitions_hash", "raw_inputs_sha256", "gx_result",
+                "airflow_dag_id", "airflow_run_id", "airflow_try", "triggered_by", "reason")
+
+
+def client() -> Any:
+    """An MlflowClient on the configured store (SQLite under PITSTOP_HOME by default)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def experiment_id(name: str) -> str:
+    """The pipeline's experiment, created with its artifacts under PITSTOP_HOME."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = settings.mlflow_artifact_root() / name
+    location.mkdir(parents=True, exist_ok=True)
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=location.as_uri()))
+    except Exception:  # a parallel task created it first
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def find_version(model_name: str, pair_id: str) -> Any | None:
+    """The registered version of this pair, if any (what makes re-runs register nothing)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client().search_model_versions(
+            f"name = '{model_name}' and tags.pair_id = '{pair_id}'")
+    except MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def find_finished_run(experiment: str, pair_id: str) -> Any | None:
+    """A finished run of this pair with a logged model: a retried train task reuses it."""
+    runs = client().search_runs(
+        [experiment],
+        filter_string=f"tags.pair_id = '{pair_id}' and attributes.status = 'FINISHED' "
+        "and tags.model_uri != ''",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def champion_version(model_name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def load_model(model_uri: str) -> Any:
+    import mlflow.sklearn
+
+    client()
+    return mlflow.sklearn.load_model(model_uri)
+
+
+def log_json(run_id: str, payload: Any, artifact_file: str) -> None:
+    client().log_text(run_id, json.dumps(payload, indent=2, sort_keys=True, default=str),
+                      artifact_file)
+
+
+def log_metrics(run_id: str, values: dict[str, float]) -> None:
+    import math
+
+    from mlflow.entities import Metric
+
+    clean = {k: v for k, v in values.items() if not math.isnan(v)}
+    client().log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in clean.items()])
+
+
+def register(
+    model_name: str,
+    run_id: str,
+    model_uri: str,
+    model_id: str,
+    tags: dict[str, str],
+    description: str,
+    promote: bool,
+) -> str:
+    """Create the version with all tags; move `champion` only when `promote`.
+
+    If anything fails after the version exists, the version is deleted, so no version is
+    ever left without its lineage tags.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        mlflow_client.create_registered_model(model_name)
+    except MlflowException:
+        pass  # exists already
+    version = mlflow_client.create_model_version(
+        model_name, source=model_uri, run_id=run_id, tags=tags, description=description,
+        model_id=model_id,
+    )
+    try:
+        if promote:
+            mlflow_client.set_registered_model_alias(model_name, CHAMPION, version.version)
+        mlflow_client.set_logged_model_tags(model_id, {"registered_version": version.version})
+    except BaseException:
+        mlflow_client.delete_model_version(model_name, version.version)
+        raise
+    return str(version.version)
+
+
+def log_directory(run_id: str, folder: Path, artifact_path: str) -> None:
+    client().log_artifacts(run_id, str(folder), artifact_path)
+
+
+def plan_pair(spec: LoadedSpec, dataset_id: str) -> dict[str, Any]:
+    """The pair this run would register, and the version that already holds it, if any."""
+    from pipelines import lineage
+
+    code = lineage.code_version(spec)
+    pair_id = lineage.pair_id(dataset_id, lineage.training_config(spec), code)
+    existing = find_version(spec.pipeline.model_name, pair_id)
+    return {"pair_id": pair_id, "dataset_id": dataset_id, "code_version": code,
+            "registered_version": existing.version if existing is not None else None}
+
+
+def register_pair(
+    spec: LoadedSpec, pair: dict[str, Any], run: dict[str, str], evaluation: dict[str, Any]
+) -> dict[str, Any]:
+    """Register the pair's model (once) with the run's lineage tags and the verdict."""
+    name = spec.pipeline.model_name
+    if (existing := find_version(name, pair["pair_id"])) is not None:
+        return {"version": existing.version, "new": False,
+                "champion": CHAMPION in (existing.aliases or [])}
+    verdict = evaluation["verdict"]
+    run_tags = client().get_run(run["run_id"]).data.tags
+    tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
+    tags["verdict"] = "passed" if verdict["passed"] else "rejected"
+    if not verdict["passed"]:
+        tags["rejected_reason"] = "; ".join(verdict["reasons"])
+    metric_text = ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items())
+    description = (
+        f"pair_id {pair['pair_id']}\ndataset_id {pair['dataset_id']}\n"
+        f"verdict: {tags['verdict']}"
+        + (f" ({tags['rejected_reason']})" if not verdict["passed"] else "")
+        + f"\nevaluation on {evaluation['eval_rows']} rows: {metric_text}\n"
+        f"lineage: artifacts lineage/ and quality/ of run {run['run_id']}"
+    )
+    version = register(name, run["run_id"], run["model_uri"], run["model_id"], tags,
+                       description, promote=verdict["passed"])
+    return {"version": version, "new": True, "champion": bool(verdict["passed"])}
+
+
+def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
+                  report: dict[str, Any]) -> dict[str, Any]:
+    """A run's summary for people: IDs, version, verdict, metrics and where to look."""
+    name = spec.pipeline.model_name
+    version = find_version(name, pair["pair_id"])
+    summary: dict[str, Any] = {
+        "pipeline": spec.name, "pair_id": pair["pair_id"],
+        "dataset_id": built["training_set"]["dataset_id"],
+        "training_set": built["training_set"], "split": built["split"],
+        "data_docs": report.get("docs_path"), "tracking_uri": settings.mlflow_tracking_uri(),
+        "model_name": name, "version": None,
+    }
+    if version is None:
+        return summary
+    run = client().get_run(version.run_id)
+    champion = champion_version(name)
+    summary.update({
+        "version": version.version, "run_id": version.run_id,
+        "already_registered": pair["registered_version"] is not None,
+        "verdict": version.tags.get("verdict"), "rejected_reason": version.tags.get(
+            "rejected_reason"),
+        "champion": champion is not None and champion.version == version.version,
+        "metrics": {k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
+                    if k.startswith("eval_") and k != "eval_rows"},
+    })
+    return summary

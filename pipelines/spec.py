@@ -1,0 +1,249 @@
+"""The pipeline spec: one YAML file per pipeline, typed and validated on load.
+
+A data engineer declares sources, feature views, the label, the model and the gate once, in
+`dags/<name>.yaml`; everything else (DAGs, lake paths, IDs) is derived from it. Unknown fields
+are rejected and every error names the file and the field, because a typo in a spec should
+fail at load, not three tasks later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.errors import SpecError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept `90s`, `30m`, `3h`, `1d` (and whatever pydantic takes for a timedelta)."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+ColumnType = Literal["int", "float", "str", "bool", "timestamp"]
+FunctionRef = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Files an upstream system delivers into the landing folder, one file per day.
+
+    `path` is relative to the landing folder and contains `{date}` (YYYY-MM-DD, the UTC day).
+    `events` sources deliver a file every day and each row's `event_time` must fall in that
+    day; `snapshot` sources (dimension tables) deliver a file only when the table changes.
+    """
+
+    path: str = Field(pattern=r"\{date\}")
+    format: Literal["csv", "parquet"] = "csv"
+    kind: Literal["events", "snapshot"] = "events"
+    event_time: str | None = None
+    timezone: str = "UTC"
+    keys: list[str] = Field(min_length=1)
+    columns: dict[str, ColumnType] = Field(min_length=1)
+    suite: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Source:
+        if self.kind == "events" and not self.event_time:
+            raise ValueError("an events source needs `event_time` (the column that dates each row)")
+        if self.event_time and self.columns.get(self.event_time) != "timestamp":
+            raise ValueError(f"event_time {self.event_time!r} must be a `timestamp` column")
+        if missing := [k for k in self.keys if k not in self.columns]:
+            raise ValueError(f"keys {missing} are not declared in `columns`")
+        return self
+
+
+class FeatureView(_Strict):
+    """A function of raw rows that yields feature rows keyed by entity and event time.
+
+    The function receives `{source: DataFrame}` holding the raw rows of the chunk plus
+    `lookback` of history, and returns keys, `event_time`, optionally `created_time`, and
+    feature columns. A row becomes usable `availability_lag` after its event time unless the
+    function says when it was created; a training row only sees rows usable at its cutoff.
+    """
+
+    function: FunctionRef
+    sources: list[str] = Field(min_length=1)
+    keys: list[str] = Field(min_length=1)
+    availability_lag: Duration = dt.timedelta(0)
+    lookback: Duration = dt.timedelta(0)
+    ttl: Duration | None = None
+    description: str = ""
+
+
+class Label(_Strict):
+    """The label spine: one row per prediction with its cutoff (`prediction_time`)."""
+
+    function: FunctionRef
+    sources: list[str] = Field(min_length=1)
+    entity: str
+    prediction_time: str
+    target: str
+
+
+class ModelSpec(_Strict):
+    """A scikit-learn estimator by import path, its params, seed and input columns."""
+
+    estimator: str = Field(pattern=r"^[\w.]+\.[A-Za-z_]\w*$")
+    params: dict[str, Any] = {}
+    seed: int
+    features: list[str] = Field(min_length=1)
+    categorical: list[str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if extra := [c for c in self.categorical if c not in self.features]:
+            raise ValueError(f"categorical columns {extra} are not in `features`")
+        return self
+
+
+class Split(_Strict):
+    """Time-based split: the last `eval_days` of the window evaluate, the rest train."""
+
+    eval_days: int = Field(ge=1)
+
+
+Metric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
+
+
+class Criteria(_Strict):
+    """The registration gate: absolute floors/ceilings and allowed change vs the champion."""
+
+    min: dict[Metric, float] = {}
+    max: dict[Metric, float] = {}
+    max_regression: dict[Metric, float] = {}
+
+
+class Evaluation(_Strict):
+    slices: list[str] = []
+    criteria: Criteria = Criteria()
+
+
+class Schedules(_Strict):
+    """Cron expressions (UTC); each run's data interval is [previous tick, this tick)."""
+
+    ingest: str = "0 1 * * *"
+    features: str = "0 2 * * *"
+    train: str | None = "0 6 1 * *"
+
+
+class Pipeline(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    start_date: dt.date
+    landing: str
+    expectations: str = "../expectations"
+    schedules: Schedules = Schedules()
+    sources: dict[str, Source] = Field(min_length=1)
+    feature_views: dict[str, FeatureView] = {}
+    label: Label
+    training_suite: str | None = None
+    split: Split
+    model: ModelSpec
+    evaluation: Evaluation = Evaluation()
+    model_name: str
+
+    @model_validator(mode="after")
+    def _check_refs(self) -> Pipeline:
+        for view_name, view in self.feature_views.items():
+            if unknown := [s for s in view.sources if s not in self.sources]:
+                raise ValueError(f"feature_views.{view_name}.sources: unknown sources {unknown}")
+        if unknown := [s for s in self.label.sources if s not in self.sources]:
+            raise ValueError(f"label.sources: unknown sources {unknown}")
+        return self
+
+
+class LoadedSpec:
+    """A validated spec plus where it came from, so paths and hooks resolve next to it."""
+
+    def __init__(self, pipeline: Pipeline, path: Path) -> None:
+        self.pipeline = pipeline
+        self.path = path.resolve()
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def hooks_dir(self) -> Path:
+        """The pipeline's own Python hooks: `dags/<name>/` beside the spec."""
+        return self.path.parent / self.pipeline.name
+
+    @property
+    def expectations_dir(self) -> Path:
+        return (self.path.parent / self.pipeline.expectations).resolve()
+
+    def suite_path(self, suite: str) -> Path:
+        return self.expectations_dir / f"{suite}.json"
+
+    def landing_dir(self) -> Path:
+        """`PITSTOP_LANDING` overrides the spec, so one pipeline can run on another copy."""
+        raw = os.environ.get("PITSTOP_LANDING") or self.pipeline.landing
+        from pipelines.settings import home
+
+        expanded = raw.replace("${PITSTOP_HOME}", str(home()))
+        return (self.path.parent / os.path.expandvars(expanded)).resolve()
+
+    def resolve(self, ref: str) -> Callable[..., Any]:
+        """Import `module:function` from the hooks folder; errors name the spec and the ref."""
+        module_name, _, func_name = ref.partition(":")
+        package = f"pitstop_hooks_{self.name}"
+        if package not in sys.modules:
+            init = self.hooks_dir / "__init__.py"
+            if not init.exists():
+                raise SpecError(f"{self.path}: hooks package {self.hooks_dir} has no __init__.py")
+            spec = importlib.util.spec_from_file_location(
+                package, init, submodule_search_locations=[str(self.hooks_dir)]
+            )
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[package] = module
+            spec.loader.exec_module(module)
+        try:
+            module = importlib.import_module(f"{package}.{module_name}")
+            return getattr(module, func_name)
+        except (ImportError, AttributeError) as exc:
+            raise SpecError(f"{self.path}: cannot resolve hook {ref!r}: {exc}") from exc
+
+    def hook_file(self, ref: str) -> Path:
+        """The file that defines a hook, hashed into the feature-definition hash."""
+        return self.hooks_dir / (ref.partition(":")[0].replace(".", "/") + ".py")
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Load and validate a spec; any problem raises SpecError naming the file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: spec file not found") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a mapping of fields, got {type(data).__name__}")
+    try:
+        pipeline = Pipeline.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SpecError(f"{path}: {problems}") from exc
+    return LoadedSpec(pipeline, path)
