@@ -94,7 +94,7 @@ def error_lines(log_file: Path, since: int) -> list[str]:
 
 
 def run_pipeline(spec_path: Path, start: dt.date, end: dt.date, reason: str,
-                 echo: Any) -> dict[str, Any]:
+                 echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
     """Ingest, compute features and train for `[start, end)` through `dag.test()`."""
     configure_airflow()
     from pipelines.orchestration.factory import build_dags
@@ -106,7 +106,9 @@ def run_pipeline(spec_path: Path, start: dt.date, end: dt.date, reason: str,
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.log"
     conf = {"start": start.isoformat(), "end": end.isoformat()}
-    stages = [("ingest", conf), ("features", conf), ("train", {**conf, "reason": reason})]
+    train_conf = {**conf, "reason": reason,
+                  "eval_start": eval_start.isoformat() if eval_start else None}
+    stages = [("ingest", conf), ("features", conf), ("train", train_conf)]
     results: dict[str, Any] = {}
     for number, (stage, run_conf) in enumerate(stages, start=1):
         dag = dags[f"{spec.name}_{stage}"]
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("spec", type=Path)
     run.add_argument("--start", type=_date)
     run.add_argument("--end", type=_date, help="exclusive")
+    run.add_argument("--eval-start", type=_date,
+                     help="first day of the evaluation window (default: the last eval_days)")
     run.add_argument("--reason", default="pitstop run")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     backfill = commands.add_parser("backfill", help="recompute feature partitions for a range")
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
             start = args.start or spec.pipeline.start_date
             end = args.end or start + dt.timedelta(days=28)
-            summary = run_pipeline(args.spec, start, end, args.reason, echo)
+            summary = run_pipeline(args.spec, start, end, args.reason, echo, args.eval_start)
             if args.json:
                 print(json.dumps(summary, indent=2, default=str))
             else:

@@ -78,9 +78,9 @@ def publish_dir(final: Path, write: Callable[[Path], dict[str, Any]]) -> dict[st
     try:
         manifest = dict(write(tmp))
         files = []
-        for path in sorted(p for p in tmp.iterdir() if p.name != MANIFEST):
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST):
             entry: dict[str, Any] = {
-                "name": path.name,
+                "name": path.relative_to(tmp).as_posix(),
                 "bytes": path.stat().st_size,
                 "sha256": sha256_file(path),
             }

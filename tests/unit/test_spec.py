@@ -1,0 +1,81 @@
+"""The spec loads the example, and every kind of mistake names the file and the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.errors import SpecError
+from pipelines.spec import load_spec, parse_duration
+
+
+def test_example_loads(spec_path: Path) -> None:
+    spec = load_spec(spec_path)
+    assert spec.name == "flights_delay"
+    assert spec.pipeline.feature_views["origin_weather"].ttl == dt.timedelta(hours=3)
+    assert spec.pipeline.feature_views["plane"].ttl is None
+    assert callable(spec.resolve(spec.pipeline.label.function))
+    assert spec.suite_path("x").parent.name == "expectations"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("90s", dt.timedelta(seconds=90)), ("30m", dt.timedelta(minutes=30)),
+    ("3h", dt.timedelta(hours=3)), ("1d", dt.timedelta(days=1)), ("PT2H", "PT2H"),
+])
+def test_durations(text: str, expected: object) -> None:
+    assert parse_duration(text) == expected
+
+
+def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
+    data = yaml.safe_load(spec_path.read_text())
+    change(data)
+    target = tmp_path / "broken.yaml"
+    target.write_text(yaml.safe_dump(data))
+    return target
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda d: d.update(colour="red"), "colour"),
+    (lambda d: d["sources"]["flights"].update(delimiter=";"), "sources.flights.delimiter"),
+    (lambda d: d["sources"]["flights"].pop("event_time"), "sources.flights"),
+    (lambda d: d["sources"]["flights"].update(path="flights.csv"), "sources.flights.path"),
+    (lambda d: d["feature_views"]["plane"].update(sources=["nope"]), "feature_views.plane.sources"),
+    (lambda d: d["feature_views"]["origin_weather"].update(ttl="soon"),
+     "feature_views.origin_weather.ttl"),
+    (lambda d: d["model"].update(categorical=["colour"]), "model"),
+    (lambda d: d["split"].update(eval_days=0), "split.eval_days"),
+    (lambda d: d["evaluation"]["criteria"]["min"].update(accuracy=0.5),
+     "evaluation.criteria.min.accuracy"),
+    (lambda d: d.pop("label"), "label"),
+])
+def test_bad_spec_names_file_and_field(spec_path: Path, tmp_path: Path, change: callable,
+                                       field: str) -> None:
+    target = _broken(spec_path, tmp_path, change)
+    with pytest.raises(SpecError) as error:
+        load_spec(target)
+    assert str(target) in str(error.value)
+    assert field in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+
+
+def test_unknown_hook_names_the_ref(spec_path: Path) -> None:
+    spec = load_spec(spec_path)
+    with pytest.raises(SpecError, match="features:nothing_here"):
+        spec.resolve("features:nothing_here")
+
+
+def test_landing_can_be_overridden(spec_path: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PITSTOP_LANDING", str(tmp_path))
+    assert load_spec(spec_path).landing_dir() == tmp_path.resolve()
