@@ -43,11 +43,13 @@ def output_to(log_file: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_file, "ab") as handle:
+    with open(log_file, "ab") as handle, open(log_file, "a", buffering=1) as text:
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
         try:
-            yield
+            # Python-level streams too: a host (pytest) may have replaced sys.stdout/stderr.
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -137,7 +137,7 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
         context = _context(tmp / DOCS_DIR)
         suite = context.suites.add(gx.ExpectationSuite(**suite_json))
         batch = (context.data_sources.add_pandas("frames")
-                 .add_dataframe_asset(data_name[:200])
+                 .add_dataframe_asset(suite.name)
                  .add_batch_definition_whole_dataframe("whole"))
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 # Tags every run, logged model and model version of a pipeline carries.
 LINEAGE_TAGS = ("pair_id", "dataset_id", "pipeline", "code_version", "git_commit",
-                "feature_definitions_hash", "raw_inputs_sha256", "gx_result",
+                "feature_definitions_hash", "raw_inputs_sha256", "raw_partitions", "gx_result",
+                "gx_suite",
                 "airflow_dag_id", "airflow_run_id", "airflow_try", "triggered_by", "reason")
 
 
@@ -152,7 +153,7 @@ def plan_pair(spec: LoadedSpec, dataset_id: str) -> dict[str, Any]:
     pair_id = lineage.pair_id(dataset_id, lineage.training_config(spec), code)
     existing = find_version(spec.pipeline.model_name, pair_id)
     return {"pair_id": pair_id, "dataset_id": dataset_id, "code_version": code,
-            "registered_version": existing.version if existing is not None else None}
+            "registered_version": str(existing.version) if existing is not None else None}
 
 
 def register_pair(
@@ -161,7 +162,7 @@ def register_pair(
     """Register the pair's model (once) with the run's lineage tags and the verdict."""
     name = spec.pipeline.model_name
     if (existing := find_version(name, pair["pair_id"])) is not None:
-        return {"version": existing.version, "new": False,
+        return {"version": str(existing.version), "new": False,
                 "champion": CHAMPION in (existing.aliases or [])}
     verdict = evaluation["verdict"]
     run_tags = client().get_run(run["run_id"]).data.tags
@@ -199,11 +200,11 @@ def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
     run = client().get_run(version.run_id)
     champion = champion_version(name)
     summary.update({
-        "version": version.version, "run_id": version.run_id,
+        "version": str(version.version), "run_id": version.run_id,
         "already_registered": pair["registered_version"] is not None,
         "verdict": version.tags.get("verdict"), "rejected_reason": version.tags.get(
             "rejected_reason"),
-        "champion": champion is not None and champion.version == version.version,
+        "champion": champion is not None and str(champion.version) == str(version.version),
         "metrics": {k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
                     if k.startswith("eval_") and k != "eval_rows"},
     })

@@ -112,6 +112,17 @@ def raw_partitions_used(training_set: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(used.values(), key=lambda p: p["path"])
 
 
+def model_types(model: Pipeline) -> list[str]:
+    """Types skops must trust to load this model: exactly those it is made of.
+
+    MLflow stores sklearn models with skops (no arbitrary pickle code on load); types outside
+    skops' default allow-list must be named. We name the ones of the model we just fitted.
+    """
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
 def train_and_log(
     spec: LoadedSpec,
     training_set: dict[str, Any],
@@ -153,7 +164,7 @@ def train_and_log(
     folder = lake.lake_root() / training_set["path"]
     model_spec = spec.pipeline.model
     requirements = [f"{n}=={v}" for n, v in lineage.package_versions(
-        ("scikit-learn", "pandas", "numpy", "scipy")).items()]
+        ("scikit-learn", "pandas", "numpy", "scipy", "skops")).items()]
     with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{pair['pair_id'][:12]}",
                           tags=tags) as run:
         mlflow.log_params({"estimator": model_spec.estimator, "seed": model_spec.seed,
@@ -166,7 +177,7 @@ def train_and_log(
         mlflow.log_input(dataset, context="training", tags={"dataset_id": training_set["dataset_id"]})
         model = fit(spec, train)
         info = mlflow.sklearn.log_model(model, name="model", pip_requirements=requirements,
-                                        tags=tags)
+                                        skops_trusted_types=model_types(model), tags=tags)
         run_id = run.info.run_id
         registry.log_json(run_id, lake.read_manifest(folder), "lineage/training_set_manifest.json")
         registry.log_json(run_id, raw, "lineage/raw_partitions.json")
