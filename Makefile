@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench up down clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+up: install
+	$(BIN)/pitstop up
+
+down:
+	@test -x $(BIN)/pitstop && $(BIN)/pitstop down || true
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -43,16 +43,19 @@ def output_to(log_file: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_file, "ab") as handle, open(log_file, "a", buffering=1) as text:
+    with open(log_file, "ab") as handle:
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
         try:
-            # Python-level streams too: a host (pytest) may have replaced sys.stdout/stderr.
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+            # The process's own streams write to fds 1 and 2; a host such as pytest may have
+            # replaced sys.stdout/stderr with objects that do not (loggers keep references).
+            with (contextlib.redirect_stdout(sys.__stdout__),
+                  contextlib.redirect_stderr(sys.__stderr__)):
                 yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
@@ -148,10 +151,35 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
                                     if summary.get("rejected_reason") else "")
     echo(f"verdict     {verdict}{'  (alias champion)' if summary['champion'] else ''}")
     echo("metrics     " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items())))
-    echo(f"data docs   {summary['data_docs']}")
+    from pipelines import lake
+
+    echo(f"data docs   {lake.lake_root() / summary['data_docs']}")
     echo(f"MLflow UI   .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']} "
          "--port 5000   then http://127.0.0.1:5000")
     echo(f"airflow log {summary['log']}")
+
+
+def services(command: str) -> int:
+    """`pitstop up` / `pitstop down`: the local UIs (see pipelines/orchestration/local.py)."""
+    from pipelines.orchestration import local
+
+    if command == "down":
+        stopped = local.down()
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        return 0
+    try:
+        urls = local.up(Path.cwd())
+    except RuntimeError as exc:
+        print(f"pitstop: {exc}", file=sys.stderr)
+        return 1
+    print(f"Airflow  {urls['airflow']}")
+    print(f"MLflow   {urls['mlflow']}")
+    known = local.passwords()
+    for user, role in local.USERS.items():
+        print(f"  {user:<10} {role:<7} password {known.get(user, '(see file below)')}")
+    print(f"passwords: {local.passwords_file()}; logs: {settings.home() / 'logs'}; "
+          "stop with `make down`")
+    return 0
 
 
 def _date(text: str) -> dt.date:
@@ -174,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True, help="exclusive")
     backfill.add_argument("--views", help="comma-separated feature views (default: all)")
+    commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
+    commands.add_parser("down", help="stop what `pitstop up` started")
     args = parser.parse_args(argv)
+
+    if args.command in ("up", "down"):
+        return services(args.command)
 
     from pipelines.spec import load_spec
 

@@ -53,11 +53,14 @@ def run_context() -> dict[str, Any]:
 
 
 def window(default_start: dt.date | None = None) -> tuple[dt.date, dt.date]:
-    """The run's `[start, end)`: the `start`/`end` params if given, else the data interval."""
+    """The run's `[start, end)`: the `start`/`end` params if given, else the data interval.
+
+    A manual run has no data interval; it then covers the day before it was triggered.
+    """
     context = get_current_context()
     params = context["params"]
-    interval_start = context["data_interval_start"]
-    interval_end = context["data_interval_end"]
+    interval_end = context.get("data_interval_end") or context["dag_run"].run_after
+    interval_start = context.get("data_interval_start") or interval_end - dt.timedelta(days=1)
     start = params.get("start") or (default_start or interval_start.date()).isoformat()
     end = params.get("end") or interval_end.date().isoformat()
     lo, hi = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
