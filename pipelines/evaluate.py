@@ -39,7 +39,7 @@ def slice_metrics(frame: pd.DataFrame, target: str, y_prob: np.ndarray,
     for column in columns:
         for value, index in frame.groupby(column, dropna=False).indices.items():
             y = frame[target].to_numpy()[index]
-            rows.append({"slice": column, "value": str(value), "rows": int(len(index)),
+            rows.append({"slice": column, "value": str(value), "rows": len(index),
                          "positives": int(y.sum()), **metrics(y, y_prob[index])})
     return rows
 

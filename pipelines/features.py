@@ -26,7 +26,7 @@ from pipelines.lineage import feature_definitions_hash, frame_content_hash
 from pipelines.pit import point_in_time_join
 from pipelines.spec import LoadedSpec
 
-__all__ = ["point_in_time_join", "compute_view", "build_training_set", "backfill"]
+__all__ = ["backfill", "build_training_set", "compute_view", "point_in_time_join"]
 
 EVENT_TIME = "event_time"
 CREATED_TIME = "created_time"

@@ -191,7 +191,7 @@ def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] 
 
 def read_raw(
     source_name: str, partitions: list[lake.Partition], columns: dict[str, str]
-) -> "pa.Table":
+) -> pa.Table:
     """Raw rows of the given partitions, with `_partition_day` (UTC midnight of delivery)."""
     fields = [pa.field(c, _ARROW_TYPES[t]) for c, t in columns.items()]
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))

@@ -46,7 +46,7 @@ def sha256_json(value: Any) -> str:
 
 
 def partition_dir(layer: str, dataset: str, day: dt.date, root: Path | None = None) -> Path:
-    """`<lake>/<layer>/<dataset>/date=YYYY-MM-DD`, e.g. raw/flights or features/weather."""
+    """`<lake>/<layer>/<dataset>/date=YYYY-MM-DD`, e.g. raw/orders or features/customer_totals."""
     return (root or lake_root()) / layer / dataset / f"date={day.isoformat()}"
 
 

@@ -23,7 +23,6 @@ import datetime as dt
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import duckdb
 import numpy as np
@@ -32,9 +31,9 @@ import pyarrow as pa
 
 from pipelines.errors import DataError
 
-__all__ = ["point_in_time_join", "TableLike"]
+__all__ = ["TableLike", "point_in_time_join"]
 
-TableLike = Union[pd.DataFrame, pa.Table, str, Path]
+TableLike = pd.DataFrame | pa.Table | str | Path
 """A pandas DataFrame, an Arrow table, or a Parquet file, folder or glob."""
 
 ROW = "__pitstop_row"

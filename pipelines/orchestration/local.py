@@ -139,7 +139,7 @@ def _wait_healthy(url: str, name: str, timeout: float) -> None:
 def up(project: Path, ports: Ports = Ports(), echo: Callable[[str], None] = print,
        timeout: float = 120.0) -> dict[str, str]:
     """Start Airflow (4 processes) and the MLflow UI; return their URLs. Idempotent."""
-    from pipelines.cli import configure_airflow
+    from pipelines.orchestration.runner import configure_airflow
 
     if alive := running():
         echo(f"already running: {', '.join(sorted(alive))} (pitstop down stops them)")

@@ -32,7 +32,7 @@ def _land(spec_path: Path, end: dt.date) -> None:
 
 @pytest.fixture(scope="module")
 def first_run(airflow_db: Path, spec_path: Path) -> dict:
-    from pipelines.cli import run_pipeline
+    from pipelines.orchestration.runner import run_pipeline
 
     _land(spec_path, END)
     return run_pipeline(spec_path, START, END, "e2e test", echo=lambda _: None,
@@ -84,7 +84,7 @@ def test_training_set_is_point_in_time(first_run: dict) -> None:
 
 
 def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
-    from pipelines.cli import run_pipeline
+    from pipelines.orchestration.runner import run_pipeline
 
     again = run_pipeline(spec_path, START, END, "e2e test again", echo=lambda _: None,
                          eval_start=EVAL_START)
@@ -94,7 +94,7 @@ def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
 
 
 def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -> None:
-    from pipelines.cli import run_pipeline
+    from pipelines.orchestration.runner import run_pipeline
 
     _land(spec_path, dt.date(2013, 2, 2))
     landing = load_spec(spec_path).landing_dir()
