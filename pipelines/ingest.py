@@ -8,6 +8,7 @@ unless every file of the range passed, so a bad file never leaves a half-ingeste
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines import lake, quality
 from pipelines.errors import DataError
@@ -51,41 +53,79 @@ def _connect(timezone: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def read_landing_file(path: Path, source: Source) -> pa.Table:
-    """Read one delivered file with the spec's schema; every problem names file and column."""
-    con = _connect(source.timezone)
-    reader = (
-        f"read_csv('{path}', header = true, all_varchar = true)"
-        if source.format == "csv"
-        else f"read_parquet('{path}')"
-    )
+FILE = "__pitstop_file"
+
+
+def _header(path: Path, source: Source) -> list[str]:
+    """Column names of one delivered file, read without parsing its rows."""
     try:
-        found = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]
-    except duckdb.Error as exc:
+        if source.format == "parquet":
+            return pq.read_schema(path).names
+        with open(path, newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+
+
+def _check_header(path: Path, source: Source) -> None:
+    found = _header(path, source)
     if missing := [c for c in source.columns if c not in found]:
         raise DataError(f"{path}: columns {missing} declared in the spec are missing (schema drift)")
     if extra := [c for c in found if c not in source.columns]:
         raise DataError(f"{path}: columns {extra} are not declared in the spec (schema drift)")
-    casts = ", ".join(
-        f'TRY_CAST("{c}" AS {SQL_TYPES[t]}) AS "{c}"' for c, t in source.columns.items()
+
+
+def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table]:
+    """Read delivered files with the spec's schema in one DuckDB pass, one table per file.
+
+    Every problem names the file and the column: headers are checked file by file first, and
+    a parse error in the combined read is narrowed down to the file that caused it.
+    """
+    for path in paths:
+        _check_header(path, source)
+    if not paths:
+        return {}
+    con = _connect(source.timezone)
+    files = [str(p) for p in paths]
+    reader = (
+        f"read_csv(?, header = true, all_varchar = true, union_by_name = true, "
+        f"filename = '{FILE}')"
+        if source.format == "csv"
+        else f"read_parquet(?, union_by_name = true, filename = '{FILE}')"
     )
+    try:
+        con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {reader}", [files])
+    except duckdb.Error as exc:
+        if len(paths) > 1:
+            for path in paths:
+                read_landing_files([path], source)
+        raise DataError(f"{paths[0]}: cannot be read as {source.format}: {exc}") from exc
     bad_checks = ", ".join(
         f'count(*) FILTER (WHERE "{c}" IS NOT NULL AND TRY_CAST("{c}" AS {SQL_TYPES[t]}) IS NULL)'
         for c, t in source.columns.items()
     )
-    try:
-        con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {reader}")
-        bad = con.execute(f"SELECT {bad_checks} FROM delivered").fetchone()
-        assert bad is not None
+    for file, *bad in con.execute(
+            f"SELECT {FILE}, {bad_checks} FROM delivered GROUP BY {FILE} ORDER BY {FILE}").fetchall():
         for (column, kind), count in zip(source.columns.items(), bad, strict=True):
             if count:
-                raise DataError(f"{path}: column {column!r} has {count} values that are not {kind}")
-        con.execute(f"CREATE TEMP TABLE typed AS SELECT {casts} FROM delivered")
-        con.execute("SET TimeZone = 'UTC'")  # naive strings were read in the source's zone
-        return con.sql("SELECT * FROM typed").to_arrow_table()
-    except duckdb.Error as exc:
-        raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
+                raise DataError(f"{file}: column {column!r} has {count} values that are not {kind}")
+    casts = ", ".join(
+        f'TRY_CAST("{c}" AS {SQL_TYPES[t]}) AS "{c}"' for c, t in source.columns.items()
+    )
+    con.execute(f"CREATE TEMP TABLE typed AS SELECT {FILE}, {casts} FROM delivered")
+    con.execute("SET TimeZone = 'UTC'")  # naive strings were read in the source's zone
+    typed = con.sql(f"SELECT * FROM typed ORDER BY {FILE}").to_arrow_table()
+    by_file = typed.column(FILE)
+    tables = {}
+    for path in paths:
+        rows = typed.filter(pc.equal(by_file, str(path)))
+        tables[path] = rows.drop_columns([FILE])
+    return tables
+
+
+def read_landing_file(path: Path, source: Source) -> pa.Table:
+    """Read one delivered file with the spec's schema; every problem names file and column."""
+    return read_landing_files([path], source)[path]
 
 
 def check_rows(table: pa.Table, path: Path, source: Source, day: dt.date) -> None:
@@ -129,16 +169,17 @@ def ingest(
 ) -> IngestResult:
     """Ingest `[start, end)` of one source; see the module docstring for the guarantees."""
     source = spec.pipeline.sources[source_name]
-    delivered: list[tuple[dt.date, Path, pa.Table]] = []
+    found: dict[Path, dt.date] = {}
     for day in lake.days(start, end):
         path = landing_file(spec, source, day)
-        if not path.exists():
-            if source.kind == "snapshot":
-                continue
+        if path.exists():
+            found[path] = day
+        elif source.kind != "snapshot":
             raise DataError(f"{path}: missing: source {source_name!r} delivers a file every day")
-        table = read_landing_file(path, source)
-        check_rows(table, path, source, day)
-        delivered.append((day, path, table))
+    delivered = []
+    for path, table in read_landing_files(list(found), source).items():
+        check_rows(table, path, source, found[path])
+        delivered.append((found[path], path, table))
 
     report = None
     if source.suite and delivered:
