@@ -41,6 +41,48 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
     echo(f"airflow log {summary['log']}")
 
 
+def audit_command(command: str, ref: str, as_json: bool) -> int:
+    """`pitstop trace|verify|reproduce REF`: exit 0 when intact/identical, 1 otherwise."""
+    from pipelines import audit
+    from pipelines.errors import LineageError
+
+    try:
+        if command == "trace":
+            if as_json:
+                print(json.dumps(audit.trace(ref), indent=2, default=str))
+            else:
+                print("\n\n".join("\n".join(audit.trace_lines(s)) for s in audit.resolve(ref)))
+            return 0
+        if command == "verify":
+            checked = audit.verify(ref)
+            lines = [line for v in checked for line in _verification_lines(v)]
+            results, ok = [v.to_dict() for v in checked], all(v.intact for v in checked)
+        else:
+            redone = audit.reproduce(ref)
+            lines = [line for r in redone for line in _reproduction_lines(r)]
+            results, ok = [r.to_dict() for r in redone], all(r.identical for r in redone)
+    except (LineageError, DataError, SpecError) as exc:
+        print(f"pitstop {command}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(results, indent=2, default=str) if as_json else "\n".join(lines))
+    return 0 if ok else 1
+
+
+def _verification_lines(result: Any) -> list[str]:
+    head = f"{result.name} version {result.version}"
+    if result.intact:
+        return [f"{head}: intact ({result.checked} hashes match what was recorded)"]
+    return [f"{head}: NOT intact, {len(result.mismatches)} of {result.checked} hashes differ",
+            *(f"  {m.what}: expected {m.expected}, found {m.actual}" for m in result.mismatches)]
+
+
+def _reproduction_lines(result: Any) -> list[str]:
+    verdict = "identical" if result.identical else "DIFFERENT"
+    return [f"{result.name} version {result.version}: reproduction {verdict}",
+            *(f"  {'ok  ' if passed else 'FAIL'} {check}" for check, passed in result.checks.items()),
+            *(f"       {key}: {value}" for key, value in result.details.items())]
+
+
 def services(command: str) -> int:
     """`pitstop up` / `pitstop down`: the local UIs (see pipelines/orchestration/local.py)."""
     from pipelines.orchestration import local
@@ -84,12 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True, help="exclusive")
     backfill.add_argument("--views", help="comma-separated feature views (default: all)")
+    for name, text in (("trace", "show what a model version was made from"),
+                       ("verify", "re-hash everything a model version was made from"),
+                       ("reproduce", "rebuild the training set and refit; compare")):
+        audit = commands.add_parser(name, help=text)
+        audit.add_argument("ref", help="NAME@ALIAS, NAME/VERSION, a pair_id or a dataset_id")
+        audit.add_argument("--json", action="store_true", help="print the result as JSON")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
     args = parser.parse_args(argv)
 
     if args.command in ("up", "down"):
         return services(args.command)
+    if args.command in ("trace", "verify", "reproduce"):
+        return audit_command(args.command, args.ref, args.json)
 
     from pipelines.spec import load_spec
 

@@ -15,12 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipelines import lake
+from pipelines.errors import DataError
 from pipelines.lake import sha256_file, sha256_json
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+LINEAGE_ARTIFACT = "lineage/lineage.json"
+"""Where a model's run keeps its lineage record."""
 
 
 def frame_content_hash(frame: pd.DataFrame, definitions_hash: str) -> str:
@@ -106,3 +110,91 @@ def training_config(spec: LoadedSpec) -> dict[str, Any]:
 def pair_id(dataset_id: str, config: dict[str, Any], code: str) -> str:
     """The model/dataset pair: same data, config and code give the same pair, hence no duplicate."""
     return sha256_json({"dataset_id": dataset_id, "config": config, "code": code})
+
+
+def _manifest(path: str) -> dict[str, Any]:
+    manifest = lake.read_manifest(lake.lake_root() / path)
+    if manifest is None:
+        raise DataError(f"{path}: no {lake.MANIFEST} (rule: only published partitions are used)")
+    return manifest
+
+
+def raw_partitions_used(training_set: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every raw partition behind a training set: the spine's and those behind each feature."""
+    manifest = _manifest(training_set["path"])
+    used = {p["path"]: p for p in manifest["inputs"]["spine"]}
+    for partitions in manifest["inputs"]["features"].values():
+        for partition in partitions:
+            used.update({p["path"]: p for p in _manifest(partition["path"]).get("inputs", [])})
+    return sorted(used.values(), key=lambda p: p["path"])
+
+
+def _partition(path: str, **extra: Any) -> dict[str, Any]:
+    """A partition as lineage names it: path, data file, rows, sha256, who produced it."""
+    manifest = _manifest(path)
+    data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
+    return {"path": path, "file": lake.DATA_FILE, "rows": data.get("rows"),
+            "sha256": data["sha256"], "produced_by": manifest.get("produced_by", {}), **extra}
+
+
+def lineage_record(
+    spec: LoadedSpec,
+    training_set: dict[str, Any],
+    quality_report: dict[str, Any],
+    pair: dict[str, Any],
+    split: dict[str, str],
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything a model version was made from, each input named by its content hash.
+
+    Logged as `lineage/lineage.json` on the model's run; `pitstop trace`, `verify` and
+    `reproduce` read it back, so MLflow plus the lake is all an auditor needs.
+    """
+    manifest = _manifest(training_set["path"])
+    features = [_partition(p["path"], view=view)
+                for view, parts in sorted(manifest["inputs"]["features"].items())
+                for p in parts]
+    raw = []
+    checks: dict[str, dict[str, Any]] = {}
+    for used in raw_partitions_used(training_set):
+        part = _partition(used["path"])
+        raw_manifest = _manifest(used["path"])
+        part["source_file"] = raw_manifest.get("source_file")
+        if quality := raw_manifest.get("quality"):
+            part["check"] = quality["result"]
+            checks.setdefault(quality["result"], {
+                "suite": quality["suite"], "success": quality["success"],
+                "result": quality["result"]})
+        raw.append(part)
+    suites = {name: sha256_file(spec.suite_path(name)) for name in {
+        *(s.suite for s in spec.pipeline.sources.values() if s.suite),
+        spec.pipeline.training_suite}}
+    files = code_files(spec)
+    return {
+        "format": 1,
+        "pipeline": spec.name,
+        "pair_id": pair["pair_id"],
+        "dataset_id": training_set["dataset_id"],
+        "training_set": {**_partition(training_set["path"]), "window": manifest["window"],
+                         "columns": manifest["columns"]},
+        "feature_definitions_hash": feature_definitions_hash(spec),
+        "feature_partitions": features,
+        "raw_partitions": raw,
+        "spec": {"file": spec.path.name, "path": str(spec.path), "sha256": sha256_file(spec.path),
+                 "artifact": f"lineage/spec/{spec.path.name}"},
+        "checks": {
+            "training_set": {"suite": quality_report["suite"], "success": quality_report["success"],
+                             "result": quality_report["result_path"],
+                             "sha256": sha256_file(lake.lake_root() / quality_report["result_path"]),
+                             "artifact": "quality/validation_result.json",
+                             "data_docs": "quality/data_docs/index.html"},
+            "raw": sorted(checks.values(), key=lambda c: c["result"]),
+            "suites": suites,
+        },
+        "code": {"version": pair["code_version"], "git_commit": git_commit(spec.path.parent),
+                 "files": {name: sha256_file(path) for name, path in files.items()}},
+        "packages": package_versions(),
+        "training": {"config": training_config(spec), "split": split},
+        "airflow": {"train": {k: context.get(k) for k in ("dag_id", "run_id", "task_id", "try")},
+                    "triggered_by": context.get("triggered_by"), "reason": context.get("reason")},
+    }

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import settings
+from pipelines import lake, settings
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
@@ -24,14 +24,17 @@ CHAMPION = "champion"
 # Tags every run, logged model and model version of a pipeline carries.
 LINEAGE_TAGS = ("pair_id", "dataset_id", "pipeline", "code_version", "git_commit",
                 "feature_definitions_hash", "raw_inputs_sha256", "raw_partitions", "gx_result",
-                "gx_suite",
+                "gx_suite", "lineage", "lineage_sha256",
                 "airflow_dag_id", "airflow_run_id", "airflow_try", "triggered_by", "reason")
 
 
 def client() -> Any:
     """An MlflowClient on the configured store (SQLite under PITSTOP_HOME by default)."""
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
     return mlflow.MlflowClient()
 
@@ -97,6 +100,19 @@ def log_json(run_id: str, payload: Any, artifact_file: str) -> None:
                       artifact_file)
 
 
+def artifact_hashes(uri: str) -> dict[str, str]:
+    """sha256 of every file under an artifact URI (e.g. a logged model), by relative path."""
+    import tempfile
+
+    import mlflow.artifacts
+
+    client()
+    with tempfile.TemporaryDirectory(prefix="pitstop-artifacts-") as tmp:
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        return {p.relative_to(root).as_posix(): lake.sha256_file(p)
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def log_metrics(run_id: str, values: dict[str, float]) -> None:
     import math
 
@@ -132,9 +148,9 @@ def register(
         model_id=model_id,
     )
     try:
+        mlflow_client.set_logged_model_tags(model_id, {"registered_version": version.version})
         if promote:
             mlflow_client.set_registered_model_alias(model_name, CHAMPION, version.version)
-        mlflow_client.set_logged_model_tags(model_id, {"registered_version": version.version})
     except BaseException:
         mlflow_client.delete_model_version(model_name, version.version)
         raise
@@ -176,7 +192,9 @@ def register_pair(
         f"verdict: {tags['verdict']}"
         + (f" ({tags['rejected_reason']})" if not verdict["passed"] else "")
         + f"\nevaluation on {evaluation['eval_rows']} rows: {metric_text}\n"
-        f"lineage: artifacts lineage/ and quality/ of run {run['run_id']}"
+        f"lineage: runs:/{run['run_id']}/lineage/lineage.json "
+        f"(trace with `pitstop trace {name}/<version>`)\n"
+        f"data docs: runs:/{run['run_id']}/quality/data_docs/index.html"
     )
     version = register(name, run["run_id"], run["model_uri"], run["model_id"], tags,
                        description, promote=verdict["passed"])

@@ -79,8 +79,13 @@ def fit(spec: LoadedSpec, train: pd.DataFrame) -> Pipeline:
     if missing := [c for c in model.features if c not in train.columns]:
         raise DataError(f"training set lacks model features {missing} (rule: spec model.features)")
     pipeline = make_model(model)
-    features = train[model.features].astype({c: "object" for c in model.categorical})
+    features = _as_categories(train[model.features], model.categorical)
     return pipeline.fit(features, train[spec.pipeline.label.target].to_numpy())
+
+
+def _as_categories(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Categorical columns as Python objects, the same way when fitting and predicting."""
+    return frame.astype({c: "object" for c in categorical})
 
 
 def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
@@ -90,26 +95,13 @@ def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
     score the same evaluation rows as the candidate.
     """
     columns = list(model.feature_names_in_)
-    inputs = frame[columns]
-    text = [c for c in columns if not pd.api.types.is_numeric_dtype(inputs[c])]
-    return model.predict_proba(inputs.astype({c: "object" for c in text}))[:, 1]
+    categorical = next((list(cols) for name, _, cols in model.named_steps["columns"].transformers_
+                        if name == "categorical"), [])
+    return model.predict_proba(_as_categories(frame[columns], categorical))[:, 1]
 
 
 def read_training_set(training_set: dict[str, Any]) -> pd.DataFrame:
     return pd.read_parquet(lake.lake_root() / training_set["path"] / lake.DATA_FILE)
-
-
-def raw_partitions_used(training_set: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every raw partition behind a training set: the spine's and those behind each feature."""
-    manifest = lake.read_manifest(lake.lake_root() / training_set["path"])
-    if manifest is None:
-        raise DataError(f"training set {training_set['path']} has no manifest")
-    used = {p["path"]: p for p in manifest["inputs"]["spine"]}
-    for partitions in manifest["inputs"]["features"].values():
-        for partition in partitions:
-            feature_manifest = lake.read_manifest(lake.lake_root() / partition["path"]) or {}
-            used.update({p["path"]: p for p in feature_manifest.get("inputs", [])})
-    return sorted(used.values(), key=lambda p: p["path"])
 
 
 def model_types(model: Pipeline) -> list[str]:
@@ -145,7 +137,7 @@ def train_and_log(
                 "model_id": done.data.tags["model_id"]}
     frame = read_training_set(training_set)
     train, _ = split_frame(frame, spec, split)
-    raw = raw_partitions_used(training_set)
+    raw = lineage.raw_partitions_used(training_set)
     tags = {
         "pipeline": spec.name,
         "pair_id": pair["pair_id"],
@@ -186,5 +178,13 @@ def train_and_log(
         if quality_report.get("docs_dir"):
             mlflow.log_artifacts(str(lake.lake_root() / quality_report["docs_dir"]),
                                  "quality/data_docs")
-        mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id})
+        record = lineage.lineage_record(
+            spec, training_set, quality_report, pair,
+            {k: v.isoformat() for k, v in vars(split).items()}, context)
+        record["model"] = {"model_id": info.model_id, "uri": info.model_uri, "run_id": run_id,
+                           "files": registry.artifact_hashes(info.model_uri)}
+        registry.log_json(run_id, record, lineage.LINEAGE_ARTIFACT)
+        mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id,
+                         "lineage": f"runs:/{run_id}/{lineage.LINEAGE_ARTIFACT}",
+                         "lineage_sha256": lake.sha256_json(record)})
     return {"run_id": run_id, "model_uri": info.model_uri, "model_id": info.model_id}

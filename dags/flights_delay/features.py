@@ -25,13 +25,17 @@ def _departure_delays(flights: pd.DataFrame, key: str) -> pd.DataFrame:
     """Delay statistics over the 3 hours up to each departure, per `key`.
 
     A flight counts once it has actually left (scheduled time plus departure delay); cancelled
-    flights never leave. Departures in the same minute are folded into one event, so each
-    (key, event_time) has one row.
+    flights never leave. An early departure delivered in the next day's file (scheduled just
+    after midnight, left before it) counts from that file's midnight: each day's features then
+    depend only on files delivered up to that day, whatever range a backfill covers.
+    Departures in the same minute are folded into one event, so each (key, event_time) has
+    one row.
     """
     sql = f"""
         WITH departed AS (
             SELECT {key} AS k,
-                   time_hour + to_minutes(minute) + to_minutes(CAST(dep_delay AS BIGINT)) AS t,
+                   greatest(time_hour + to_minutes(minute)
+                            + to_minutes(CAST(dep_delay AS BIGINT)), _partition_day) AS t,
                    dep_delay
             FROM flights WHERE dep_delay IS NOT NULL
         ), per_minute AS (

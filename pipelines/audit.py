@@ -1,0 +1,341 @@
+"""The auditor's questions, answered from MLflow and the lake alone: trace, verify, reproduce.
+
+Every registered version's run holds `lineage/lineage.json` (see `lineage.lineage_record`),
+whose own hash is the version's `lineage_sha256` tag. From a reference (`name@alias`,
+`name/version`, a `pair_id` or a `dataset_id`) we find the version(s), read the record, and:
+
+- `trace` lays the chain out: version → run → training set → feature and raw partitions →
+  source files; checks; code; Airflow runs;
+- `verify` re-hashes everything the record names (lake files, the record itself, the logged
+  spec, GX result and model files) and lists every mismatch;
+- `reproduce` rebuilds the training set from the recorded raw partitions in a scratch lake,
+  checks its `dataset_id`, refits with the recorded config and compares predictions with the
+  registered model on the evaluation rows. It writes nothing to MLflow or the real lake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import lake, registry, settings
+from pipelines.errors import LineageError
+from pipelines.lineage import LINEAGE_ARTIFACT
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One registered version and its lineage record."""
+
+    name: str
+    version: str
+    run_id: str
+    aliases: list[str]
+    tags: dict[str, str]
+    record: dict[str, Any]
+
+
+def _versions(ref: str) -> list[Any]:
+    """Model versions a reference names; LineageError when there are none."""
+    from mlflow.exceptions import MlflowException
+
+    client = registry.client()
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            return [client.get_model_version_by_alias(name, alias)]
+        if "/" in ref:
+            name, version = ref.rsplit("/", 1)
+            return [client.get_model_version(name, version)]
+    except MlflowException as exc:
+        raise LineageError(f"{ref}: no such model version in MLflow "
+                           f"({settings_hint()}): {exc.message}") from exc
+    if HEX64.match(ref):
+        found = [*client.search_model_versions(f"tags.pair_id = '{ref}'"),
+                 *client.search_model_versions(f"tags.dataset_id = '{ref}'")]
+        if found:
+            return sorted({(v.name, str(v.version)): v for v in found}.values(),
+                          key=lambda v: (v.name, int(v.version)))
+        raise LineageError(f"{ref}: no model version has this pair_id or dataset_id "
+                           f"({settings_hint()})")
+    raise LineageError(f"{ref}: not a reference; use NAME@ALIAS, NAME/VERSION, a pair_id or "
+                       f"a dataset_id (64 hex digits)")
+
+
+def settings_hint() -> str:
+    return f"tracking store {settings.mlflow_tracking_uri()}"
+
+
+def _download(run_id: str, path: str, into: Path) -> Path:
+    import mlflow.artifacts
+
+    registry.client()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
+                                                        dst_path=str(into)))
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        raise LineageError(f"run {run_id}: artifact {path} cannot be read: {exc}") from exc
+
+
+def resolve(ref: str) -> list[Subject]:
+    """The versions `ref` names, each with its lineage record."""
+    client = registry.client()
+    subjects = []
+    for version in _versions(ref):
+        full = client.get_registered_model(version.name)
+        aliases = sorted(a for a, v in (full.aliases or {}).items() if str(v) == str(version.version))
+        with tempfile.TemporaryDirectory(prefix="pitstop-lineage-") as tmp:
+            record = json.loads(_download(version.run_id, LINEAGE_ARTIFACT, Path(tmp)).read_text())
+        subjects.append(Subject(version.name, str(version.version), version.run_id, aliases,
+                                dict(version.tags), record))
+    return subjects
+
+
+def _span(partitions: list[dict[str, Any]]) -> str:
+    days = sorted(p["path"].rsplit("date=", 1)[-1] for p in partitions)
+    return f"{days[0]}..{days[-1]}" if days else "none"
+
+
+def _by_dataset(partitions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for part in partitions:
+        grouped.setdefault(part["path"].rsplit("/date=", 1)[0], []).append(part)
+    return grouped
+
+
+def trace_lines(subject: Subject) -> list[str]:
+    """The lineage chain of one version as an indented tree, for people."""
+    rec, tags = subject.record, subject.tags
+    training = rec["training_set"]
+    airflow = rec["airflow"]
+    alias = f", alias {', '.join(subject.aliases)}" if subject.aliases else ""
+    lines = [
+        f"{subject.name} version {subject.version}  (verdict {tags.get('verdict', '?')}{alias})",
+        f"  pair_id {rec['pair_id']}",
+        f"└─ run {subject.run_id}  model {rec['model']['model_id']}",
+        (f"   airflow {airflow['train']['dag_id']} / {airflow['train']['run_id']} "
+        f"(try {airflow['train']['try']}), triggered by {airflow.get('triggered_by')}, "
+        f"reason {airflow.get('reason')!r}"),
+        f"   └─ training set {rec['dataset_id']}",
+        (f"      {training['path']}/{training['file']}  {training['rows']} rows  "
+        f"sha256 {training['sha256']}"),
+        (f"      window {training['window']['start']}..{training['window']['end']}, split "
+        f"{rec['training']['split']}"),
+    ]
+    for dataset, parts in sorted(_by_dataset(rec["feature_partitions"]).items()):
+        producers = sorted({str(p["produced_by"].get("run_id")) for p in parts})
+        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
+                     f"{sum(p['rows'] or 0 for p in parts)} rows, by {len(producers)} "
+                     f"Airflow run(s) {', '.join(producers[:2])}{' …' if len(producers) > 2 else ''}")
+    for dataset, parts in sorted(_by_dataset(rec["raw_partitions"]).items()):
+        sources = [p["source_file"]["path"] for p in parts if p.get("source_file")]
+        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
+                     f"{sum(p['rows'] or 0 for p in parts)} rows")
+        if sources:
+            lines.append(f"      │    from {len(sources)} source files, e.g. {sources[0]}")
+    checks = rec["checks"]
+    ts_check = checks["training_set"]
+    lines += [
+        "   checks",
+        (f"      {ts_check['suite']}: {'passed' if ts_check['success'] else 'FAILED'} "
+        f"(artifact {ts_check['artifact']}, Data Docs {ts_check['data_docs']})"),
+        *(f"      {c['suite']}: {'passed' if c['success'] else 'FAILED'} ({c['result']})"
+          for c in checks["raw"][:6]),
+        *([f"      … and {len(checks['raw']) - 6} more raw checks"] if len(checks["raw"]) > 6
+          else []),
+        "   code",
+        (f"      version {rec['code']['version']}, git {rec['code']['git_commit']}, "
+        f"{len(rec['code']['files'])} files"),
+        "      " + ", ".join(f"{k} {v}" for k, v in sorted(rec["packages"].items())),
+        f"   spec {rec['spec']['file']} sha256 {rec['spec']['sha256']}",
+        f"   feature definitions {rec['feature_definitions_hash']}",
+    ]
+    return lines
+
+
+def trace(ref: str) -> dict[str, Any]:
+    """Lineage of every version `ref` names; from a dataset_id, every version trained on it."""
+    subjects = resolve(ref)
+    return {"ref": ref, "versions": [
+        {"name": s.name, "version": s.version, "run_id": s.run_id, "aliases": s.aliases,
+         "tags": s.tags, "lineage": s.record} for s in subjects]}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One stored thing whose hash is not what was recorded."""
+
+    what: str
+    expected: str
+    actual: str
+
+
+@dataclass
+class Verification:
+    """Everything `verify` checked for one version."""
+
+    name: str
+    version: str
+    checked: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def expect(self, what: str, expected: str | None, actual: str | None) -> None:
+        self.checked += 1
+        if expected != actual:
+            self.mismatches.append(Mismatch(what, str(expected), str(actual)))
+
+    @property
+    def intact(self) -> bool:
+        return not self.mismatches
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "intact": self.intact}
+
+
+def _lake_sha(path: str) -> str:
+    file = lake.lake_root() / path
+    return lake.sha256_file(file) if file.exists() else "missing"
+
+
+def verify_subject(subject: Subject) -> Verification:
+    """Re-hash every stored input and artifact of one version against its record."""
+    from pipelines.lineage import frame_content_hash
+
+    rec, result = subject.record, Verification(subject.name, subject.version)
+    result.expect("lineage.json (tag lineage_sha256)", subject.tags.get("lineage_sha256"),
+                  lake.sha256_json(rec))
+    result.expect("tag pair_id", subject.tags.get("pair_id"), rec["pair_id"])
+    result.expect("tag dataset_id", subject.tags.get("dataset_id"), rec["dataset_id"])
+    training = rec["training_set"]
+    for part in [training, *rec["feature_partitions"], *rec["raw_partitions"]]:
+        file = f"{part['path']}/{part['file']}"
+        result.expect(file, part["sha256"], _lake_sha(file))
+    data_file = lake.lake_root() / training["path"] / training["file"]
+    if data_file.exists():
+        import pandas as pd
+
+        result.expect("dataset_id (content of the training set)", rec["dataset_id"],
+                      frame_content_hash(pd.read_parquet(data_file),
+                                         rec["feature_definitions_hash"]))
+    with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
+        spec_copy = _download(subject.run_id, rec["spec"]["artifact"], Path(tmp))
+        result.expect(f"run artifact {rec['spec']['artifact']}", rec["spec"]["sha256"],
+                      lake.sha256_file(spec_copy))
+        check = rec["checks"]["training_set"]
+        result_copy = _download(subject.run_id, check["artifact"], Path(tmp))
+        result.expect(f"run artifact {check['artifact']}", check["sha256"],
+                      lake.sha256_file(result_copy))
+    actual_model = registry.artifact_hashes(rec["model"]["uri"])
+    for name, sha in sorted(rec["model"]["files"].items()):
+        result.expect(f"model {rec['model']['model_id']} file {name}", sha,
+                      actual_model.get(name, "missing"))
+    return result
+
+
+def verify(ref: str) -> list[Verification]:
+    return [verify_subject(s) for s in resolve(ref)]
+
+
+@contextlib.contextmanager
+def _scratch_lake(root: Path) -> Iterator[None]:
+    saved = os.environ.get("PITSTOP_LAKE")
+    os.environ["PITSTOP_LAKE"] = str(root)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PITSTOP_LAKE", None)
+        else:
+            os.environ["PITSTOP_LAKE"] = saved
+
+
+@dataclass
+class Reproduction:
+    """What `reproduce` rebuilt and whether it matched."""
+
+    name: str
+    version: str
+    checks: dict[str, bool] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "identical": self.identical}
+
+
+def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reproduction:
+    """Rebuild the training set from the recorded raw partitions and refit; compare."""
+    from pipelines import features, lineage, train
+    from pipelines.spec import load_spec
+
+    rec = subject.record
+    out = Reproduction(subject.name, subject.version)
+    spec = load_spec(spec_path or Path(rec["spec"]["path"]))
+    out.checks["spec unchanged"] = lake.sha256_file(spec.path) == rec["spec"]["sha256"]
+    now_files = {n: lake.sha256_file(p) for n, p in lineage.code_files(spec).items()}
+    changed = sorted(n for n in {*now_files, *rec["code"]["files"]}
+                     if now_files.get(n) != rec["code"]["files"].get(n))
+    out.checks["code unchanged"] = not changed
+    out.details["code files changed"] = changed
+    for part in rec["raw_partitions"]:
+        actual = _lake_sha(f"{part['path']}/{part['file']}")
+        if actual != part["sha256"]:
+            raise LineageError(f"{part['path']}/{part['file']}: sha256 {actual} is not the "
+                               f"recorded {part['sha256']}; run `pitstop verify` first")
+    window = rec["training_set"]["window"]
+    start, end = dt.date.fromisoformat(window["start"]), dt.date.fromisoformat(window["end"])
+    split = train.Split(**{k: dt.date.fromisoformat(v)
+                           for k, v in rec["training"]["split"].items()})
+    real_root = lake.lake_root()
+    with tempfile.TemporaryDirectory(prefix="pitstop-reproduce-") as scratch:
+        for part in rec["raw_partitions"]:
+            shutil.copytree(real_root / part["path"], Path(scratch) / part["path"])
+        with _scratch_lake(Path(scratch)):
+            for view, parts in _by_view(rec["feature_partitions"]).items():
+                first = min(_day(p) for p in parts)
+                features.compute_view(spec, view, first, max(_day(p) for p in parts)
+                                      + dt.timedelta(days=1))
+            rebuilt = features.build_training_set(spec, start, end)
+            frame = train.read_training_set(rebuilt.to_dict())
+    out.details["dataset_id"] = {"recorded": rec["dataset_id"], "rebuilt": rebuilt.dataset_id}
+    out.checks["dataset_id identical"] = rebuilt.dataset_id == rec["dataset_id"]
+    train_rows, evaluation = train.split_frame(frame, spec, split)
+    refit = train.fit(spec, train_rows)
+    registered = registry.load_model(f"models:/{subject.name}/{subject.version}")
+    new, old = train.predict(refit, evaluation), train.predict(registered, evaluation)
+    out.details["evaluation rows"] = len(evaluation)
+    out.details["max abs prediction difference"] = float(np.max(np.abs(new - old))) if len(
+        new) else 0.0
+    out.checks["predictions identical"] = bool(np.array_equal(new, old))
+    return out
+
+
+def _day(part: dict[str, Any]) -> dt.date:
+    return dt.date.fromisoformat(part["path"].rsplit("date=", 1)[1][:10])
+
+
+def _by_view(partitions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for part in partitions:
+        grouped.setdefault(part["view"], []).append(part)
+    return grouped
+
+
+def reproduce(ref: str, spec_path: Path | None = None) -> list[Reproduction]:
+    return [reproduce_subject(s, spec_path) for s in resolve(ref)]

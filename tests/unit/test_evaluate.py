@@ -1,0 +1,150 @@
+"""Evaluation: metrics as scikit-learn computes them, slices that add up, a declarative gate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from pipelines import evaluate
+from pipelines.spec import Criteria
+
+
+def _scores(rows: int = 500, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(rows) < 0.3).astype("int64")
+    p = np.clip(0.3 * y + 0.7 * rng.random(rows), 0.001, 0.999)
+    return y, p
+
+
+def test_metrics_match_sklearn() -> None:
+    y, p = _scores()
+    got = evaluate.metrics(y, p)
+    assert got == pytest.approx({
+        "roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
+        "log_loss": log_loss(y, p), "brier": brier_score_loss(y, p),
+    })
+    assert set(got) == set(evaluate.HIGHER_IS_BETTER)
+    assert all(type(v) is float for v in got.values())
+
+
+def test_metrics_on_hand_computed_values() -> None:
+    """Perfect ranking: AUCs 1; Brier and log loss from their definitions."""
+    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.8])
+    got = evaluate.metrics(y, p)
+    assert got["roc_auc"] == 1.0 and got["pr_auc"] == 1.0
+    assert got["brier"] == pytest.approx((0.01 + 0.16 + 0.16 + 0.04) / 4)
+    assert got["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.6, 0.8])))
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_single_class_gives_nan_aucs_and_finite_losses(label: int) -> None:
+    y, p = np.full(6, label), np.linspace(0.1, 0.9, 6)
+    got = evaluate.metrics(y, p)
+    assert math.isnan(got["roc_auc"]) and math.isnan(got["pr_auc"])
+    assert got["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
+    assert got["brier"] == pytest.approx(float(np.mean((p - label) ** 2)))
+
+
+def test_slice_rows_and_positives_add_up() -> None:
+    """Per slice column, rows and positives sum to the whole, missing values included."""
+    y, p = _scores(300)
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({
+        "y": y,
+        "origin": rng.choice(["EWR", "JFK", "LGA"], len(y)),
+        "hour": rng.integers(0, 4, len(y)).astype(float),
+    }, index=np.arange(len(y)) * 10 + 7)  # non-default index: slices are positional
+    frame.loc[frame.index[::25], "hour"] = np.nan
+    frame.loc[frame.index[::40], "origin"] = None
+    rows = evaluate.slice_metrics(frame, "y", p, ["origin", "hour"])
+    for column in ("origin", "hour"):
+        mine = [r for r in rows if r["slice"] == column]
+        assert sum(r["rows"] for r in mine) == len(frame)
+        assert sum(r["positives"] for r in mine) == int(y.sum())
+        assert len(mine) == frame[column].nunique(dropna=False)
+        assert "nan" in {r["value"] for r in mine}
+    jfk = next(r for r in rows if r["slice"] == "origin" and r["value"] == "JFK")
+    mask = (frame["origin"] == "JFK").to_numpy()
+    assert jfk["rows"] == int(mask.sum())
+    assert {k: jfk[k] for k in evaluate.HIGHER_IS_BETTER} == pytest.approx(
+        evaluate.metrics(y[mask], p[mask]))
+
+
+def test_slice_of_one_class_has_nan_auc() -> None:
+    frame = pd.DataFrame({"y": [0, 1, 0, 0], "s": ["a", "a", "b", "b"]})
+    rows = {r["value"]: r for r in evaluate.slice_metrics(frame, "y", np.full(4, 0.5), ["s"])}
+    assert rows["a"]["roc_auc"] == 0.5
+    assert math.isnan(rows["b"]["roc_auc"]) and rows["b"]["positives"] == 0
+
+
+GOOD = {"roc_auc": 0.80, "pr_auc": 0.50, "log_loss": 0.40, "brier": 0.15}
+
+
+@pytest.mark.parametrize(("candidate", "champion", "criteria", "expected"), [
+    ({**GOOD, "roc_auc": 0.55}, None, Criteria(min={"roc_auc": 0.6}),
+     "roc_auc 0.5500 is below the floor 0.6"),
+    ({**GOOD, "roc_auc": math.nan}, None, Criteria(min={"roc_auc": 0.6}),
+     "roc_auc nan is below the floor 0.6"),
+    ({**GOOD, "brier": 0.3}, None, Criteria(max={"brier": 0.25}),
+     "brier 0.3000 is above the ceiling 0.25"),
+    ({**GOOD, "log_loss": 0.9}, None, Criteria(max={"log_loss": 0.69}),
+     "log_loss 0.9000 is above the ceiling 0.69"),
+    ({**GOOD, "roc_auc": 0.70}, {**GOOD, "roc_auc": 0.75},
+     Criteria(max_regression={"roc_auc": 0.01}),
+     "roc_auc 0.7000 is worse than the champion's 0.7500 by 0.0500 (allowed 0.01)"),
+    ({**GOOD, "brier": 0.20}, {**GOOD, "brier": 0.15}, Criteria(max_regression={"brier": 0.01}),
+     "brier 0.2000 is worse than the champion's 0.1500 by 0.0500 (allowed 0.01)"),
+    ({**GOOD, "log_loss": 0.5}, GOOD, Criteria(max_regression={"log_loss": 0.05}),
+     "log_loss 0.5000 is worse than the champion's 0.4000 by 0.1000 (allowed 0.05)"),
+], ids=["floor", "floor-nan", "ceiling", "ceiling-log-loss", "regression-higher-better",
+        "regression-lower-better", "regression-log-loss"])
+def test_decide_rejects_with_a_reason_naming_metric_and_numbers(
+        candidate: dict[str, float], champion: dict[str, float] | None, criteria: Criteria,
+        expected: str) -> None:
+    verdict = evaluate.decide(candidate, champion, criteria)
+    assert not verdict.passed
+    assert verdict.reasons == [expected]
+    assert verdict.to_dict() == {"passed": False, "reasons": [expected]}
+
+
+def test_decide_lists_every_failed_rule() -> None:
+    criteria = Criteria(min={"roc_auc": 0.9, "pr_auc": 0.6}, max={"brier": 0.1},
+                        max_regression={"roc_auc": 0.01})
+    verdict = evaluate.decide(GOOD, {**GOOD, "roc_auc": 0.9}, criteria)
+    assert not verdict.passed and len(verdict.reasons) == 4
+    for name in ("roc_auc", "pr_auc", "brier"):
+        assert any(r.startswith(name) for r in verdict.reasons)
+
+
+SPEC_CRITERIA = Criteria(min={"roc_auc": 0.6}, max={"brier": 0.25},
+                         max_regression={"roc_auc": 0.01, "brier": 0.01})
+
+
+@pytest.mark.parametrize(("candidate", "champion"), [
+    (GOOD, None),  # no champion: regression rules do not apply
+    (GOOD, GOOD),  # equal to the champion
+    ({**GOOD, "roc_auc": 0.795, "brier": 0.155}, GOOD),  # worse, within tolerance
+    ({**GOOD, "roc_auc": 0.95, "brier": 0.05}, GOOD),  # better on both
+    ({**GOOD, "roc_auc": 0.6, "brier": 0.25}, None),  # exactly on floor and ceiling
+    ({**GOOD, "roc_auc": 0.5}, {**GOOD, "roc_auc": 0.5}),  # ...except the floor
+], ids=["no-champion", "equal", "within-tolerance", "better", "on-the-bounds", "floor-only"])
+def test_decide_passes_within_the_rules(candidate: dict[str, float],
+                                        champion: dict[str, float] | None) -> None:
+    verdict = evaluate.decide(candidate, champion, SPEC_CRITERIA)
+    expected_pass = candidate["roc_auc"] >= 0.6
+    assert verdict.passed is expected_pass
+    assert verdict.reasons == ([] if expected_pass else
+                               ["roc_auc 0.5000 is below the floor 0.6"])
+
+
+def test_regression_allowance_is_inclusive() -> None:
+    """Worse by exactly the allowance passes (values exact in binary floating point)."""
+    criteria = Criteria(max_regression={"roc_auc": 0.25, "brier": 0.125})
+    champion = {**GOOD, "roc_auc": 0.75, "brier": 0.125}
+    assert evaluate.decide({**GOOD, "roc_auc": 0.5, "brier": 0.25}, champion, criteria).passed
+    assert not evaluate.decide({**GOOD, "roc_auc": 0.4999, "brier": 0.25}, champion,
+                               criteria).passed

@@ -1,0 +1,232 @@
+"""The GX gate: real Great Expectations runs, published results and Data Docs, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import lake, quality
+from pipelines.errors import SpecError, ValidationFailed
+
+REPO_SUITES = sorted((Path(__file__).resolve().parents[2] / "expectations").glob("*.json"))
+SUITE = {
+    "name": "readings_check",
+    "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "value"}},
+        {"type": "expect_column_values_to_be_between",
+         "kwargs": {"column": "value", "min_value": 0, "max_value": 1}},
+        {"type": "expect_column_values_to_be_in_set",
+         "kwargs": {"column": "sensor", "value_set": ["a", "b", "c"]}},
+    ],
+}
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own lake, so report summaries resolve lake-relative paths."""
+    root = tmp_path / "lake"
+    root.mkdir()
+    monkeypatch.setenv("PITSTOP_LAKE", str(root))
+    return root
+
+
+@pytest.fixture
+def suite_path(tmp_path: Path) -> Path:
+    path = tmp_path / "expectations" / "readings_check.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(SUITE))
+    return path
+
+
+def _readings(rows: int = 12) -> pd.DataFrame:
+    return pd.DataFrame({
+        "sensor": [("a", "b", "c")[i % 3] for i in range(rows)],
+        "value": np.linspace(0.05, 0.95, rows),
+    })
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_valid_frame_passes_and_publishes_result_docs_and_manifest(
+        suite_path: Path, lake_dir: Path) -> None:
+    """A passing run keeps the full result and Data Docs under out_dir, all in the manifest."""
+    out_dir = lake_dir / "_quality" / "readings"
+    report = quality.validate(_readings(), suite_path, "readings day 1", out_dir)
+    quality.require_valid(report)  # no exception
+    assert report.success and report.failures == []
+    assert (report.evaluated, report.successful) == (3, 3)
+    assert report.suite == "readings_check"
+
+    assert report.result_path == out_dir / quality.RESULT_FILE
+    result = json.loads(report.result_path.read_text())
+    assert result["success"] is True
+    assert report.docs_path.suffix == ".html" and report.docs_path.is_file()
+    assert report.docs_path.is_relative_to(out_dir / quality.DOCS_DIR / "validations")
+
+    manifest = lake.read_manifest(out_dir)
+    assert manifest is not None
+    assert manifest["suite"] == "readings_check" and manifest["success"] is True
+    assert manifest["suite_sha256"] == lake.sha256_file(suite_path)
+    listed = {f["name"]: f for f in manifest["files"]}
+    assert set(listed) == _files_under(out_dir) - {lake.MANIFEST}
+    assert quality.RESULT_FILE in listed
+    assert report.docs_path.relative_to(out_dir).as_posix() in listed
+    for name, entry in listed.items():
+        assert entry["sha256"] == lake.sha256_file(out_dir / name)
+
+    summary = report.summary()
+    assert summary["result_path"] == f"_quality/readings/{quality.RESULT_FILE}"
+    assert summary["docs_dir"] == f"_quality/readings/{quality.DOCS_DIR}"
+
+
+@pytest.mark.parametrize(("column", "bad_value", "expectation"), [
+    ("value", None, "expect_column_values_to_not_be_null"),
+    ("value", 7.5, "expect_column_values_to_be_between"),
+    ("sensor", "zz", "expect_column_values_to_be_in_set"),
+])
+def test_failure_names_suite_expectation_and_column(
+        suite_path: Path, lake_dir: Path, column: str, bad_value: Any, expectation: str) -> None:
+    """One bad value fails exactly its expectation; the error names suite, type and column."""
+    frame = _readings()
+    frame[column] = frame[column].astype(object)
+    frame.loc[4, column] = bad_value
+    report = quality.validate(frame, suite_path, "readings day 2", lake_dir / "q")
+    assert not report.success
+    assert (report.evaluated, report.successful) == (3, 2)
+    (failure,) = report.failures
+    assert (failure.expectation, failure.column) == (expectation, column)
+    with pytest.raises(ValidationFailed) as caught:
+        quality.require_valid(report)
+    message = str(caught.value)
+    assert "'readings_check'" in message
+    assert "readings day 2" in message
+    assert f"{expectation} on column '{column}'" in message
+    assert "1 of 3 expectations failed" in message
+    assert str(report.result_path) in message
+
+
+def test_revalidating_replaces_out_dir_whole(suite_path: Path, lake_dir: Path) -> None:
+    """A second run swaps the folder: only its own result, page and manifest, no temp dirs."""
+    out_dir = lake_dir / "_quality" / "readings"
+    first = quality.validate(_readings(), suite_path, "first", out_dir)
+    bad = _readings()
+    bad.loc[0, "value"] = 3.0
+    second = quality.validate(bad, suite_path, "second", out_dir)
+
+    assert first.success and not second.success
+    assert json.loads(second.result_path.read_text())["success"] is False
+    pages = sorted((out_dir / quality.DOCS_DIR / "validations").rglob("*.html"))
+    assert pages == [second.docs_path]
+    manifest = lake.read_manifest(out_dir)
+    assert manifest is not None and manifest["success"] is False
+    assert {f["name"] for f in manifest["files"]} == _files_under(out_dir) - {lake.MANIFEST}
+    leftovers = [p.name for p in out_dir.parent.iterdir() if p.name.startswith((".tmp", ".trash"))]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "GX suite file not found"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"name": "another_name", "expectations": []}), "equal to the file stem"),
+    (json.dumps({"expectations": []}), "equal to the file stem"),
+    (json.dumps({"name": "broken", "expectations": {"type": "x"}}), "a list of `expectations`"),
+])
+def test_load_suite_errors_name_the_file(tmp_path: Path, content: str | None,
+                                         problem: str) -> None:
+    """Missing, malformed or misnamed suite files are SpecErrors naming the file."""
+    path = tmp_path / "broken.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SpecError, match=problem) as caught:
+        quality.load_suite(path)
+    assert str(path) in str(caught.value)
+
+
+def test_validate_with_bad_suite_publishes_nothing(tmp_path: Path, lake_dir: Path) -> None:
+    """A suite error stops before anything is written under the lake."""
+    with pytest.raises(SpecError):
+        quality.validate(_readings(), tmp_path / "missing.json", "x", lake_dir / "q")
+    assert list(lake_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("path", REPO_SUITES, ids=lambda p: p.stem)
+def test_repo_suites_load_into_gx(path: Path) -> None:
+    """Every suite in expectations/ loads and is a suite GX itself accepts."""
+    import great_expectations as gx
+
+    suite = quality.load_suite(path)
+    assert suite["name"] == path.stem and suite["expectations"]
+    gx_suite = gx.ExpectationSuite(**quality._strip_ids(suite))
+    assert len(gx_suite.expectations) == len(suite["expectations"])
+
+
+def test_repo_has_the_example_suites() -> None:
+    assert {p.stem for p in REPO_SUITES} >= {
+        "flights_delay_raw_flights", "flights_delay_raw_weather", "flights_delay_training_set"}
+
+
+def _training_set(rows: int = 1200) -> pd.DataFrame:
+    """Rows satisfying every expectation of the training-set suite."""
+    cutoff = pd.date_range("2013-03-01T06:00Z", periods=rows, freq="15min")
+    as_of = pd.Series(cutoff - pd.Timedelta(minutes=50))  # copied per column: no shared buffer
+    return pd.DataFrame({
+        "flight_id": [f"UA-{i}" for i in range(rows)],
+        "prediction_time": cutoff,
+        "origin": [("EWR", "JFK", "LGA")[i % 3] for i in range(rows)],
+        "dest": "ORD",
+        "carrier": "UA",
+        "distance": 719,
+        "sched_dep_hour": cutoff.hour,
+        "day_of_week": cutoff.dayofweek,
+        "delayed": [int(i % 4 == 0) for i in range(rows)],
+        "origin_weather__as_of": as_of.copy(),
+        "origin_weather__temp": 41.0,
+        "origin_weather__humid": 60.0,
+        "origin_weather__wind_speed": 9.0,
+        "origin_delays__as_of": as_of.copy(),
+        "origin_delays__departures": 12,
+        "origin_delays__delayed_share": 0.25,
+        "carrier_delays__as_of": as_of.copy(),
+        "carrier_delays__departures": 7,
+        "carrier_delays__delayed_share": 0.3,
+        "plane__as_of": as_of.where(np.arange(rows) % 5 != 0),  # some planes unknown: NaT
+        "plane__seats": 180,
+        "plane__engines": 2,
+    })
+
+
+@pytest.mark.parametrize("leaking", [
+    "origin_weather__as_of", "origin_delays__as_of", "carrier_delays__as_of", "plane__as_of",
+])
+def test_training_suite_catches_a_feature_from_the_future(lake_dir: Path, leaking: str) -> None:
+    """One row whose feature is newer than its prediction_time is the only failure."""
+    path = next(p for p in REPO_SUITES if p.stem == "flights_delay_training_set")
+    frame = _training_set()
+    frame.loc[101, leaking] = frame.loc[101, "prediction_time"] + pd.Timedelta(minutes=1)
+    report = quality.validate(frame, path, "leaky training set", lake_dir / "q")
+    assert not report.success
+    assert [(f.expectation, f.column) for f in report.failures] == [
+        ("expect_column_pair_values_a_to_be_greater_than_b", f"prediction_time vs {leaking}")]
+    assert report.failures[0].observed.get("unexpected_count") == 1
+    with pytest.raises(ValidationFailed) as caught:
+        quality.require_valid(report)
+    message = str(caught.value)
+    assert "flights_delay_training_set" in message
+    assert "expect_column_pair_values_a_to_be_greater_than_b" in message
+    assert leaking in message
+
+
+def test_training_suite_accepts_features_at_the_cutoff(lake_dir: Path) -> None:
+    """A feature known exactly at prediction_time is allowed (or_equal)."""
+    path = next(p for p in REPO_SUITES if p.stem == "flights_delay_training_set")
+    frame = _training_set()
+    frame["origin_weather__as_of"] = frame["prediction_time"]
+    report = quality.validate(frame, path, "training set", lake_dir / "q")
+    assert report.success, [f.describe() for f in report.failures]
