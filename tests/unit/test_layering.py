@@ -31,5 +31,5 @@ def test_only_orchestration_imports_airflow(path: Path) -> None:
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_library_knows_nothing_of_the_example(path: Path) -> None:
-    words = re.findall(r"flight|nycflights|weather|carrier|tailnum", path.read_text(), re.I)
+    words = re.findall(r"flight|nycflights|weather|carrier|tailnum", path.read_text(), re.IGNORECASE)
     assert words == [], f"{path} mentions the example: {sorted(set(words))}"
