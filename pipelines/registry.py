@@ -178,7 +178,7 @@ def register_pair(
     """Register the pair's model (once) with the run's lineage tags and the verdict."""
     name = spec.pipeline.model_name
     if (existing := find_version(name, pair["pair_id"])) is not None:
-        return {"version": str(existing.version), "new": False,
+        return {"model_name": name, "version": str(existing.version), "new": False,
                 "champion": CHAMPION in (existing.aliases or [])}
     verdict = evaluation["verdict"]
     run_tags = client().get_run(run["run_id"]).data.tags
@@ -198,7 +198,8 @@ def register_pair(
     )
     version = register(name, run["run_id"], run["model_uri"], run["model_id"], tags,
                        description, promote=verdict["passed"])
-    return {"version": version, "new": True, "champion": bool(verdict["passed"])}
+    return {"model_name": name, "version": version, "new": True,
+            "champion": bool(verdict["passed"]), "run_id": run["run_id"]}
 
 
 def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
@@ -219,6 +220,7 @@ def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
     champion = champion_version(name)
     summary.update({
         "version": str(version.version), "run_id": version.run_id,
+        "experiment_id": run.info.experiment_id,
         "already_registered": pair["registered_version"] is not None,
         "verdict": version.tags.get("verdict"), "rejected_reason": version.tags.get(
             "rejected_reason"),

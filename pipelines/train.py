@@ -133,7 +133,8 @@ def train_and_log(
 
     experiment = registry.experiment_id(spec.name)
     if (done := registry.find_finished_run(experiment, pair["pair_id"])) is not None:
-        return {"run_id": done.info.run_id, "model_uri": done.data.tags["model_uri"],
+        return {"run_id": done.info.run_id, "experiment_id": experiment,
+                "model_uri": done.data.tags["model_uri"],
                 "model_id": done.data.tags["model_id"]}
     frame = read_training_set(training_set)
     train, _ = split_frame(frame, spec, split)
@@ -187,4 +188,5 @@ def train_and_log(
         mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id,
                          "lineage": f"runs:/{run_id}/{lineage.LINEAGE_ARTIFACT}",
                          "lineage_sha256": lake.sha256_json(record)})
-    return {"run_id": run_id, "model_uri": info.model_uri, "model_id": info.model_id}
+    return {"run_id": run_id, "experiment_id": experiment, "model_uri": info.model_uri,
+            "model_id": info.model_id}

@@ -160,6 +160,33 @@ def test_unknown_reference_is_a_clear_error(first_run: dict, ref: str,
     assert ref in capsys.readouterr().err
 
 
+def test_task_links_lead_to_mlflow(first_run: dict, spec_path: Path) -> None:
+    """The plugin's extra links, computed from the train run's task results as the API does."""
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+    from pipelines import audit
+
+    loader = importlib.util.spec_from_file_location(
+        "pitstop_links", spec_path.parent.parent / "plugins" / "pitstop_links.py")
+    assert loader and loader.loader
+    plugin = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(plugin)
+    record = audit.trace("flights_delay@champion")["versions"][0]["lineage"]
+    airflow_run = record["airflow"]["train"]["run_id"]
+
+    def link(link_type: type, task_id: str) -> str:
+        key = TaskInstanceKey("flights_delay_train", task_id, airflow_run, map_index=-1)
+        return link_type().get_link(None, ti_key=key)
+
+    run = registry.client().get_run(first_run["run_id"])
+    expected_run = f"/#/experiments/{run.info.experiment_id}/runs/{first_run['run_id']}"
+    assert link(plugin.MlflowRunLink, "train_model").endswith(expected_run)
+    assert link(plugin.ModelVersionLink, "register_model").endswith(
+        "/#/models/flights_delay/versions/1")
+    assert f"run_uuid={first_run['run_id']}" in link(plugin.DataDocsLink, "summarize")
+    assert link(plugin.ModelVersionLink, "build_training_set") == ""
+
+
 def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
     from pipelines.orchestration.runner import run_pipeline
 
