@@ -239,7 +239,55 @@ def _split(built: dict[str, Any], split_type: Any) -> Any:
     return split_type(**{k: dt.date.fromisoformat(v) for k, v in built["split"].items()})
 
 
+def backfill_dag(spec: LoadedSpec) -> DAG:
+    """Recompute feature views over a range chosen in the trigger form, in month chunks."""
+    from pipelines.features import MAX_BACKFILL_DAYS
+
+    views = list(spec.pipeline.feature_views)
+    first = spec.pipeline.start_date
+    params = {
+        "start": Param(first.isoformat(), type="string", format="date", title="First day",
+                       description=f"First day (UTC) to recompute; not before {first}"),
+        "end": Param((first + dt.timedelta(days=7)).isoformat(), type="string", format="date",
+                     title="End (exclusive)",
+                     description=f"Day after the last one; at most {MAX_BACKFILL_DAYS} days "
+                     "after the start"),
+        "views": Param(views, type="array", title="Feature views", uniqueItems=True,
+                       minItems=1, items={"type": "string", "enum": views},
+                       description="Feature views to recompute"),
+        "reason": Param("", type="string", maxLength=500,
+                        description="Why this backfill runs; kept in each partition's manifest"),
+    }
+    kwargs = _dag_kwargs(spec, "backfill", None, "Recompute feature partitions of a range "
+                         "(month-sized mapped chunks, one partition per day, replaced whole).")
+    with DAG(**{**kwargs, "default_args": {"retries": 0}}, params=params) as dag:
+
+        @task
+        @fail_on_bad_data
+        def plan_backfill() -> list[dict[str, str]]:
+            """Check the request (range, views, raw data present) before anything is written."""
+            from pipelines.features import plan_backfill as plan
+
+            params = get_current_context()["params"]
+            chunks = plan(spec, dt.date.fromisoformat(params["start"]),
+                          dt.date.fromisoformat(params["end"]), list(params["views"]))
+            return [{"view": view, "start": lo.isoformat(), "end": hi.isoformat()}
+                    for view, (lo, hi) in chunks]
+
+        @task(map_index_template="{{ chunk['view'] }} {{ chunk['start'] }}")
+        @fail_on_bad_data
+        def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
+            from pipelines.features import compute_view
+
+            return compute_view(spec, chunk["view"], *_span(chunk),
+                                produced_by=run_context()).to_dict()
+
+        compute_chunk.expand(chunk=plan_backfill())
+    return dag
+
+
 def build_dags(spec_path: str | Path) -> dict[str, DAG]:
     """All DAGs of one pipeline, by dag_id; a DAG file puts them in its globals."""
     spec = load_spec(spec_path)
-    return {dag.dag_id: dag for dag in (ingest_dag(spec), features_dag(spec), train_dag(spec))}
+    return {dag.dag_id: dag for dag in (ingest_dag(spec), features_dag(spec), train_dag(spec),
+                                        backfill_dag(spec))}

@@ -20,9 +20,9 @@ def test_no_import_errors(bag: DagBag) -> None:
     assert bag.import_errors == {}
 
 
-def test_three_dags_per_pipeline(bag: DagBag) -> None:
+def test_four_dags_per_pipeline(bag: DagBag) -> None:
     assert set(bag.dag_ids) == {"flights_delay_ingest", "flights_delay_features",
-                                "flights_delay_train"}
+                                "flights_delay_train", "flights_delay_backfill"}
 
 
 def test_hooks_folder_is_not_parsed(bag: DagBag) -> None:
@@ -67,3 +67,25 @@ def test_train_params_are_validated(bag: DagBag) -> None:
     assert {"start", "end", "eval_start", "reason"} <= set(params.keys())
     with pytest.raises(Exception, match="date"):
         params.get_param("start").resolve("not-a-date")
+
+
+def test_backfill_form_offers_the_spec_views(bag: DagBag) -> None:
+    dag = bag.dags["flights_delay_backfill"]
+    assert dag.timetable.can_be_scheduled is False  # only triggered, from the form
+    assert dag.get_task("compute_chunk").upstream_task_ids == {"plan_backfill"}
+    views = dag.params.get_param("views")
+    assert views.schema["items"]["enum"] == [
+        "origin_weather", "origin_delays", "carrier_delays", "plane"]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("start", "2013-02-30", "date"),
+    ("end", "yesterday", "date"),
+    ("views", ["origin_weather", "nope"], "is not one of"),
+    ("views", [], "should be non-empty|is too short"),
+    ("views", ["plane", "plane"], "non-unique"),
+])
+def test_backfill_form_rejects_bad_input(bag: DagBag, name: str, value: object,
+                                         message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        bag.dags["flights_delay_backfill"].params.get_param(name).resolve(value)

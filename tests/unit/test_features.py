@@ -87,3 +87,24 @@ def test_backfill_reruns_replace_partitions(ingested: LoadedSpec) -> None:
     assert len(sums) == 3 and lines[0].startswith("[1/1] last 2024-01-01..2024-01-04")
     with pytest.raises(DataError, match="unknown feature views"):
         features.backfill(ingested, D1, D4, views=["nope"])
+
+
+@pytest.mark.parametrize(("start", "end", "views", "message"), [
+    (D3, D1, None, "end 2024-01-01 must be after start 2024-01-03"),
+    (dt.date(2023, 12, 31), D3, None, "before the pipeline's start_date 2024-01-01"),
+    (D1, D1 + dt.timedelta(days=800), None, "800 days is longer than 731"),
+    (D1, D4, ["last", "nope"], r"unknown feature views \['nope'\]; choose from \['last'\]"),
+    (D1, dt.date(2024, 1, 6), None,
+     "raw/readings has no data for 2 days of the range, from 2024-01-04 to 2024-01-05"),
+])
+def test_backfill_requests_are_checked_before_writing(
+        ingested: LoadedSpec, start: dt.date, end: dt.date, views: list[str] | None,
+        message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        features.plan_backfill(ingested, start, end, views)
+    assert lake.list_partitions("features", "last") == []
+
+
+def test_backfill_plan_is_views_by_month_chunks(ingested: LoadedSpec) -> None:
+    plan = features.plan_backfill(ingested, D1, D4)
+    assert plan == [("last", (D1, D4))]
