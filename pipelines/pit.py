@@ -69,16 +69,15 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, data: TableLike,
               numbered: bool) -> None:
     """Expose `data` as view `name`; with `numbered`, add ROW = its position in the input."""
     if isinstance(data, (str, Path)):
-        files = _parquet_files(data)
+        files = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in _parquet_files(data)) + "]"
         if numbered:
             con.execute(
                 f"CREATE TEMP VIEW {name} AS SELECT * EXCLUDE (__pitstop_file, file_row_number), "
                 f"row_number() OVER (ORDER BY __pitstop_file, file_row_number) - 1 AS {ROW} "
-                f"FROM read_parquet(?, filename = '__pitstop_file', file_row_number = true)",
-                [files],
+                f"FROM read_parquet({files}, filename = '__pitstop_file', file_row_number = true)"
             )
         else:
-            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet(?)", [files])
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({files})")
         return
     if isinstance(data, pd.DataFrame):
         table = pa.Table.from_pandas(data, preserve_index=False)
@@ -108,12 +107,13 @@ def _check_conflicts(con: duckdb.DuckDBPyConnection, keys: list[str],
                      feature_time: str) -> None:
     """Rows that tie on keys and both times must agree on every value (after dedup)."""
     group = ", ".join([*map(_q, keys), FT, CT])
-    clash = con.execute(
+    found = con.sql(  # through Arrow: DuckDB's own fetch of TIMESTAMPTZ needs pytz
         f"SELECT {group}, count(*) AS n FROM feats GROUP BY {group} HAVING n > 1 "
         f"ORDER BY {group} LIMIT 1"
-    ).fetchone()
-    if clash is not None:
-        where = ", ".join(f"{k}={v!r}" for k, v in zip(keys, clash))
+    ).to_arrow_table().to_pylist()
+    if found:
+        clash = list(found[0].values())
+        where = ", ".join(f"{k}={v!r}" for k, v in zip(keys, clash, strict=False))
         stamp = clash[len(keys)]
         raise DataError(
             f"features: {clash[-1]} rows with {where} and {feature_time}={stamp.isoformat()} "
@@ -187,7 +187,7 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
         f"{created} AS {CT}{value_list} FROM feats_in WHERE {not_null}"
     )
     if created_time and (nulls := con.execute(
-            f"SELECT count(*) FROM feats WHERE {CT} IS NULL").fetchone()[0]):  # type: ignore[index]
+            f"SELECT count(*) FROM feats WHERE {CT} IS NULL").fetchall()[0][0]):
         raise DataError(f"features: {nulls} rows have a null {created_time!r} "
                         f"(rule: every feature row needs the time it was written)")
     _check_conflicts(con, keys, feature_time)
