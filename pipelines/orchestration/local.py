@@ -173,7 +173,7 @@ def passwords() -> dict[str, str]:
 def down(echo: Callable[[str], None] = print) -> list[str]:
     """Stop every process group `up` started (SIGTERM, then SIGKILL after a grace period)."""
     alive = running()
-    for name, pid in alive.items():
+    for pid in alive.values():
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
