@@ -53,7 +53,10 @@ def _shim_register(pit) -> None:
 
 def run_pitstop(spine: str, features: str, out: str, ttl: int, known_at_time: bool,
                 info: dict) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # PITSTOP_BENCH_PIT_DIR: a folder holding a `pipelines` package extracted from a git
+    # revision (run.py --pit-rev); default: the working tree
+    sys.path.insert(0, os.environ.get("PITSTOP_BENCH_PIT_DIR")
+                    or str(Path(__file__).resolve().parents[1]))
     import duckdb
     from pipelines import pit
 

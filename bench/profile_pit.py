@@ -76,21 +76,24 @@ def _operators(profile: Path, top: int = 4) -> list[tuple[float, str]]:
     found: list[tuple[float, str]] = []
 
     def walk(node):
-        name = node.get("operator_name") or node.get("operator_type") or ""
-        timing = node.get("operator_timing", 0.0)
+        name = node.get("type") or node.get("operator_type") or node.get("operator_name") or ""
+        timing = node.get("timing", node.get("operator_timing", 0.0)) or 0.0
         extra = node.get("extra_info", {})
         detail = ""
         if isinstance(extra, dict):
-            for k in ("Join Type", "Groups", "Aggregates", "Order By", "Function"):
+            for k in ("Join Type", "Groups", "Aggregates", "Order By", "Function", "Table"):
                 if k in extra:
-                    detail = f" {k}: {str(extra[k])[:60]}"
+                    detail = f" {k}: {str(extra[k])[:70]}"
                     break
-        if name:
-            found.append((timing, f"{name.strip()}{detail}"))
+        rows = node.get("intermediate_rows") or node.get("operator_cardinality")
+        if name and name != "RESULT_COLLECTOR":
+            found.append((timing, f"{name.strip()}{detail}" + (f" [{rows:,} rows]" if rows else "")))
         for child in node.get("children", []):
             walk(child)
 
-    walk(json.loads(profile.read_text()))
+    root = json.loads(profile.read_text())
+    for node in root.get("operator", []) if isinstance(root.get("operator"), list) else [root]:
+        walk(node)
     return sorted(found, reverse=True)[:top]
 
 
@@ -124,13 +127,18 @@ def profile_current(spine: Path, feats: Path, out: Path, ttl: dt.timedelta,
     finally:
         pit.duckdb.connect = real_connect
     print(f"current pit.py: {total:.2f} s total")
-    for step in holder["con"].steps:
+    _print_steps(holder["con"].steps)
+    return total
+
+
+def _print_steps(steps: list[dict]) -> None:
+    """Wall seconds per statement; below it the heaviest operators (CPU seconds, all threads)."""
+    for step in steps:
         if step["seconds"] < 0.05:
             continue
         print(f"  {step['seconds']:7.2f} s  {step['sql']}")
         for timing, op in _operators(step["profile"]):
             print(f"             {timing:6.2f} s  {op}")
-    return total
 
 
 def proposed(spine: Path, feats: Path, out: Path, ttl: dt.timedelta, known_at_time: bool,
@@ -138,7 +146,9 @@ def proposed(spine: Path, feats: Path, out: Path, ttl: dt.timedelta, known_at_ti
     """The suggested plan, written out for these column names."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pit-proposed-") as spill:
-        con = duckdb.connect(config={"temp_directory": spill})
+        raw = duckdb.connect(config={"temp_directory": spill})
+        raw.execute("SET enable_profiling = 'json'")
+        con = Profiled(raw, Path(spill))
         con.execute("SET TimeZone = 'UTC'")
         if memory_limit:
             con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -154,58 +164,80 @@ def proposed(spine: Path, feats: Path, out: Path, ttl: dt.timedelta, known_at_ti
         con.execute(f"CREATE TEMP TABLE spine_offsets(f VARCHAR, o BIGINT)")
         con.execute(f"INSERT INTO spine_offsets VALUES {', '.join(offsets)}")
         vals = ", ".join(VALUES)
-        vstruct = "struct_pack(" + ", ".join(f"{v} := {v}" for v in VALUES) + ")"
-        # (2) dedupe and find conflicting ties in one aggregate; keep values as one struct
         con.execute("SET preserve_insertion_order = false")
+        # (2) dedupe and detect conflicting ties in ONE numeric aggregate (no SELECT DISTINCT
+        #     over every column, no second GROUP BY)
+        firsts = ", ".join(f"any_value({v}) AS {v}" for v in VALUES)
+        # a 64-bit hash of the row's values: rows of a group differ iff min != max
+        # (up to a 2^-64 collision); NULLs hash to a fixed value, so null vs value differs
+        clash = f"min(hash({vals})) != max(hash({vals}))"
         con.execute(f"""
             CREATE TEMP TABLE feats AS
-            SELECT {KEY}, {TIME} AS ft, {CREATED} AS ct,
-                   min({vstruct}) AS v, max({vstruct}) IS DISTINCT FROM min({vstruct}) AS clash
+            SELECT {KEY}, {TIME} AS ft, {CREATED} AS ct, {firsts}, ({clash}) AS clash
             FROM read_parquet('{feats}')
             WHERE {KEY} IS NOT NULL AND {TIME} IS NOT NULL
             GROUP BY ALL
         """)
-        clash = con.execute("SELECT count(*) FROM feats WHERE clash").fetchone()[0]
-        assert clash == 0, "conflicting ties (pitstop raises DataError here)"
-        # (3) the timeline carries the winner's values: no join back to the features
+        n_clash = con.execute("SELECT count(*) FROM feats WHERE clash").fetchone()[0]
+        assert n_clash == 0, "conflicting ties (pitstop raises DataError here)"
+        # (3) the winner order (ft, ct) as ONE HUGEINT, so max() and the running max are
+        #     numeric instead of struct comparisons
+        code = ("(epoch_us(ft)::HUGEINT * 18446744073709551616 "
+                "+ (epoch_us(ct)::HUGEINT + 9223372036854775808))")
         if known_at_time:
-            con.execute("""
+            con.execute(f"""
                 CREATE TEMP TABLE timeline AS
-                SELECT entity_id, visible,
-                       max(best) OVER (PARTITION BY entity_id ORDER BY visible
+                SELECT {KEY}, visible,
+                       max(best) OVER (PARTITION BY {KEY} ORDER BY visible
                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS w
-                FROM (SELECT entity_id, greatest(ft, ct) AS visible,
-                             max(struct_pack(ft := ft, ct := ct, v := v)) AS best
+                FROM (SELECT {KEY}, greatest(ft, ct) AS visible, max({code}) AS best
                       FROM feats GROUP BY ALL)
             """)
-        else:  # visible = ft: the running max is the (key, ft) group's own latest ct
-            con.execute("""
+            winner = "JOIN"
+        else:  # visible = ft: the winner of (key, ft) is its latest ct; carry the values
+            picks = ", ".join(f"arg_max({v}, ct) AS {v}" for v in VALUES)
+            con.execute(f"""
                 CREATE TEMP TABLE timeline AS
-                SELECT entity_id, ft AS visible,
-                       max(struct_pack(ft := ft, ct := ct, v := v)) AS w
-                FROM feats GROUP BY ALL
+                SELECT {KEY}, ft AS visible, ft AS w_ft, {picks}
+                FROM feats GROUP BY {KEY}, ft
             """)
+            winner = "CARRY"
         con.execute("SET preserve_insertion_order = true")
         us = int(ttl.total_seconds() * 1e6)
-        fresh = f"t.w.ft >= s.{TIME} - INTERVAL '{us} microseconds'"
-        picked = ", ".join(f"CASE WHEN {fresh} THEN t.w.v.{v} END AS {v}" for v in VALUES)
         files_sql = "[" + ", ".join(f"'{f}'" for f in files) + "]"
-        con.execute(f"""
-            COPY (
-                WITH s AS (
-                    SELECT p.* EXCLUDE (filename, file_row_number),
-                           file_row_number + o.o AS row_
-                    FROM read_parquet({files_sql}, filename = true, file_row_number = true) p
-                    JOIN spine_offsets o ON p.filename = o.f
-                )
+        spine_sql = (f"SELECT p.* EXCLUDE (filename, file_row_number), "
+                     f"file_row_number + o.o AS row_ "
+                     f"FROM read_parquet({files_sql}, filename = true, file_row_number = true) p "
+                     f"JOIN spine_offsets o ON p.filename = o.f")
+        if winner == "CARRY":
+            fresh = f"t.w_ft >= s.{TIME} - INTERVAL '{us} microseconds'"
+            picked = ", ".join(f"CASE WHEN {fresh} THEN t.{v} END AS {v}" for v in VALUES)
+            body = f"""
                 SELECT s.* EXCLUDE (row_), {picked}
                 FROM s ASOF LEFT JOIN timeline t
                   ON s.{KEY} = t.{KEY} AND s.{TIME} >= t.visible
-                ORDER BY s.row_
-            ) TO '{out}' (FORMAT parquet, COMPRESSION zstd)
-        """)
+                ORDER BY s.row_"""
+        else:  # decode the winner and fetch its values (only for spine rows that have one)
+            ft = "make_timestamp((w // 18446744073709551616)::BIGINT)"
+            ct = "make_timestamp(((w % 18446744073709551616) - 9223372036854775808)::BIGINT)"
+            picked = ", ".join(f"f.{v}" for v in VALUES)
+            body = f"""
+                , won AS (
+                    SELECT s.*, {ft}::TIMESTAMPTZ AS w_ft, {ct}::TIMESTAMPTZ AS w_ct
+                    FROM s ASOF LEFT JOIN timeline t
+                      ON s.{KEY} = t.{KEY} AND s.{TIME} >= t.visible
+                )
+                SELECT won.* EXCLUDE (row_, w_ft, w_ct), {picked}
+                FROM won LEFT JOIN feats f
+                  ON won.{KEY} = f.{KEY} AND f.ft = won.w_ft AND f.ct = won.w_ct
+                 AND f.ft >= won.{TIME} - INTERVAL '{us} microseconds'
+                ORDER BY won.row_"""
+        con.execute(f"COPY (WITH s AS ({spine_sql}) {body}) "
+                    f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
+        total = time.perf_counter() - t0
+        _print_steps(con.steps)
         con.close()
-    return time.perf_counter() - t0
+    return total
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -57,6 +58,7 @@ REFERENCE = "pitstop"
 # An engine is compared with the engine of the same semantics.
 REFERENCE_OF = {"feast-duckdb-created": "pitstop-default"}
 ONLY_IN_CHECKS = {"feast-duckdb-created"}  # run in quick/1Mx1M, or when named in --engines
+PIT_DIR: Path | None = None  # set by --pit-rev
 
 
 def machine() -> dict:
@@ -109,11 +111,38 @@ def _tree_rss(root: int) -> int:
     return total
 
 
+def pit_from_rev(rev: str) -> tuple[Path, str]:
+    """Extract pipelines/{pit,errors}.py at git revision `rev` into bench/.data/pit-<sha>/, so
+    pitstop can be benchmarked at a fixed revision while the working tree is being edited."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    folder = generate.DATA / f"pit-{sha}"
+    package = folder / "pipelines"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    for name in ("pit.py", "errors.py"):
+        text = subprocess.run(["git", "show", f"{sha}:pipelines/{name}"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        (package / name).write_text(text)
+    return folder, sha
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds all processes have used since boot (user+nice+system+irq+softirq+steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(engine: str, spine: Path, features: Path, out: Path, ttl: int, timeout: float,
              mem_limit: int, log: Path) -> dict:
     python = PYTHONS[ENGINES[engine][0]]
     if not python.exists():
-        return {"status": "not installed", "note": f"missing {python}; create it with: {FEAST_HELP}"}
+        return {"status": "not installed", "peak_rss_bytes": 0,
+                "note": f"missing {python}; create it with: {FEAST_HELP}"}
+    if engine == "polars" and importlib.util.find_spec("polars") is None:
+        return {"status": "not installed", "peak_rss_bytes": 0,
+                "note": "polars missing: python3 -m uv pip install --python .venv/bin/python polars"}
     result_file = out.with_suffix(".json")
     for stale in (out, result_file):
         stale.unlink(missing_ok=True)
@@ -121,6 +150,10 @@ def run_once(engine: str, spine: Path, features: Path, out: Path, ttl: int, time
            "--features", str(features), "--out", str(out), "--ttl-seconds", str(ttl),
            "--result", str(result_file)]
     env = {**os.environ, "FEAST_USAGE": "False", "PYTHONWARNINGS": "ignore"}
+    if PIT_DIR is not None:
+        env["PITSTOP_BENCH_PIT_DIR"] = str(PIT_DIR)
+    load = os.getloadavg()[0]
+    busy0 = _busy_cpu_seconds()
     t0 = time.perf_counter()
     with open(log, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env,
@@ -147,7 +180,12 @@ def run_once(engine: str, spine: Path, features: Path, out: Path, ttl: int, time
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
     peak = max(usage.ru_maxrss * 1024, seen_rss)
-    run = {"wall_seconds": round(wall, 2), "peak_rss_bytes": peak}
+    run = {"wall_seconds": round(wall, 2), "peak_rss_bytes": peak,
+           # CPU time of the whole process (imports and setup too); the load average before
+           # the run shows whether something else competed for the cores
+           "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "loadavg_1m_before": load}
+    # CPU time other processes took from the machine while this run went on (contention)
+    run["other_cpu_seconds"] = round(max(0.0, _busy_cpu_seconds() - busy0 - run["cpu_seconds"]), 1)
     tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
     if killed == "time-out":
         run.update(status="time-out", note=f"killed after {timeout:.0f} s")
@@ -190,6 +228,7 @@ def summarize(case: str, spine_rows: int, runs: list[dict]) -> dict:
     entry["peak_rss_bytes"] = max((r["peak_rss_bytes"] for r in runs), default=None)
     if ok:
         entry["median_seconds"] = round(statistics.median(r["seconds"] for r in ok), 3)
+        entry["best_seconds"] = round(min(r["seconds"] for r in ok), 3)
         entry["rows_per_s"] = round(spine_rows / entry["median_seconds"])
         entry["output_rows"] = ok[-1]["rows"]
     notes = sorted({r["note"] for r in runs if r.get("note")})
@@ -199,8 +238,8 @@ def summarize(case: str, spine_rows: int, runs: list[dict]) -> dict:
 
 
 def table(case: dict) -> str:
-    head = ("| engine | status | runs | median s | peak RSS | spine rows/s | × pitstop | "
-            "output vs reference |\n|---|---|---|---|---|---|---|---|")
+    head = ("| engine | status | runs | median s | best s | peak RSS | spine rows/s | × pitstop | "
+            "output vs reference |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, e in case["engines"].items():
         ratio = e.get("ratio_to_pitstop")
@@ -208,7 +247,9 @@ def table(case: dict) -> str:
         if cmp.startswith(name + ": "):
             cmp = cmp[len(name) + 2:]
         median = f"{e['median_seconds']:.2f}" if "median_seconds" in e else "–"
-        lines.append(f"| {name} | {e['status']} | {e['reps']} | {median} | "
+        oks = [r["seconds"] for r in e.get("runs", []) if r.get("status") == "ok"]
+        best = f"{min(oks):.2f}" if oks else "–"
+        lines.append(f"| {name} | {e['status']} | {e['reps']} | {median} | {best} | "
                      f"{fmt_bytes(e.get('peak_rss_bytes'))} | {fmt_rate(e.get('rows_per_s'))} | "
                      f"{'–' if ratio is None else f'{ratio:.2f}'} | {cmp} |")
     return "\n".join(lines)
@@ -233,18 +274,30 @@ def render(results: dict) -> str:
            "excluded). Peak RSS: the engine process (max over runs). rows/s: spine rows / "
            "median seconds. × pitstop: median / pitstop's median (known_at_time=False).",
            f"- Limits: {p['timeout_seconds'] / 60:.0f} min per run (then `time-out`), "
-           f"{p['mem_limit_gib']:.0f} GiB RSS (then `OOM`). An engine whose first run took longer "
-           f"than {p['slow_seconds']:.0f} s is run once only in that case (the runs column).",
+           f"{p['mem_limit_gib']:.0f} GiB RSS (then `OOM`). An engine whose first run of a case took "
+           f"longer than `--slow-seconds` is run once only in that case (the runs column).",
+           "- best s: the fastest run. The machine was shared with another developer's test "
+           "runs (Airflow, MLflow); `results.json` keeps per run `other_cpu_seconds`, the CPU "
+           "time other processes used meanwhile. Runs with a large value ran on less than two "
+           "cores, so compare best s where medians look off.",
            "- Reference for the output comparison: pitstop with known_at_time=False, except "
            "feast-duckdb-created which is compared with pitstop-default (same semantics).", ""]
     for name, case in results["cases"].items():
         out += [f"## {name}: {case['spine_rows']:,} spine × {case['feature_rows']:,} feature "
-                f"rows ({case['purpose']})", "", f"Run {case['updated']}.", "", table(case), ""]
+                f"rows ({case['purpose']})", "",
+                f"Run {case['updated']}; engines whose first run took over "
+                f"{case.get('slow_seconds', p['slow_seconds']):.0f} s were run once.", "",
+                table(case), ""]
         notes = {e: v["note"] for e, v in case["engines"].items() if v.get("note")}
+        sources = {e: v["pit_source"] for e, v in case["engines"].items() if v.get("pit_source")}
+        if sources:
+            out += ["pitstop code benchmarked: " + ", ".join(f"{e}: {src}" for e, src in
+                                                         sources.items()), ""]
         if notes:
             out += ["Notes:", ""] + [f"- {e}: {n}" for e, n in notes.items()] + [""]
-    if results.get("observations"):
-        out += ["## Observations", "", results["observations"].strip(), ""]
+    notes_file = BENCH / "OBSERVATIONS.md"  # hand-written analysis, appended verbatim
+    if notes_file.exists():
+        out += [notes_file.read_text().strip(), ""]
     return "\n".join(out)
 
 
@@ -261,7 +314,21 @@ def main() -> None:
     ap.add_argument("--mem-limit-gib", type=float, default=18, help="RSS limit per run")
     ap.add_argument("--ttl-hours", type=int, default=24)
     ap.add_argument("--seed", type=int, default=generate.Params.seed)
+    ap.add_argument("--pit-rev", help="benchmark pipelines/pit.py as of this git revision "
+                    "(e.g. HEAD) instead of the working tree")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite RESULTS.md from results.json (and bench/OBSERVATIONS.md)")
     a = ap.parse_args()
+    if a.render:
+        results = json.loads(RESULTS_JSON.read_text())
+        RESULTS_MD.write_text(render(results))
+        print(f"wrote {RESULTS_MD.relative_to(ROOT)}")
+        return
+    global PIT_DIR
+    pit_source = "working tree"
+    if a.pit_rev:
+        PIT_DIR, sha = pit_from_rev(a.pit_rev)
+        pit_source = f"git {sha}"
 
     if a.quick:
         cases, reps = ["quick"], 1
@@ -293,7 +360,7 @@ def main() -> None:
         # the reference runs first so every other engine can be compared with it
         engines.sort(key=lambda e: (e != REFERENCE, e != "pitstop-default"))
         spine, features = generate.case_files(spine_rows, feature_rows, params)
-        case_reps = 1 if purpose == "correctness check" and not a.cases else reps
+        case_reps = 1 if purpose == "correctness check" else reps
         print(f"\n== {case}: {spine_rows:,} spine x {feature_rows:,} features ({purpose}), "
               f"{len(engines)} engines, up to {case_reps} runs each", flush=True)
         (OUT / case).mkdir(parents=True, exist_ok=True)
@@ -311,26 +378,35 @@ def main() -> None:
                 shown = (f"{run['seconds']:.2f} s" if run["status"] == "ok"
                          else run["status"].upper())
                 print(f"  run {rep + 1} {engine:22s} {shown:>10s}  peak RSS "
-                      f"{fmt_bytes(run['peak_rss_bytes'])}"
+                      f"{fmt_bytes(run['peak_rss_bytes'])}  other CPU "
+                      f"{run.get('other_cpu_seconds', 0):.0f} s"
                       + (f"  ({run['note']})" if run.get("note") and run["status"] != "ok"
                          else ""), flush=True)
 
         entry = {"spine_rows": spine_rows, "feature_rows": feature_rows, "purpose": purpose,
-                 "updated": dt.datetime.now().isoformat(timespec="seconds"), "engines": {}}
+                 "updated": dt.datetime.now().isoformat(timespec="seconds"),
+                 "slow_seconds": a.slow_seconds, "engines": {}}
         previous = results["cases"].get(case, {}).get("engines", {})
         for engine in engines:
             entry["engines"][engine] = summarize(case, spine_rows, runs[engine])
-        base = entry["engines"].get(REFERENCE, previous.get(REFERENCE, {}))
+            if engine.startswith("pitstop"):
+                entry["engines"][engine]["pit_source"] = pit_source
+        # keep earlier results of engines not run this time
+        for engine, e in previous.items():
+            entry["engines"].setdefault(engine, e)
+        base = entry["engines"].get(REFERENCE, {})
         for engine, e in entry["engines"].items():
+            e.pop("ratio_to_pitstop", None)
             if "median_seconds" in e and base.get("median_seconds"):
                 e["ratio_to_pitstop"] = round(e["median_seconds"] / base["median_seconds"], 2)
+        # compare every engine's latest output on disk with the reference's latest output
         print(f"\n-- {case}: output compared with the reference (pitstop, known_at_time=False)")
         for engine, e in entry["engines"].items():
             ref = REFERENCE_OF.get(engine, REFERENCE)
             ref_out, out = OUT / case / f"{ref}.parquet", OUT / case / f"{engine}.parquet"
-            if engine == ref or e["status"] == "not run" or not e.get("reps"):
-                continue
-            if not ref_out.exists():
+            e.pop("comparison", None)
+            e.pop("comparison_summary", None)
+            if engine == ref or not e.get("reps") or not ref_out.exists() or not out.exists():
                 continue
             c = compare.compare(str(ref_out), str(out), str(spine))
             e["comparison"] = {"reference": ref, **c}
@@ -341,9 +417,6 @@ def main() -> None:
             print("  " + text, flush=True)
         if REFERENCE in entry["engines"]:
             entry["engines"][REFERENCE]["comparison_summary"] = "(reference)"
-        # keep earlier results of engines not run this time
-        for engine, e in previous.items():
-            entry["engines"].setdefault(engine, e)
         results["cases"][case] = entry
         results["updated"] = entry["updated"]
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
