@@ -1,4 +1,4 @@
-"""`pitstop`: run a pipeline through Airflow, backfill features, start and stop the UIs.
+"""`pitstop`: run a pipeline through Airflow, backfill, audit, gate models, start the UIs.
 
 `pitstop run` executes the pipeline's three DAGs with Airflow's `dag.test()` (see
 `pipelines/orchestration/runner.py`); the terminal gets one line per stage and a summary.
@@ -106,6 +106,57 @@ def services(command: str) -> int:
     return 0
 
 
+def champion_command(args: argparse.Namespace) -> int:
+    """`pitstop promote|rollback|history NAME`: move `champion` by hand, with a record."""
+    from pipelines import registry
+    from pipelines.errors import LineageError
+
+    try:
+        if args.command == "history":
+            moves = registry.champion_history(args.name)
+            if args.json:
+                print(json.dumps(moves, indent=2))
+            for move in [] if args.json else moves:
+                print(f"{move['at']}  {move['action']:<8} v{move['previous'] or '-'} -> "
+                      f"v{move['version']}  by {move['by']}: {move['reason']}")
+            return 0
+        if args.command == "promote":
+            move = registry.promote(args.name, args.version, args.by, args.reason)
+        else:
+            move = registry.rollback(args.name, args.by, args.reason)
+    except LineageError as exc:
+        print(f"pitstop {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: champion is now version {move['version']} "
+          f"(was {move['previous'] or 'none'}), recorded in the champion history")
+    return 0
+
+
+def problems_command(spec: Any, args: argparse.Namespace) -> None:
+    """`pitstop problems add|rescore|list SPEC`: the known-problem regression cases."""
+    from pipelines import lake, problems, registry
+
+    if args.action == "add":
+        dataset = args.dataset
+        if dataset is None:
+            champion = registry.champion_version(spec.pipeline.model_name)
+            if champion is None:
+                raise DataError("problems add: no champion to take cases from; pass --dataset")
+            dataset = champion.tags["dataset_id"]
+        path = lake.lake_root() / "datasets" / spec.name / dataset / lake.DATA_FILE
+        problem = problems.add_problem(spec, args.name, args.description, args.expected,
+                                       args.where, path, args.tolerance, args.limit,
+                                       args.order_by)
+        print(f"added problem {problem.name}: {len(problems.read_cases(problem.cases_path))} "
+              f"cases in {problem.cases_path}")
+    if args.action in ("add", "rescore"):
+        for version, name, score in problems.rescore_versions(spec):
+            print(f"scored version {version} on {name}: {score:.2f}")
+    table = problems.history(spec)
+    if args.action == "list" and not table.empty:
+        print(table.pivot(index="version", columns="problem", values="score").to_string())
+
+
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
 
@@ -132,6 +183,31 @@ def main(argv: list[str] | None = None) -> int:
         audit = commands.add_parser(name, help=text)
         audit.add_argument("ref", help="NAME@ALIAS, NAME/VERSION, a pair_id or a dataset_id")
         audit.add_argument("--json", action="store_true", help="print the result as JSON")
+    import getpass
+
+    promote = commands.add_parser("promote", help="make a model version champion by hand")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version")
+    rollback = commands.add_parser("rollback", help="give champion back to the previous holder")
+    rollback.add_argument("name", help="registered model name")
+    for moving in (promote, rollback):
+        moving.add_argument("--reason", required=True, help="why; kept in the champion history")
+        moving.add_argument("--by", default=getpass.getuser(), help="who (default: you)")
+    history = commands.add_parser("history", help="every move of champion: who, when, why")
+    history.add_argument("name", help="registered model name")
+    history.add_argument("--json", action="store_true")
+    problems = commands.add_parser("problems", help="known-problem regression cases")
+    problems.add_argument("action", choices=["add", "rescore", "list"])
+    problems.add_argument("spec", type=Path)
+    problems.add_argument("--name", help="add: the problem's name")
+    problems.add_argument("--description", default="", help="add: what goes wrong")
+    problems.add_argument("--expected", type=int, choices=[0, 1], help="add: the right outcome")
+    problems.add_argument("--where", help="add: SQL filter over the training set's columns")
+    problems.add_argument("--order-by", help="add: SQL order of the candidates (default: entity)")
+    problems.add_argument("--limit", type=int, default=15, help="add: cases to keep (10-15)")
+    problems.add_argument("--tolerance", type=float, default=0.0,
+                          help="add: allowed drop in score against the champion")
+    problems.add_argument("--dataset", help="add: dataset_id to select from (default: champion's)")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
     args = parser.parse_args(argv)
@@ -140,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         return services(args.command)
     if args.command in ("trace", "verify", "reproduce"):
         return audit_command(args.command, args.ref, args.json)
+    if args.command in ("promote", "rollback", "history"):
+        return champion_command(args)
+    if args.command == "problems" and args.action == "add" and None in (
+            args.name, args.expected, args.where):
+        parser.error("problems add needs --name, --expected and --where")
 
     from pipelines.spec import load_spec
 
@@ -156,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(summary, indent=2, default=str))
             else:
                 print_summary(summary, echo)
+        elif args.command == "problems":
+            problems_command(spec, args)
         elif args.command == "backfill":
             from pipelines.features import backfill as run_backfill
 

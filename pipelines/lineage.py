@@ -59,14 +59,22 @@ def _tree_files(folder: Path, label: str) -> dict[str, Path]:
 
 def code_files(spec: LoadedSpec) -> dict[str, Path]:
     """The code a model depends on, by location-independent name: the library, the spec,
-    its hooks and its GX suites."""
+    its hooks and its GX suites.
+
+    The known-problems file and its `problems/` case folder are not code the model depends
+    on: adding a problem must not change the next model's `pair_id`.
+    """
+    problems = spec.problems_path
+    hooks = {name: path for name, path in _tree_files(spec.hooks_dir, f"hooks/{spec.name}").items()
+             if problems is None
+             or not (path == problems or path.is_relative_to(problems.parent / "problems"))}
     suites = [s.suite for s in spec.pipeline.sources.values() if s.suite]
     if spec.pipeline.training_suite:
         suites.append(spec.pipeline.training_suite)
     return {
         **_tree_files(PACKAGE_DIR, "pipelines"),
         f"spec/{spec.path.name}": spec.path,
-        **_tree_files(spec.hooks_dir, f"hooks/{spec.name}"),
+        **hooks,
         **{f"expectations/{s}.json": spec.suite_path(s) for s in suites},
     }
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+"""Alias of the latest candidate the gate refused: easy to find, compare and promote by hand."""
+HISTORY_TAG = "champion_history."
+"""Registered-model tags `champion_history.0001`, ...: one JSON record per move of `champion`."""
 # Tags every run, logged model and model version of a pipeline carries.
 LINEAGE_TAGS = ("pair_id", "dataset_id", "pipeline", "code_version", "git_commit",
                 "feature_definitions_hash", "raw_inputs_sha256", "raw_partitions", "gx_result",
@@ -88,6 +92,17 @@ def champion_version(model_name: str) -> Any | None:
         return None
 
 
+def clip(text: str, limit: int = 4000) -> str:
+    """A tag value within MLflow's length limits; the full text is in evaluation.json."""
+    return text if len(text) <= limit else text[:limit - 40] + " … (more in evaluation.json)"
+
+
+def versions(model_name: str) -> list[Any]:
+    """Every version of a registered model, oldest first (none when it does not exist)."""
+    found = client().search_model_versions(f"name = '{model_name}'")
+    return sorted(found, key=lambda v: int(v.version))
+
+
 def load_model(model_uri: str) -> Any:
     import mlflow.sklearn
 
@@ -114,12 +129,15 @@ def artifact_hashes(uri: str) -> dict[str, str]:
 
 
 def log_metrics(run_id: str, values: dict[str, float]) -> None:
+    """Log at the current time, so a re-scored metric's latest value is the new one."""
     import math
+    import time
 
     from mlflow.entities import Metric
 
+    now = int(time.time() * 1000)
     clean = {k: v for k, v in values.items() if not math.isnan(v)}
-    client().log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in clean.items()])
+    client().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in clean.items()])
 
 
 def register(
@@ -130,8 +148,11 @@ def register(
     tags: dict[str, str],
     description: str,
     promote: bool,
+    by: str = "pitstop",
+    reason: str = "",
 ) -> str:
-    """Create the version with all tags; move `champion` only when `promote`.
+    """Create the version with all tags; move `champion` to it only when `promote` (recorded
+    in the champion history, `by` whom and why), else point `challenger` at it.
 
     If anything fails after the version exists, the version is deleted, so no version is
     ever left without its lineage tags.
@@ -150,11 +171,84 @@ def register(
     try:
         mlflow_client.set_logged_model_tags(model_id, {"registered_version": version.version})
         if promote:
-            mlflow_client.set_registered_model_alias(model_name, CHAMPION, version.version)
+            move_champion(model_name, str(version.version), "gate", by, reason)
+        else:
+            mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version.version)
     except BaseException:
         mlflow_client.delete_model_version(model_name, version.version)
         raise
     return str(version.version)
+
+
+def champion_history(model_name: str) -> list[dict[str, Any]]:
+    """Every move of `champion`, oldest first: action, version, previous, by, at, reason."""
+    tags = client().get_registered_model(model_name).tags
+    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_TAG)]
+
+
+def move_champion(model_name: str, version: str, action: str, by: str, reason: str
+                  ) -> dict[str, Any]:
+    """Point `champion` at `version` and append the move to the history.
+
+    The alias moves first; if the history cannot be written the alias is put back, so the
+    champion never changes without a record of who moved it, when and why.
+    """
+    import datetime as dt
+
+    mlflow_client = client()
+    target = mlflow_client.get_model_version(model_name, version)
+    previous = champion_version(model_name)
+    history = champion_history(model_name)
+    record = {"action": action, "version": str(version),
+              "previous": str(previous.version) if previous is not None else None,
+              "by": by, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "reason": reason, "verdict": target.tags.get("verdict")}
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    try:
+        mlflow_client.set_registered_model_tag(
+            model_name, f"{HISTORY_TAG}{len(history) + 1:04d}", json.dumps(record))
+    except BaseException:
+        if previous is not None:
+            mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous.version)
+        else:
+            mlflow_client.delete_registered_model_alias(model_name, CHAMPION)
+        raise
+    return record
+
+
+def promote(model_name: str, version: str, by: str, reason: str) -> dict[str, Any]:
+    """Make a version champion by hand (e.g. a challenger a person has reviewed)."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.errors import LineageError
+
+    if not reason.strip():
+        raise LineageError("promote: say why (--reason); the reason is kept in the history")
+    try:
+        client().get_model_version(model_name, version)
+    except MlflowException as exc:
+        raise LineageError(f"promote: {model_name} has no version {version}") from exc
+    current = champion_version(model_name)
+    if current is not None and str(current.version) == str(version):
+        raise LineageError(f"promote: {model_name} version {version} is already champion")
+    return move_champion(model_name, str(version), "promote", by, reason)
+
+
+def rollback(model_name: str, by: str, reason: str) -> dict[str, Any]:
+    """Give `champion` back to the version that held it before the last move."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.errors import LineageError
+
+    if not reason.strip():
+        raise LineageError("rollback: say why (--reason); the reason is kept in the history")
+    try:
+        history = champion_history(model_name)
+    except MlflowException as exc:
+        raise LineageError(f"rollback: no registered model {model_name!r}") from exc
+    if not history or history[-1]["previous"] is None:
+        raise LineageError(f"rollback: {model_name} has no previous champion to go back to")
+    return move_champion(model_name, history[-1]["previous"], "rollback", by, reason)
 
 
 def log_directory(run_id: str, folder: Path, artifact_path: str) -> None:
@@ -185,21 +279,37 @@ def register_pair(
     tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
     tags["verdict"] = "passed" if verdict["passed"] else "rejected"
     if not verdict["passed"]:
-        tags["rejected_reason"] = "; ".join(verdict["reasons"])
+        tags["rejected_reason"] = clip("; ".join(verdict["reasons"]))
     metric_text = ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items())
     description = (
         f"pair_id {pair['pair_id']}\ndataset_id {pair['dataset_id']}\n"
         f"verdict: {tags['verdict']}"
         + (f" ({tags['rejected_reason']})" if not verdict["passed"] else "")
         + f"\nevaluation on {evaluation['eval_rows']} rows: {metric_text}\n"
+        + _champion_line(evaluation)
+        + f"report: runs:/{run['run_id']}/evaluation/report.html\n"
         f"lineage: runs:/{run['run_id']}/lineage/lineage.json "
         f"(trace with `pitstop trace {name}/<version>`)\n"
         f"data docs: runs:/{run['run_id']}/quality/data_docs/index.html"
     )
     version = register(name, run["run_id"], run["model_uri"], run["model_id"], tags,
-                       description, promote=verdict["passed"])
+                       description, promote=verdict["passed"],
+                       by=run_tags.get("triggered_by", "pitstop"),
+                       reason=run_tags.get("reason") or "passed the evaluation gate")
     return {"model_name": name, "version": version, "new": True,
             "champion": bool(verdict["passed"]), "run_id": run["run_id"]}
+
+
+def _champion_line(evaluation: dict[str, Any]) -> str:
+    """The comparison with the champion and the known problems, in one line each."""
+    lines = []
+    if evaluation.get("champion_version"):
+        lines.append(f"compared with champion version {evaluation['champion_version']} on the "
+                     f"same rows (eval_dataset_id {evaluation['eval_dataset_id'][:16]}…)")
+    if evaluation.get("problems"):
+        lines.append("known problems: " + ", ".join(
+            f"{k} {v['solved']}/{v['cases']}" for k, v in evaluation["problems"].items()))
+    return "".join(f"{line}\n" for line in lines)
 
 
 def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],

@@ -124,16 +124,70 @@ Metric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
 
 
 class Criteria(_Strict):
-    """The registration gate: absolute floors/ceilings and allowed change vs the champion."""
+    """The registration gate, all declarative.
+
+    `min`/`max` are absolute floors and ceilings; `max_regression` is the change against the
+    champion allowed on the bootstrap interval (a candidate is refused when it may be worse
+    by more than that, at `confidence`); `slice_min` floors apply to every slice with at
+    least `slice_min_rows` rows. Known-problem tolerances live with the problems.
+    """
 
     min: dict[Metric, float] = {}
     max: dict[Metric, float] = {}
     max_regression: dict[Metric, float] = {}
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    slice_min: dict[Metric, float] = {}
+    slice_min_rows: int = Field(200, ge=1)
+
+
+class SliceSpec(_Strict):
+    """A column to compute every metric per value of; numeric columns can be bucketed.
+
+    `bins` are right-open edges: `[0, 6, 12]` gives the buckets `[0, 6)` and `[6, 12)`.
+    Written in the spec as a plain column name or as `{column, bins}`.
+    """
+
+    column: str
+    bins: list[float] | None = Field(None, min_length=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"column": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> SliceSpec:
+        if self.bins is not None and sorted(set(self.bins)) != self.bins:
+            raise ValueError(f"bins of {self.column!r} must be strictly increasing")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}_bucket" if self.bins else self.column
+
+
+class Guardrails(_Strict):
+    """Sanity checks on a candidate's predictions; any failure stops registration."""
+
+    min_std: float = Field(1e-4, ge=0)
+    max_mean_shift: float = Field(0.1, gt=0, le=1)
 
 
 class Evaluation(_Strict):
-    slices: list[str] = []
+    """How candidates are judged: slices, the threshold, the champion comparison, the gate.
+
+    `problems` is a file beside the spec listing known problems and their case rows (see
+    `pipelines/problems.py`); `bootstrap` resamples drawn for the metric-delta intervals.
+    """
+
+    slices: list[SliceSpec] = []
+    threshold: float = Field(0.5, gt=0, lt=1)
+    bootstrap: int = Field(200, ge=20, le=10_000)
+    worst_slices: int = Field(5, ge=1)
+    disagreements: int = Field(20, ge=1)
+    problems: str | None = None
     criteria: Criteria = Criteria()
+    guardrails: Guardrails = Guardrails()
 
 
 class Schedules(_Strict):
@@ -189,6 +243,12 @@ class LoadedSpec:
     @property
     def expectations_dir(self) -> Path:
         return (self.path.parent / self.pipeline.expectations).resolve()
+
+    @property
+    def problems_path(self) -> Path | None:
+        """The known-problems file, relative to the spec; None when the spec names none."""
+        problems = self.pipeline.evaluation.problems
+        return (self.path.parent / problems).resolve() if problems else None
 
     def suite_path(self, suite: str) -> Path:
         return self.expectations_dir / f"{suite}.json"
