@@ -1,15 +1,24 @@
 """The registry on a real MLflow store: versions carry lineage, aliases move only on promote,
-and a failed registration leaves no version behind."""
+and a failed registration leaves no version behind.
+
+Champion moves: promotion by the gate, `promote` by hand and `rollback` each append a record
+(action, version, previous holder, who, when, why) to the model's history, in order; a version
+the gate refuses gets `challenger`; refused moves (no reason, unknown version or model, already
+champion, nothing to roll back to) change neither aliases nor history, and a move whose record
+cannot be written puts the alias back."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from mlflow.exceptions import MlflowException
 
 from pipelines import registry
+from pipelines.errors import LineageError
 
 TAGS = {key: f"value-of-{key}" for key in registry.LINEAGE_TAGS}
 
@@ -133,3 +142,176 @@ def test_failed_promotion_keeps_the_previous_champion(logged: Logged, model_name
         _register(model_name, logged, "bad", promote=True, model_id="m-does-not-exist")
     champion = registry.champion_version(model_name)
     assert champion is not None and str(champion.version) == "1"
+
+
+# --- champion history, challenger, promote and rollback ------------------------------------
+
+
+def _register_by(name: str, logged: Logged, pair: str, promote: bool, by: str = "ci",
+                 reason: str = "passed the evaluation gate") -> str:
+    return registry.register(name, logged.run_id, logged.model_uri, logged.model_id,
+                             {**TAGS, "pair_id": pair, "verdict": "passed" if promote else
+                              "rejected"}, f"description of {pair}", promote, by, reason)
+
+
+def _aliases(name: str) -> dict[str, list[str]]:
+    return {v: sorted(registry.client().get_model_version(name, v).aliases)
+            for v in _live_versions(name)}
+
+
+def _state(name: str) -> tuple[dict[str, list[str]], list[dict[str, Any]]] | None:
+    """Aliases and champion history; None when the registered model does not exist."""
+    try:
+        return _aliases(name), registry.champion_history(name)
+    except MlflowException:
+        return None
+
+
+def _moves(name: str) -> list[tuple[str, str, str | None, str, str]]:
+    """(action, version, previous, by, reason) of every recorded move, oldest first."""
+    return [(m["action"], m["version"], m["previous"], m["by"], m["reason"])
+            for m in registry.champion_history(name)]
+
+
+def test_promotion_through_register_records_a_gate_move(logged: Logged, model_name: str) -> None:
+    """Who, when, why, the previous holder and the version's verdict are kept per move."""
+    _register_by(model_name, logged, "first", promote=True, by="alice", reason="first model")
+    _register_by(model_name, logged, "second", promote=True, by="bob", reason="better AUC")
+    history = registry.champion_history(model_name)
+    assert _moves(model_name) == [("gate", "1", None, "alice", "first model"),
+                                  ("gate", "2", "1", "bob", "better AUC")]
+    assert [m["verdict"] for m in history] == ["passed", "passed"]
+    for move in history:
+        at = dt.datetime.fromisoformat(move["at"])
+        assert at.utcoffset() == dt.timedelta(0)
+        assert abs(dt.datetime.now(dt.UTC) - at) < dt.timedelta(minutes=5)
+    assert sorted(registry.client().get_registered_model(model_name).tags) == [
+        "champion_history.0001", "champion_history.0002"]
+
+
+def test_a_version_not_promoted_becomes_challenger(logged: Logged, model_name: str) -> None:
+    """`challenger` points at the latest refused version; the champion and its history stay."""
+    _register_by(model_name, logged, "good", promote=True)
+    _register_by(model_name, logged, "worse", promote=False)
+    assert _aliases(model_name) == {"1": [registry.CHAMPION], "2": [registry.CHALLENGER]}
+    _register_by(model_name, logged, "worse-again", promote=False)
+    assert _aliases(model_name) == {"1": [registry.CHAMPION], "2": [],
+                                    "3": [registry.CHALLENGER]}
+    assert _moves(model_name) == [("gate", "1", None, "ci", "passed the evaluation gate")]
+
+
+def test_promote_by_hand_records_who_why_and_the_previous_holder(logged: Logged,
+                                                                 model_name: str) -> None:
+    _register_by(model_name, logged, "good", promote=True)
+    _register_by(model_name, logged, "reviewed", promote=False)
+    move = registry.promote(model_name, "2", "carol", "slice drop reviewed: seasonal")
+    assert (move["action"], move["version"], move["previous"], move["by"], move["reason"],
+            move["verdict"]) == ("promote", "2", "1", "carol", "slice drop reviewed: seasonal",
+                                 "rejected")
+    assert registry.champion_history(model_name)[-1] == move
+    champion = registry.champion_version(model_name)
+    assert champion is not None and str(champion.version) == "2"
+    assert registry.CHAMPION not in _aliases(model_name)["1"]
+
+
+@pytest.mark.parametrize(("version", "reason", "says"), [
+    ("2", "", "say why"),
+    ("2", "   ", "say why"),
+    ("99", "looks fine", "has no version 99"),
+    ("1", "again", "version 1 is already champion"),
+])
+def test_promote_refusals_change_nothing(logged: Logged, model_name: str, version: str,
+                                         reason: str, says: str) -> None:
+    _register_by(model_name, logged, "good", promote=True)
+    _register_by(model_name, logged, "other", promote=False)
+    before = _state(model_name)
+    with pytest.raises(LineageError, match=f"promote: .*{says}"):
+        registry.promote(model_name, version, "carol", reason)
+    assert _state(model_name) == before
+
+
+def test_promote_an_unknown_model_is_refused(model_name: str) -> None:
+    with pytest.raises(LineageError, match=f"promote: {model_name} has no version 1"):
+        registry.promote(model_name, "1", "carol", "why not")
+
+
+def test_rollback_restores_the_previous_champion_and_records_both_moves(
+        logged: Logged, model_name: str) -> None:
+    _register_by(model_name, logged, "good", promote=True, by="airflow")
+    _register_by(model_name, logged, "new", promote=True, by="airflow")
+    move = registry.rollback(model_name, "dave", "complaints about v2 in the morning")
+    assert (move["action"], move["version"], move["previous"]) == ("rollback", "1", "2")
+    champion = registry.champion_version(model_name)
+    assert champion is not None and str(champion.version) == "1"
+    assert _aliases(model_name) == {"1": [registry.CHAMPION], "2": []}
+    assert _moves(model_name) == [
+        ("gate", "1", None, "airflow", "passed the evaluation gate"),
+        ("gate", "2", "1", "airflow", "passed the evaluation gate"),
+        ("rollback", "1", "2", "dave", "complaints about v2 in the morning")]
+
+
+def test_rollback_after_a_manual_promotion(logged: Logged, model_name: str) -> None:
+    _register_by(model_name, logged, "good", promote=True)
+    _register_by(model_name, logged, "challenger", promote=False)
+    registry.promote(model_name, "2", "carol", "reviewed")
+    registry.rollback(model_name, "dave", "it was not")
+    assert [m[:3] for m in _moves(model_name)] == [
+        ("gate", "1", None), ("promote", "2", "1"), ("rollback", "1", "2")]
+    champion = registry.champion_version(model_name)
+    assert champion is not None and str(champion.version) == "1"
+
+
+@pytest.mark.parametrize(("promoted", "reason", "says"), [
+    ([True], "undo", "has no previous champion"),          # the first champion
+    ([False], "undo", "has no previous champion"),         # never a champion
+    ([], "undo", "no registered model"),
+    ([True, True], " ", "say why"),
+], ids=["first-champion", "challengers-only", "no-model", "no-reason"])
+def test_rollback_refusals_change_nothing(logged: Logged, model_name: str, promoted: list[bool],
+                                          reason: str, says: str) -> None:
+    for i, promote in enumerate(promoted):
+        _register_by(model_name, logged, f"pair-{i}", promote=promote)
+    before = _state(model_name)
+    with pytest.raises(LineageError, match=f"rollback: .*{says}"):
+        registry.rollback(model_name, "dave", reason)
+    assert _state(model_name) == before
+
+
+def test_a_move_whose_record_fails_puts_the_alias_back(logged: Logged, model_name: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The champion never changes without a record: if the history tag cannot be written the
+    alias returns to the previous holder."""
+    import mlflow
+
+    _register_by(model_name, logged, "good", promote=True)
+    _register_by(model_name, logged, "other", promote=False)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise MlflowException("tag store unavailable")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_tag", refuse)
+    with pytest.raises(MlflowException, match="tag store unavailable"):
+        registry.promote(model_name, "2", "carol", "reviewed")
+    assert _aliases(model_name) == {"1": [registry.CHAMPION], "2": [registry.CHALLENGER]}
+    assert len(registry.champion_history(model_name)) == 1
+
+
+def test_versions_are_oldest_first_by_number(logged: Logged, model_name: str) -> None:
+    """Numeric order (10 after 9), not text order; none for a model that does not exist."""
+    assert registry.versions(model_name) == []
+    for i in range(11):
+        _register(model_name, logged, f"pair-{i}", promote=False)
+    assert [str(v.version) for v in registry.versions(model_name)] == [
+        str(i) for i in range(1, 12)]
+
+
+@pytest.mark.parametrize("length", [0, 10, 4000, 4001, 20_000])
+def test_clip_keeps_tags_within_the_limit(length: int) -> None:
+    text = "x" * length
+    clipped = registry.clip(text)
+    assert len(clipped) <= 4000
+    if length <= 4000:
+        assert clipped == text
+    else:
+        assert clipped.startswith("x" * 3900)
+        assert clipped.endswith("(more in evaluation.json)")
