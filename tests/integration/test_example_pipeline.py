@@ -41,7 +41,8 @@ def first_run(airflow_db: Path, spec_path: Path) -> dict:
 
 def test_registers_a_champion_with_lineage_tags(first_run: dict) -> None:
     assert first_run["version"] == "1" and first_run["already_registered"] is False
-    assert first_run["verdict"] == "passed" and first_run["champion"] is True
+    assert first_run["verdict"] == "passed", first_run["rejected_reason"]
+    assert first_run["champion"] is True
     version = registry.client().get_model_version("flights_delay", first_run["version"])
     assert version.tags["pair_id"] == first_run["pair_id"]
     assert version.tags["dataset_id"] == first_run["dataset_id"]
@@ -216,3 +217,136 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
     assert "2013-01-30.csv" in message and "humid" in message
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
     assert lake.list_partitions("raw", "weather", dt.date(2013, 1, 29), dt.date(2013, 2, 1)) == []
+
+
+# --- the evaluation gate: these run last, since they register more versions ---------------
+
+
+def _candidate_spec(spec_path: Path, folder: Path, model: dict) -> Path:
+    """A copy of the example whose model section is replaced: same data, other candidate."""
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load(spec_path.read_text())
+    data["model"] = {**data["model"], **model}
+    data["expectations"] = str(spec_path.parent / data["expectations"])
+    shutil.copytree(spec_path.parent / "flights_delay", folder / "flights_delay",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    copy = folder / "flights_delay.yaml"
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+def _train(spec: Path, log: Path) -> tuple[str, dict]:
+    """Run only the train DAG of `spec` over the e2e window; its state and task results."""
+    from pipelines.orchestration.factory import build_dags
+    from pipelines.orchestration.runner import output_to, task_results
+
+    dag = build_dags(spec)["flights_delay_train"]
+    with output_to(log):
+        dag_run = dag.test(run_conf={"start": START.isoformat(), "end": END.isoformat(),
+                                     "eval_start": EVAL_START.isoformat(),
+                                     "reason": "candidate for the gate test"})
+    return str(dag_run.state), task_results(dag_run)
+
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "dags" / "flights_delay.yaml"
+WORSE = {"features": ["distance", "sched_dep_hour", "day_of_week"], "categorical": []}
+
+
+@pytest.fixture(scope="module")
+def worse_candidate(first_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("worse")
+    state, results = _train(_candidate_spec(SPEC_PATH, folder, WORSE), folder / "train.log")
+    assert state == "success", (folder / "train.log").read_text()[-3000:]
+    return results["register_model"][0]
+
+
+def test_worse_candidate_is_refused_with_reasons(first_run: dict, worse_candidate: dict) -> None:
+    """Dropping the weather and delay features: registered as challenger, never champion,
+    with reasons that name the metric, the slice or the problem."""
+    client = registry.client()
+    assert worse_candidate["new"] is True and worse_candidate["champion"] is False
+    version = client.get_model_version("flights_delay", worse_candidate["version"])
+    assert version.tags["verdict"] == "rejected"
+    reasons = version.tags["rejected_reason"]
+    assert "roc_auc" in reasons and "vs the champion's" in reasons and "interval" in reasons
+    assert "problem " in reasons or "slice " in reasons
+    assert str(registry.champion_version("flights_delay").version) == first_run["version"]
+    challenger = client.get_model_version_by_alias("flights_delay", registry.CHALLENGER)
+    assert str(challenger.version) == worse_candidate["version"]
+
+
+def test_differential_results_and_plots_are_in_mlflow(first_run: dict,
+                                                      worse_candidate: dict) -> None:
+    import json
+    import tempfile
+
+    import mlflow.artifacts
+
+    client = registry.client()
+    run_id = worse_candidate["run_id"]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["delta.roc_auc.high"] < 0  # worse with confidence, not by a single number
+    assert metrics["delta.roc_auc.low"] <= metrics["delta.roc_auc"] <= metrics["delta.roc_auc.high"]
+    assert 0 < metrics["agreement_rate"] <= 1
+    assert {f"problem.{p}.score" for p in ("blizzard_nemo", "low_visibility_delays",
+                                           "quiet_early_mornings", "ground_delay_waves")} \
+        <= set(metrics)
+    assert any(k.startswith("slice.sched_dep_hour_bucket.") for k in metrics)
+    assert any(k.startswith("slice.carrier.") for k in metrics)
+    names = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {f"evaluation/{n}" for n in ("report.html", "evaluation.json", "curves.png",
+            "calibration.png", "confusion.png", "slices.png", "problems.png")} <= names
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/evaluation.json", dst_path=tmp)
+        result = json.loads(Path(local).read_text())
+        page = Path(mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="evaluation/report.html", dst_path=tmp)).read_text()
+    assert result["champion_version"] == first_run["version"]
+    assert len(result["comparison"]["disagreements"]) == 20
+    gaps = [row["gap"] for row in result["comparison"]["disagreements"]]
+    assert gaps == sorted(gaps, reverse=True)
+    champion_run = client.get_run(first_run["run_id"])
+    assert result["eval_dataset_id"] == champion_run.data.tags["eval_dataset_id"]
+    assert "rejected" in page and page.count("data:image/png;base64,") == 5
+    # every registered version now has a score on every problem (history stays comparable)
+    assert "problem.blizzard_nemo.score" in champion_run.data.metrics
+
+
+def test_promote_and_rollback_keep_a_history(first_run: dict, worse_candidate: dict,
+                                             capsys: pytest.CaptureFixture) -> None:
+    from pipelines import cli
+
+    old, new = first_run["version"], worse_candidate["version"]
+    assert cli.main(["promote", "flights_delay", new, "--reason", "reviewed the slices",
+                     "--by", "alice"]) == 0
+    assert str(registry.champion_version("flights_delay").version) == new
+    assert cli.main(["rollback", "flights_delay", "--reason", "complaints from JFK",
+                     "--by", "bob"]) == 0
+    assert str(registry.champion_version("flights_delay").version) == old
+    moves = registry.champion_history("flights_delay")
+    assert [(m["action"], m["previous"], m["version"]) for m in moves] == [
+        ("gate", None, old), ("promote", old, new), ("rollback", new, old)]
+    assert [m["by"] for m in moves[1:]] == ["alice", "bob"] and moves[0]["by"]
+    assert moves[0]["reason"] == "e2e test" and moves[2]["reason"] == "complaints from JFK"
+    assert moves[1]["verdict"] == "rejected"  # a person overrode the gate, on the record
+    capsys.readouterr()
+    assert cli.main(["history", "flights_delay"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "rollback" in lines[2] and "bob" in lines[2]
+    assert cli.main(["promote", "flights_delay", "99", "--reason", "x"]) == 1
+
+
+def test_guardrails_stop_registration(first_run: dict, tmp_path: Path) -> None:
+    """A model that predicts the same probability for everyone never becomes a version."""
+    constant = {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"},
+                "categorical": []}
+    before = len(registry.versions("flights_delay"))
+    state, _ = _train(_candidate_spec(SPEC_PATH, tmp_path, constant), tmp_path / "train.log")
+    assert state == "failed"
+    log = (tmp_path / "train.log").read_text()
+    assert "guardrails" in log and "predictions are constant" in log
+    assert len(registry.versions("flights_delay")) == before
