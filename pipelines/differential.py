@@ -60,6 +60,9 @@ def bootstrap_deltas(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
     Each resample draws row counts (multinomial weights) once and scores both models on
     them; resamples with a single class are redrawn, since AUCs are undefined there.
     """
+    if len(np.unique(y)) < 2:
+        raise ValueError("bootstrap_deltas: the labels hold one class; no resample can "
+                         "score an AUC")
     rng = np.random.default_rng(seed)
     rows = len(y)
     samples: dict[str, list[float]] = {name: [] for name in HIGHER_IS_BETTER}

@@ -136,7 +136,8 @@ def regressions(candidate: dict[str, ProblemScore], champion: dict[str, ProblemS
     reasons = []
     for problem in problems:
         ours, theirs = candidate[problem.name], champion[problem.name]
-        if theirs.score - ours.score > problem.spec.tolerance:
+        # rounded: 0.8 - 0.7 is 0.10000000000000009 in floating point, not above 0.1
+        if round(theirs.score - ours.score, 9) > problem.spec.tolerance:
             reasons.append(
                 f"problem {problem.name}: solves {ours.solved}/{ours.cases} cases, the "
                 f"champion {theirs.solved}/{theirs.cases} (allowed drop "
@@ -166,6 +167,9 @@ def add_problem(spec: LoadedSpec, name: str, description: str, expected: int, wh
     current = _read_file(path) if path.exists() else ProblemsFile()
     if name in current.problems:
         raise SpecError(f"{path}: problem {name!r} exists already")
+    if not MIN_CASES <= limit <= MAX_CASES:
+        raise SpecError(f"problem {name}: limit {limit}; a problem has {MIN_CASES} to "
+                        f"{MAX_CASES} cases")
     order = order_by or f'"{spec.pipeline.label.entity}"'
     try:
         cases = duckdb.sql(
