@@ -50,16 +50,25 @@ def slice_keys(frame: pd.DataFrame, slices: list[SliceSpec]) -> pd.DataFrame:
         column = frame[spec.column]
         if spec.bins:
             column = pd.cut(column, spec.bins, right=False, labels=_bucket_labels(spec.bins))
-        keys[spec.name] = column.astype("object").to_numpy()
+        keys[spec.name] = column.array if spec.bins else column.astype("object").to_numpy()
     return pd.DataFrame(keys, index=frame.index)
 
 
 def slice_metrics(keys: pd.DataFrame, y_true: np.ndarray, y_prob: np.ndarray
                   ) -> list[dict[str, Any]]:
-    """Every metric per value of every slice column, with row and positive counts."""
+    """Every metric per value of every slice column, with row and positive counts.
+
+    Values come in sorted order, buckets in the order of their edges, missing values last.
+    """
     rows = []
     for column in keys.columns:
-        for value, index in keys.groupby(column, dropna=False).indices.items():
+        values = keys[column]
+        groups = values.astype("object").to_frame().groupby(column, dropna=False).indices
+        order = (list(values.cat.categories) if isinstance(values.dtype, pd.CategoricalDtype)
+                 else sorted((v for v in groups if not pd.isna(v)), key=str))
+        order += [v for v in groups if pd.isna(v)]
+        for value in (v for v in order if v in groups):
+            index = groups[value]
             y = y_true[index]
             rows.append({"slice": column, "value": str(value), "rows": len(index),
                          "positives": int(y.sum()), **metrics(y, y_prob[index])})

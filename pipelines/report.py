@@ -112,10 +112,13 @@ def problem_chart(history: pd.DataFrame, candidate: dict[str, Any]) -> Figure:
     ax = fig.subplots()
     versions = sorted(history["version"].unique()) if len(history) else []
     positions = {v: i for i, v in enumerate(versions)}
-    for name, scored in candidate.items():
+    markers = "osD^vP*X"
+    for number, (name, scored) in enumerate(candidate.items()):
         past = history[history["problem"] == name].sort_values("version")
-        xs = [positions[v] for v in past["version"]] + [len(versions)]
-        ax.plot(xs, [*past["score"], scored["score"]], marker="o", label=name)
+        nudge = (number - (len(candidate) - 1) / 2) * 0.04  # equal scores stay visible
+        xs = [positions[v] + nudge for v in past["version"]] + [len(versions) + nudge]
+        ax.plot(xs, [*past["score"], scored["score"]], marker=markers[number % len(markers)],
+                label=name)
     ax.set_xticks(range(len(versions) + 1), [f"v{v}" for v in versions] + ["candidate"])
     ax.set(title="Known problems: share of cases solved, by version", ylim=(-0.05, 1.05),
            xlabel="model version", ylabel="score")

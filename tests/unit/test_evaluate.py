@@ -245,3 +245,14 @@ def test_metric_keys_keep_mlflow_happy() -> None:
     assert evaluate.metric_key("slice", "hour_bucket", "9-13", "roc_auc") == \
         "slice.hour_bucket.9-13.roc_auc"
     assert evaluate.metric_key("slice", "x", "a(b),c", "brier") == "slice.x.a_b__c.brier"
+
+
+def test_slices_come_in_bucket_order_with_missing_last() -> None:
+    frame = pd.DataFrame({"hour": [23, 0, 12, 9, 30, 14], "o": ["b", "a", None, "a", "b", "c"]})
+    y, p = np.array([0, 1, 0, 1, 1, 0]), np.linspace(0.1, 0.9, 6)
+    keys = evaluate.slice_keys(frame, [SliceSpec(column="hour", bins=[0, 9, 13, 24]),
+                                       SliceSpec(column="o")])
+    rows = evaluate.slice_metrics(keys, y, p)
+    assert [(r["slice"], r["value"]) for r in rows] == [
+        ("hour_bucket", "0-9"), ("hour_bucket", "9-13"), ("hour_bucket", "13-24"),
+        ("hour_bucket", "nan"), ("o", "a"), ("o", "b"), ("o", "c"), ("o", "nan")]

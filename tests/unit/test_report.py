@@ -161,9 +161,10 @@ def test_problem_chart_has_one_line_per_problem_over_versions() -> None:
     (ax,) = figure.axes
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) == {"fog", "snow"}
-    assert list(lines["fog"].get_xdata()) == [0, 1, 2, 3]
+    # lines are nudged apart by 0.04 so equal scores stay visible
+    assert list(lines["fog"].get_xdata()) == pytest.approx([-0.02, 0.98, 1.98, 2.98])
     assert list(lines["fog"].get_ydata()) == [0.5, 0.6, 0.7, 0.8]
-    assert list(lines["snow"].get_xdata()) == [1, 2, 3]
+    assert list(lines["snow"].get_xdata()) == pytest.approx([1.02, 2.02, 3.02])
     assert list(lines["snow"].get_ydata()) == [0.9, 1.0, 0.2]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["v1", "v2", "v3", "candidate"]
     _assert_rendered(figure)
