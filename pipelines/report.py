@@ -102,7 +102,7 @@ def slice_chart(result: dict[str, Any]) -> Figure:
     ax.set_yticks(at, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set(title=f"{metric} per slice (rows); worst slices in red", xlabel=metric)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
