@@ -36,6 +36,7 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
     from pipelines import lake
 
     echo(f"data docs   {lake.lake_root() / summary['data_docs']}")
+    echo(f"report      {summary['report']}  (evaluation: plots, slices, problems)")
     echo(f"MLflow UI   .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']} "
          "--port 5000   then http://127.0.0.1:5000")
     echo(f"airflow log {summary['log']}")

@@ -331,6 +331,7 @@ def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
     summary.update({
         "version": str(version.version), "run_id": version.run_id,
         "experiment_id": run.info.experiment_id,
+        "report": f"{run.info.artifact_uri}/evaluation/report.html",
         "already_registered": pair["registered_version"] is not None,
         "verdict": version.tags.get("verdict"), "rejected_reason": version.tags.get(
             "rejected_reason"),

@@ -43,6 +43,8 @@ def test_registers_a_champion_with_lineage_tags(first_run: dict) -> None:
     assert first_run["version"] == "1" and first_run["already_registered"] is False
     assert first_run["verdict"] == "passed", first_run["rejected_reason"]
     assert first_run["champion"] is True
+    report = first_run["report"]  # printed by `pitstop run`, opens in a browser
+    assert report.startswith("file://") and Path(report.removeprefix("file://")).is_file()
     version = registry.client().get_model_version("flights_delay", first_run["version"])
     assert version.tags["pair_id"] == first_run["pair_id"]
     assert version.tags["dataset_id"] == first_run["dataset_id"]
