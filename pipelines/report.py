@@ -145,7 +145,7 @@ def html_page(spec_name: str, run_id: str, result: dict[str, Any], images: dict[
     champion = result.get("champion_metrics") or {}
     deltas = result.get("comparison", {}).get("deltas", {})
     metric_rows = [{"metric": k, "candidate": v, "champion": champion.get(k, "–"),
-                    "change": deltas[k]["delta"] if k in deltas else "–",
+                    "change": f"{deltas[k]['delta']:+.4f}" if k in deltas else "–",
                     "interval": (f"{deltas[k]['low']:+.4f} to {deltas[k]['high']:+.4f}"
                                  if k in deltas else "–")}
                    for k, v in result["metrics"].items()]
