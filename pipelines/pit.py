@@ -4,13 +4,13 @@ Why a set-based plan and not a bare ASOF JOIN: an ASOF JOIN on `feature_time` al
 arbitrary row among equal feature times and cannot hide rows that were written later than the
 spine time (late corrections, backfilled history). So the plan is:
 
-1. one hash aggregate over the feature rows collapses exact duplicates and counts the rows of
-   each group; only groups that can hold a tie on (keys, feature_time, created_time) are then
-   checked exactly for differing values (no silent pick, no hash collisions);
+1. one window sort over the feature rows by (keys, feature_time, created_time desc) marks
+   each group's latest row and every tie on (keys, feature_time, created_time); only tied
+   rows are then compared for differing values, exactly (no silent pick, no hash
+   collisions), and exact duplicates collapse;
 2. without `known_at_time` (or without `created_time`) a row is visible from its
-   `feature_time`, so the winner at a time is the latest `created_time` of that key and
-   `feature_time`: the aggregate groups by (keys, feature_time) and carries the winner's
-   values with `arg_max`, and the spine is ASOF-joined straight onto it;
+   `feature_time`, so the winner at a time is the latest row of that key and
+   `feature_time`: the spine is ASOF-joined straight onto those rows, values included;
 3. with `known_at_time` a row is visible from `greatest(feature_time, created_time)`, and the
    winner is the greatest `(feature_time, created_time)` among everything visible so far: a
    running max along visibility per key, over one HUGEINT that encodes the pair (numeric
@@ -20,7 +20,7 @@ spine time (late corrections, backfilled history). So the plan is:
    each row's position, which for Parquet input is `file_row_number` plus the file's offset
    (no sort to number the rows).
 
-Every step is a DuckDB aggregate, sort, window or join under a fixed `memory_limit`
+Every step is a DuckDB sort, window, aggregate or join under a fixed `memory_limit`
 (`settings.pit_memory_limit`), so it streams from Parquet and spills to disk instead of
 growing with the input; no Python touches individual rows.
 """
@@ -49,7 +49,7 @@ TableLike = pd.DataFrame | pa.Table | str | Path
 ROW = "__pitstop_row"
 FT, CT, VISIBLE, WINNER = "__pitstop_ft", "__pitstop_ct", "__pitstop_visible", "__pitstop_win"
 FT_SLOT = "__pitstop_ft_slot__"
-ROWS, CT_MIN, CT_KNOWN = "__pitstop_rows", "__pitstop_ct_min", "__pitstop_ct_known"
+LATEST, TIED = "__pitstop_latest", "__pitstop_tied"
 TZ_TYPE = "TIMESTAMP WITH TIME ZONE"
 NAIVE_HINT = (
     "timestamps must be timezone-aware: declare the source's `timezone:` in the pipeline "
@@ -136,42 +136,36 @@ def _check_columns(side: str, found: dict[str, str], needed: Sequence[str],
             raise DataError(f"{side}: column {column!r} is {found[column]}; {NAIVE_HINT}")
 
 
-def _check_created(con: duckdb.DuckDBPyConnection, missing: str, created_time: str) -> None:
-    """Every feature row needs the time it was written; `missing` counts rows without one."""
-    if con.execute(missing).fetchone()[0]:
-        nulls = con.execute(f"SELECT count(*) FROM feats_src WHERE {CT} IS NULL").fetchone()[0]
+def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
+                       created_time: str | None, values: list[str]) -> None:
+    """Table `ranked`: every usable feature row, flagged LATEST (the greatest ct of its keys
+    and ft) and TIED (another row has its keys, ft and ct); then the input rules are checked.
+
+    One window sort does what a DISTINCT over every column plus a GROUP BY did before: ties
+    sit next to each other in (keys, ft, ct) order, so `lead(ct) = ct` finds them all, and
+    only the rows of tied groups are compared, exactly (DISTINCT, not a hash that could
+    collide). A sort, not a hash aggregate, because nearly every (keys, ft) is its own group.
+    """
+    window = f"PARTITION BY {', '.join(map(_q, keys))}, {FT} ORDER BY {CT} DESC"
+    con.execute(f"""
+        CREATE TEMP TABLE ranked AS
+        SELECT *, row_number() OVER w = 1 AS {LATEST},
+               coalesce(lead({CT}) OVER w = {CT}, false) AS {TIED}
+        FROM feats_src WINDOW w AS ({window})
+    """)
+    nulls, tied = con.execute(f"SELECT count(*) FILTER ({CT} IS NULL), count(*) FILTER ({TIED}) "
+                              f"FROM ranked").fetchall()[0]
+    if created_time and nulls:
         raise DataError(f"features: {nulls} rows have a null {created_time!r} "
                         f"(rule: every feature row needs the time it was written)")
-
-
-def _check_conflicts(con: duckdb.DuckDBPyConnection, groups: str, maybe_tied: str,
-                     group_keys: list[str], keys: list[str], feature_time: str,
-                     values: list[str]) -> None:
-    """Rows that tie on keys and both times must agree on every value.
-
-    `groups` (the aggregate of `feats_src` over `group_keys`) flags with `maybe_tied` the
-    groups whose rows may share (keys, ft, ct). Usually there are few or none, so this is
-    one scan of `groups`; only then are the input rows of those groups read again, first
-    their key columns to find real ties, then the values of real ties with an exact DISTINCT
-    (not a hash, whose collisions would let a conflict through).
-    """
-    if not con.execute(f"SELECT count(*) FROM {groups} WHERE {maybe_tied}").fetchone()[0]:
+    if not tied:
         return
-    tie = [*map(_q, keys), FT, CT]
-    tie_list = ", ".join(tie)
-    on = " AND ".join(f"i.{c} = g.{c}" for c in map(_q, group_keys))
-    con.execute(f"""
-        CREATE TEMP TABLE ties AS
-        SELECT {tie_list} FROM feats_src i SEMI JOIN (SELECT * FROM {groups} WHERE {maybe_tied}) g
-          ON {on}
-        GROUP BY ALL HAVING count(*) > 1
-    """)
-    on_tie = " AND ".join(f"i.{c} = t.{c}" for c in tie)
+    tie_list = ", ".join([*map(_q, keys), FT, CT])
     value_list = "".join(f", {_q(c)}" for c in values)
     found = con.sql(  # through Arrow: DuckDB's own fetch of TIMESTAMPTZ needs pytz
         f"SELECT {tie_list}, count(*) AS n FROM (SELECT DISTINCT {tie_list}{value_list} "
-        f"FROM feats_src i SEMI JOIN ties t ON {on_tie}) GROUP BY ALL HAVING n > 1 "
-        f"ORDER BY {tie_list} LIMIT 1"
+        f"FROM ranked WHERE ({tie_list}) IN (SELECT ({tie_list}) FROM ranked WHERE {TIED})) "
+        f"GROUP BY ALL HAVING n > 1 ORDER BY {tie_list} LIMIT 1"
     ).to_arrow_table().to_pylist()
     if found:
         clash = list(found[0].values())
@@ -251,10 +245,9 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
                 f"{_q(feature_time)} AS {FT}, {created} AS {CT}{value_list} "
                 f"FROM feats_in WHERE {not_null}")
     con.execute("SET preserve_insertion_order = false")  # the final query has its ORDER BY
-    if created_time and known_at_time:
-        final = _plan_known_at_time(con, keys, feature_time, created_time, values)
-    else:
-        final = _plan_by_feature_time(con, keys, feature_time, created_time, values)
+    _rank_feature_rows(con, keys, feature_time, created_time, values)
+    final = (_plan_known_at_time(con, keys, values) if created_time and known_at_time
+             else _plan_by_feature_time(keys, values))
     con.execute("SET preserve_insertion_order = true")
 
     on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
@@ -264,7 +257,7 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
     query = f"""
         WITH w AS (
             SELECT s.*, {final.carried}
-            FROM spine_in s ASOF LEFT JOIN timeline t
+            FROM spine_in s ASOF LEFT JOIN {final.timeline} t
               ON {on_keys} AND s.{_q(spine_time)} >= t.{final.visible}
         )
         SELECT {spine_list}{final.select(fresh, named)}
@@ -281,6 +274,8 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
 class _Plan:
     """How the final query reads table `timeline`, which one of the two plans built."""
 
+    timeline: str
+    """the table (or subquery) of winners along visibility time, one row per key and time"""
     visible: str
     """timeline's column holding the time from which a row is the key's winner"""
     carried: str
@@ -290,30 +285,15 @@ class _Plan:
     -> the feature values of the SELECT list (each after a comma) and the FROM clause"""
 
 
-def _plan_by_feature_time(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
-                          created_time: str | None, values: list[str]) -> _Plan:
-    """Visibility = feature_time: one timeline row per (keys, ft) with the latest ct's values.
+def _plan_by_feature_time(keys: list[str], values: list[str]) -> _Plan:
+    """Visibility = feature_time: the timeline is the LATEST row of each (keys, ft).
 
     The running winner along ft is then each group's own latest row, so no window and no
     join back to the feature rows are needed: the values ride along the ASOF JOIN.
-    `arg_max_null`, not `arg_max`, which would skip a latest row whose value is null.
-    A tie on ct is only possible in a group of more than two rows, or of two rows with one
-    ct; those few groups go to the exact conflict check.
     """
-    key_list = ", ".join(map(_q, keys))
     inner = [f"{ROW}_v{i}" for i in range(len(values))]  # apart from the spine's names
-    picks = "".join(f", arg_max_null({_q(c)}, {CT}) AS {v}" for c, v in zip(values, inner, strict=True))
-    con.execute(f"""
-        CREATE TEMP TABLE timeline AS
-        SELECT {key_list}, {FT}, max({CT}) AS {CT}, min({CT}) AS {CT_MIN},
-               count({CT}) AS {CT_KNOWN}, count(*) AS {ROWS}{picks}
-        FROM feats_src GROUP BY {key_list}, {FT}
-    """)
-    if created_time:
-        _check_created(con, f"SELECT count(*) FROM timeline WHERE {CT_KNOWN} < {ROWS}",
-                       created_time)
-    _check_conflicts(con, "timeline", f"{ROWS} > 2 OR ({ROWS} = 2 AND {CT} = {CT_MIN})",
-                     [*keys, FT], keys, feature_time, values)
+    renamed = "".join(f", {_q(c)} AS {v}" for c, v in zip(values, inner, strict=True))
+    timeline = f"(SELECT {', '.join(map(_q, keys))}, {FT}{renamed} FROM ranked WHERE {LATEST})"
 
     def select(fresh: str | None, named: dict[str, str]) -> str:
         def pick(v: str) -> str:
@@ -324,41 +304,33 @@ def _plan_by_feature_time(con: duckdb.DuckDBPyConnection, keys: list[str], featu
                        for c, v in zip(values, inner, strict=True)) + " FROM w"
 
     carried = f"t.{FT}" + "".join(f", t.{v}" for v in inner)
-    return _Plan(visible=FT, carried=carried, select=select)
+    return _Plan(timeline=timeline, visible=FT, carried=carried, select=select)
 
 
-def _plan_known_at_time(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
-                        created_time: str, values: list[str]) -> _Plan:
+def _plan_known_at_time(con: duckdb.DuckDBPyConnection, keys: list[str],
+                        values: list[str]) -> _Plan:
     """Visibility = greatest(ft, ct): a running max of the (ft, ct) code along visibility.
 
-    Table `feats` holds the deduplicated rows (for the conflict check and to fetch the
-    winner's values); `timeline` one row per key and visibility time with the best code seen
-    up to it. Rows of one key and visibility time are grouped first, so the ASOF JOIN cannot
-    land on a peer whose running max is still missing the others.
+    Table `timeline` holds one row per key and visibility time with the best code seen up
+    to it; rows of one key and visibility time are grouped first, so the ASOF JOIN cannot
+    land on a peer whose running max is still missing the others. The winner's values are
+    fetched from `ranked` without its repeated ties (after the check they are identical).
     """
     key_list = ", ".join(map(_q, keys))
-    firsts = "".join(f", any_value({_q(c)}) AS {_q(c)}" for c in values)
-    con.execute(f"""
-        CREATE TEMP TABLE feats AS
-        SELECT {key_list}, {FT}, {CT}, count(*) AS {ROWS}{firsts}
-        FROM feats_src GROUP BY {key_list}, {FT}, {CT}
-    """)
-    _check_created(con, f"SELECT count(*) FROM feats WHERE {CT} IS NULL", created_time)
-    _check_conflicts(con, "feats", f"{ROWS} > 1", [*keys, FT, CT], keys, feature_time, values)
     con.execute(f"""
         CREATE TEMP TABLE timeline AS
         SELECT {key_list}, {VISIBLE},
                max(best) OVER (PARTITION BY {key_list} ORDER BY {VISIBLE}
                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {WINNER}
         FROM (SELECT {key_list}, greatest({FT}, {CT}) AS {VISIBLE}, max({PAIR_CODE}) AS best
-              FROM feats GROUP BY {key_list}, {VISIBLE})
+              FROM ranked GROUP BY {key_list}, {VISIBLE})
     """)
     fetch_keys = " AND ".join(f"w.{_q(k)} = f.{_q(k)}" for k in keys)
 
     def select(fresh: str | None, named: dict[str, str]) -> str:
         picked = "".join(f", f.{_q(c)} AS {_q(named[c])}" for c in values)
         ttl = "" if fresh is None else " AND " + fresh.replace(FT_SLOT, f"f.{FT}")
-        return (f"{picked} FROM w LEFT JOIN (SELECT *, {PAIR_CODE} AS {WINNER} FROM feats) f "
-                f"ON {fetch_keys} AND f.{WINNER} = w.{WINNER}{ttl}")
+        return (f"{picked} FROM w LEFT JOIN (SELECT *, {PAIR_CODE} AS {WINNER} FROM ranked "
+                f"WHERE NOT {TIED}) f ON {fetch_keys} AND f.{WINNER} = w.{WINNER}{ttl}")
 
-    return _Plan(visible=VISIBLE, carried=f"t.{WINNER}", select=select)
+    return _Plan(timeline="timeline", visible=VISIBLE, carried=f"t.{WINNER}", select=select)
