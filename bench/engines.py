@@ -68,6 +68,7 @@ def preload(engine: str) -> None:
 def run_pitstop(spine: str, features: str, out: str, ttl: int, known_at_time: bool,
                 info: dict) -> None:
     import duckdb
+
     from pipelines import pit
 
     def join() -> None:

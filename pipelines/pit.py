@@ -272,7 +272,7 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
 
 @dataclass(frozen=True)
 class _Plan:
-    """How the final query reads table `timeline`, which one of the two plans built."""
+    """How the final query reads the winners along visibility time that a plan prepared."""
 
     timeline: str
     """the table (or subquery) of winners along visibility time, one row per key and time"""
