@@ -120,10 +120,15 @@ def pit_from_rev(rev: str) -> tuple[Path, str]:
     package = folder / "pipelines"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
-    for name in ("pit.py", "errors.py"):
-        text = subprocess.run(["git", "show", f"{sha}:pipelines/{name}"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
-        (package / name).write_text(text)
+    # pit.py imports errors.py and, since it takes its DuckDB memory limit from there,
+    # settings.py (which older revisions' pit.py does not need)
+    for name in ("pit.py", "errors.py", "settings.py"):
+        shown = subprocess.run(["git", "show", f"{sha}:pipelines/{name}"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if shown.returncode != 0 and name == "settings.py":
+            continue
+        shown.check_returncode()
+        (package / name).write_text(shown.stdout)
     return folder, sha
 
 

@@ -4,24 +4,33 @@ Why a set-based plan and not a bare ASOF JOIN: an ASOF JOIN on `feature_time` al
 arbitrary row among equal feature times and cannot hide rows that were written later than the
 spine time (late corrections, backfilled history). So the plan is:
 
-1. collapse exact duplicate feature rows; equal keys and times with different values are an
-   error (no silent pick);
-2. give each feature row the moment it became visible: `greatest(feature_time, created_time)`
-   when `known_at_time` (the default), else `feature_time`;
-3. per key, along visibility, keep the running winner: the greatest `(feature_time,
-   created_time)` among everything visible so far;
-4. ASOF JOIN the spine onto that timeline (`spine_time >= visible_from`), apply the TTL to the
-   winner's `feature_time`, then fetch the winner's values with an equi-join.
+1. one window sort over the feature rows by (keys, feature_time, created_time desc) marks
+   each group's latest row and every tie on (keys, feature_time, created_time); only tied
+   rows are then compared for differing values, exactly (no silent pick, no hash
+   collisions), and exact duplicates collapse;
+2. without `known_at_time` (or without `created_time`) a row is visible from its
+   `feature_time`, so the winner at a time is the latest row of that key and
+   `feature_time`: the spine is ASOF-joined straight onto those rows, values included;
+3. with `known_at_time` a row is visible from `greatest(feature_time, created_time)`, and the
+   winner is the greatest `(feature_time, created_time)` among everything visible so far: a
+   running max along visibility per key, over one HUGEINT that encodes the pair (numeric
+   comparisons; a STRUCT max was 3× slower). The spine is ASOF-joined onto that timeline and
+   the winner's values are fetched with an equi-join;
+4. the TTL applies to the winner's `feature_time`; the result is put back in spine order by
+   each row's position, which for Parquet input is `file_row_number` plus the file's offset
+   (no sort to number the rows).
 
-Every step is a DuckDB sort, window or join, so it streams from Parquet and spills past
-memory; no Python touches individual rows.
+Every step is a DuckDB sort, window, aggregate or join under a fixed `memory_limit`
+(`settings.pit_memory_limit`), so it streams from Parquet and spills to disk instead of
+growing with the input; no Python touches individual rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -29,6 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines import settings
 from pipelines.errors import DataError
 
 __all__ = ["TableLike", "point_in_time_join"]
@@ -38,16 +48,26 @@ TableLike = pd.DataFrame | pa.Table | str | Path
 
 ROW = "__pitstop_row"
 FT, CT, VISIBLE, WINNER = "__pitstop_ft", "__pitstop_ct", "__pitstop_visible", "__pitstop_win"
+FT_SLOT = "__pitstop_ft_slot__"
+LATEST, TIED = "__pitstop_latest", "__pitstop_tied"
 TZ_TYPE = "TIMESTAMP WITH TIME ZONE"
 NAIVE_HINT = (
     "timestamps must be timezone-aware: declare the source's `timezone:` in the pipeline "
     "spec (e.g. `timezone: America/New_York`) or convert the column with "
     "`tz_localize`/`tz_convert` before joining"
 )
+# (ft, ct) as one HUGEINT ordered like the pair: ft in the high 64 bits, ct shifted to be
+# non-negative in the low 64 bits (epoch microseconds fit in 63 bits either side of 1970)
+PAIR_CODE = (f"(epoch_us({FT})::HUGEINT * 18446744073709551616 "
+             f"+ (epoch_us({CT})::HUGEINT + 9223372036854775808))")
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _parquet_files(path: str | Path) -> list[str]:
@@ -67,17 +87,30 @@ def _parquet_files(path: str | Path) -> list[str]:
 
 def _register(con: duckdb.DuckDBPyConnection, name: str, data: TableLike,
               numbered: bool) -> None:
-    """Expose `data` as view `name`; with `numbered`, add ROW = its position in the input."""
+    """Expose `data` as view `name`; with `numbered`, add ROW = its position in the input.
+
+    For Parquet the position is the row's number in its file plus the rows of the files
+    before it (files in name order, as read from the footers), so numbering needs no sort.
+    """
     if isinstance(data, (str, Path)):
-        files = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in _parquet_files(data)) + "]"
-        if numbered:
-            con.execute(
-                f"CREATE TEMP VIEW {name} AS SELECT * EXCLUDE (__pitstop_file, file_row_number), "
-                f"row_number() OVER (ORDER BY __pitstop_file, file_row_number) - 1 AS {ROW} "
-                f"FROM read_parquet({files}, filename = '__pitstop_file', file_row_number = true)"
-            )
-        else:
+        files = "[" + ", ".join(map(_literal, _parquet_files(data))) + "]"
+        if not numbered:
             con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({files})")
+            return
+        counts = con.execute(f"SELECT file_name, sum(num_rows) FROM parquet_file_metadata({files}) "
+                             f"GROUP BY file_name ORDER BY file_name").fetchall()
+        scan = f"read_parquet({files}, filename = '__pitstop_file', file_row_number = true)"
+        if len(counts) == 1:
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * EXCLUDE (__pitstop_file, "
+                        f"file_row_number), file_row_number AS {ROW} FROM {scan}")
+            return
+        offsets = np.concatenate([[0], np.cumsum([n for _, n in counts])[:-1]])
+        rows = ", ".join(f"({_literal(f)}, {int(o)})" for (f, _), o in zip(counts, offsets, strict=True))
+        con.execute(f"CREATE TEMP TABLE {name}_offsets(file VARCHAR, start BIGINT)")
+        con.execute(f"INSERT INTO {name}_offsets VALUES {rows}")
+        con.execute(f"CREATE TEMP VIEW {name} AS SELECT p.* EXCLUDE (__pitstop_file, "
+                    f"file_row_number), p.file_row_number + o.start AS {ROW} FROM {scan} p "
+                    f"JOIN {name}_offsets o ON p.__pitstop_file = o.file")
         return
     if isinstance(data, pd.DataFrame):
         table = pa.Table.from_pandas(data, preserve_index=False)
@@ -103,13 +136,36 @@ def _check_columns(side: str, found: dict[str, str], needed: Sequence[str],
             raise DataError(f"{side}: column {column!r} is {found[column]}; {NAIVE_HINT}")
 
 
-def _check_conflicts(con: duckdb.DuckDBPyConnection, keys: list[str],
-                     feature_time: str) -> None:
-    """Rows that tie on keys and both times must agree on every value (after dedup)."""
-    group = ", ".join([*map(_q, keys), FT, CT])
+def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
+                       created_time: str | None, values: list[str]) -> None:
+    """Table `ranked`: every usable feature row, flagged LATEST (the greatest ct of its keys
+    and ft) and TIED (another row has its keys, ft and ct); then the input rules are checked.
+
+    One window sort does what a DISTINCT over every column plus a GROUP BY did before: ties
+    sit next to each other in (keys, ft, ct) order, so `lead(ct) = ct` finds them all, and
+    only the rows of tied groups are compared, exactly (DISTINCT, not a hash that could
+    collide). A sort, not a hash aggregate, because nearly every (keys, ft) is its own group.
+    """
+    window = f"PARTITION BY {', '.join(map(_q, keys))}, {FT} ORDER BY {CT} DESC"
+    con.execute(f"""
+        CREATE TEMP TABLE ranked AS
+        SELECT *, row_number() OVER w = 1 AS {LATEST},
+               coalesce(lead({CT}) OVER w = {CT}, false) AS {TIED}
+        FROM feats_src WINDOW w AS ({window})
+    """)
+    nulls, tied = con.execute(f"SELECT count(*) FILTER ({CT} IS NULL), count(*) FILTER ({TIED}) "
+                              f"FROM ranked").fetchall()[0]
+    if created_time and nulls:
+        raise DataError(f"features: {nulls} rows have a null {created_time!r} "
+                        f"(rule: every feature row needs the time it was written)")
+    if not tied:
+        return
+    tie_list = ", ".join([*map(_q, keys), FT, CT])
+    value_list = "".join(f", {_q(c)}" for c in values)
     found = con.sql(  # through Arrow: DuckDB's own fetch of TIMESTAMPTZ needs pytz
-        f"SELECT {group}, count(*) AS n FROM feats GROUP BY {group} HAVING n > 1 "
-        f"ORDER BY {group} LIMIT 1"
+        f"SELECT {tie_list}, count(*) AS n FROM (SELECT DISTINCT {tie_list}{value_list} "
+        f"FROM ranked WHERE ({tie_list}) IN (SELECT ({tie_list}) FROM ranked WHERE {TIED})) "
+        f"GROUP BY ALL HAVING n > 1 ORDER BY {tie_list} LIMIT 1"
     ).to_arrow_table().to_pylist()
     if found:
         clash = list(found[0].values())
@@ -144,6 +200,8 @@ def point_in_time_join(
     The result holds every spine column plus every feature column other than the keys and
     time columns, named `prefix + column`. With `output`, the result is written there as
     Parquet instead (for spines larger than memory) and an empty frame is returned.
+    DuckDB works within `PITSTOP_PIT_MEMORY_LIMIT` and spills under `PITSTOP_PIT_TEMP_DIR`
+    (see `pipelines.settings`).
     Raises DataError on naive timestamps, missing columns, name clashes and conflicting ties.
     """
     keys = list(keys)
@@ -151,8 +209,9 @@ def point_in_time_join(
         raise ValueError("point_in_time_join needs at least one key")
     if ttl is not None and ttl < dt.timedelta(0):
         raise ValueError(f"ttl must not be negative, got {ttl}")
-    with tempfile.TemporaryDirectory(prefix="pitstop-pit-") as spill:
-        con = duckdb.connect(config={"temp_directory": spill})
+    with tempfile.TemporaryDirectory(prefix="pitstop-pit-", dir=settings.pit_spill_root()) as spill:
+        con = duckdb.connect(config={"temp_directory": spill,
+                                     "memory_limit": settings.pit_memory_limit()})
         try:
             con.execute("SET TimeZone = 'UTC'")
             return _join(con, spine, features, keys, spine_time, feature_time, created_time,
@@ -178,48 +237,100 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
         raise DataError(f"feature columns {clashes} clash with spine columns; pass prefix= "
                         f"to name them apart")
 
-    key_list = ", ".join(map(_q, keys))
+    # the usable feature rows, times under fixed names; without created_time, ct = ft
     created = _q(created_time) if created_time else _q(feature_time)
     not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in [*keys, feature_time])
     value_list = "".join(f", {_q(c)}" for c in values)
-    con.execute(
-        f"CREATE TEMP TABLE feats AS SELECT DISTINCT {key_list}, {_q(feature_time)} AS {FT}, "
-        f"{created} AS {CT}{value_list} FROM feats_in WHERE {not_null}"
-    )
-    if created_time and (nulls := con.execute(
-            f"SELECT count(*) FROM feats WHERE {CT} IS NULL").fetchall()[0][0]):
-        raise DataError(f"features: {nulls} rows have a null {created_time!r} "
-                        f"(rule: every feature row needs the time it was written)")
-    _check_conflicts(con, keys, feature_time)
+    con.execute(f"CREATE TEMP VIEW feats_src AS SELECT {', '.join(map(_q, keys))}, "
+                f"{_q(feature_time)} AS {FT}, {created} AS {CT}{value_list} "
+                f"FROM feats_in WHERE {not_null}")
+    con.execute("SET preserve_insertion_order = false")  # the final query has its ORDER BY
+    _rank_feature_rows(con, keys, feature_time, created_time, values)
+    final = (_plan_known_at_time(con, keys, values) if created_time and known_at_time
+             else _plan_by_feature_time(keys, values))
+    con.execute("SET preserve_insertion_order = true")
 
-    visible = f"greatest({FT}, {CT})" if created_time and known_at_time else FT
+    on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
+    spine_list = ", ".join(f"w.{_q(c)}" for c in spine_cols)
+    fresh = None if ttl is None else (  # the winner's ft goes in at FT_SLOT
+        f"{FT_SLOT} >= w.{_q(spine_time)} - INTERVAL '{int(ttl.total_seconds() * 1e6)} microseconds'")
+    query = f"""
+        WITH w AS (
+            SELECT s.*, {final.carried}
+            FROM spine_in s ASOF LEFT JOIN {final.timeline} t
+              ON {on_keys} AND s.{_q(spine_time)} >= t.{final.visible}
+        )
+        SELECT {spine_list}{final.select(fresh, named)}
+        ORDER BY w.{ROW}
+    """
+    if output is not None:
+        con.execute(f"COPY ({query}) TO {_literal(str(Path(output)))} "
+                    f"(FORMAT parquet, COMPRESSION zstd)")
+        return pd.DataFrame()
+    return con.sql(query).to_arrow_table().to_pandas()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the final query reads the winners along visibility time that a plan prepared."""
+
+    timeline: str
+    """the table (or subquery) of winners along visibility time, one row per key and time"""
+    visible: str
+    """timeline's column holding the time from which a row is the key's winner"""
+    carried: str
+    """what the ASOF JOIN takes from timeline (`t`) into each spine row (`w`)"""
+    select: Callable[[str | None, dict[str, str]], str]
+    """(TTL condition with FT_SLOT for the winner's ft or None, value column -> output name)
+    -> the feature values of the SELECT list (each after a comma) and the FROM clause"""
+
+
+def _plan_by_feature_time(keys: list[str], values: list[str]) -> _Plan:
+    """Visibility = feature_time: the timeline is the LATEST row of each (keys, ft).
+
+    The running winner along ft is then each group's own latest row, so no window and no
+    join back to the feature rows are needed: the values ride along the ASOF JOIN.
+    """
+    inner = [f"{ROW}_v{i}" for i in range(len(values))]  # apart from the spine's names
+    renamed = "".join(f", {_q(c)} AS {v}" for c, v in zip(values, inner, strict=True))
+    timeline = f"(SELECT {', '.join(map(_q, keys))}, {FT}{renamed} FROM ranked WHERE {LATEST})"
+
+    def select(fresh: str | None, named: dict[str, str]) -> str:
+        def pick(v: str) -> str:
+            if fresh is None:
+                return f"w.{v}"
+            return f"CASE WHEN {fresh.replace(FT_SLOT, f'w.{FT}')} THEN w.{v} END"
+        return "".join(f", {pick(v)} AS {_q(named[c])}"
+                       for c, v in zip(values, inner, strict=True)) + " FROM w"
+
+    carried = f"t.{FT}" + "".join(f", t.{v}" for v in inner)
+    return _Plan(timeline=timeline, visible=FT, carried=carried, select=select)
+
+
+def _plan_known_at_time(con: duckdb.DuckDBPyConnection, keys: list[str],
+                        values: list[str]) -> _Plan:
+    """Visibility = greatest(ft, ct): a running max of the (ft, ct) code along visibility.
+
+    Table `timeline` holds one row per key and visibility time with the best code seen up
+    to it; rows of one key and visibility time are grouped first, so the ASOF JOIN cannot
+    land on a peer whose running max is still missing the others. The winner's values are
+    fetched from `ranked` without its repeated ties (after the check they are identical).
+    """
+    key_list = ", ".join(map(_q, keys))
     con.execute(f"""
         CREATE TEMP TABLE timeline AS
         SELECT {key_list}, {VISIBLE},
                max(best) OVER (PARTITION BY {key_list} ORDER BY {VISIBLE}
                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {WINNER}
-        FROM (SELECT {key_list}, {visible} AS {VISIBLE},
-                     max(struct_pack(ft := {FT}, ct := {CT})) AS best
-              FROM feats GROUP BY ALL)
+        FROM (SELECT {key_list}, greatest({FT}, {CT}) AS {VISIBLE}, max({PAIR_CODE}) AS best
+              FROM ranked GROUP BY {key_list}, {VISIBLE})
     """)
-    on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
     fetch_keys = " AND ".join(f"w.{_q(k)} = f.{_q(k)}" for k in keys)
-    fresh = (f" AND f.{FT} >= w.{_q(spine_time)} - INTERVAL '{int(ttl.total_seconds() * 1e6)} "
-             f"microseconds'" if ttl is not None else "")
-    picked = "".join(f", f.{_q(c)} AS {_q(named[c])}" for c in values)
-    spine_list = ", ".join(f"w.{_q(c)}" for c in spine_cols)
-    query = f"""
-        WITH winners AS (
-            SELECT s.*, t.{WINNER}.ft AS {FT}, t.{WINNER}.ct AS {CT}
-            FROM spine_in s ASOF LEFT JOIN timeline t
-              ON {on_keys} AND s.{_q(spine_time)} >= t.{VISIBLE}
-        )
-        SELECT {spine_list}{picked}
-        FROM winners w LEFT JOIN feats f
-          ON {fetch_keys} AND f.{FT} = w.{FT} AND f.{CT} = w.{CT}{fresh}
-        ORDER BY w.{ROW}
-    """
-    if output is not None:
-        con.execute(f"COPY ({query}) TO '{Path(output)}' (FORMAT parquet, COMPRESSION zstd)")
-        return pd.DataFrame()
-    return con.sql(query).to_arrow_table().to_pandas()
+
+    def select(fresh: str | None, named: dict[str, str]) -> str:
+        picked = "".join(f", f.{_q(c)} AS {_q(named[c])}" for c in values)
+        ttl = "" if fresh is None else " AND " + fresh.replace(FT_SLOT, f"f.{FT}")
+        return (f"{picked} FROM w LEFT JOIN (SELECT *, {PAIR_CODE} AS {WINNER} FROM ranked "
+                f"WHERE NOT {TIED}) f ON {fetch_keys} AND f.{WINNER} = w.{WINNER}{ttl}")
+
+    return _Plan(timeline="timeline", visible=VISIBLE, carried=f"t.{WINNER}", select=select)

@@ -29,3 +29,23 @@ def mlflow_artifact_root() -> Path:
 
 def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or home() / "airflow").resolve()
+
+
+def pit_memory_limit() -> str:
+    """DuckDB `memory_limit` of a point-in-time join (`PITSTOP_PIT_MEMORY_LIMIT`, default 3GiB).
+
+    DuckDB's own default is 80% of RAM, so a join over a spine larger than memory grows to
+    that before it spills; a fixed budget makes it spill early and keeps it beside other work
+    on the machine (Airflow workers, MLflow). Raise it on a dedicated host.
+    """
+    return os.environ.get("PITSTOP_PIT_MEMORY_LIMIT") or "3GiB"
+
+
+def pit_spill_root() -> Path | None:
+    """Folder under which a join's spill directory is made (`PITSTOP_PIT_TEMP_DIR`).
+
+    Unset: the system temp folder. Point it at a large local disk for spines larger than
+    memory: spilled sort and join runs can reach a few times the spine's Parquet size.
+    """
+    raw = os.environ.get("PITSTOP_PIT_TEMP_DIR")
+    return Path(raw) if raw else None
