@@ -125,6 +125,12 @@ def triggering_spans() -> list[tuple[dt.date, dt.date]]:
     return merge_spans(spans)
 
 
+def _reason_param(description: str) -> Param:
+    """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
+    return Param(None, type=["null", "string"], maxLength=500, title="Reason",
+                 description=description)
+
+
 @task
 def plan_chunks() -> list[dict[str, str]]:
     """Month-sized chunks of the run's range: one mapped task each.
@@ -215,8 +221,7 @@ def train_dag(spec: LoadedSpec) -> DAG:
         "eval_start": Param(None, type=OPTIONAL_DATE, format="date",
                             description="First day of the evaluation window; empty = the last "
                             f"{spec.pipeline.split.eval_days} days"),
-        "reason": Param("", type="string", maxLength=500,
-                        description="Why this model is being (re)trained; kept in MLflow"),
+        "reason": _reason_param("Why this model is being (re)trained; kept in MLflow"),
     }
     with DAG(**_dag_kwargs(spec, "train", spec.pipeline.schedules.train,
                            "Build the training set, validate, train, evaluate, register."),
@@ -315,10 +320,9 @@ def backfill_dag(spec: LoadedSpec) -> DAG:
                      description=f"Day after the last one; at most {MAX_BACKFILL_DAYS} days "
                      "after the start"),
         "views": Param(views, type="array", title="Feature views", uniqueItems=True,
-                       minItems=1, items={"type": "string", "enum": views},
+                       minItems=1, items={"type": "string", "enum": views}, examples=views,
                        description="Feature views to recompute"),
-        "reason": Param("", type="string", maxLength=500,
-                        description="Why this backfill runs; kept in each partition's manifest"),
+        "reason": _reason_param("Why this backfill runs; kept in each partition's manifest"),
     }
     kwargs = _dag_kwargs(spec, "backfill", None, "Recompute feature partitions of a range "
                          "(month-sized mapped chunks, one partition per day, replaced whole).")

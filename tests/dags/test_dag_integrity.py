@@ -115,6 +115,17 @@ def test_backfill_form_offers_the_spec_views(bag: DagBag) -> None:
     views = dag.params.get_param("views")
     assert views.schema["items"]["enum"] == [
         "origin_weather", "origin_delays", "carrier_delays", "plane"]
+    assert views.schema["examples"] == views.schema["items"]["enum"]  # the UI's multi-select
+
+
+@pytest.mark.parametrize("dag_id", ["flights_delay_backfill", "flights_delay_train"])
+def test_reason_is_optional_in_the_form(bag: DagBag, dag_id: str) -> None:
+    """The UI form blocks submit on an empty required string; a null default does not."""
+    reason = bag.dags[dag_id].params.get_param("reason")
+    assert "null" in reason.schema["type"] and reason.resolve(None) is None
+    assert reason.resolve("why") == "why"
+    with pytest.raises(Exception, match="too long"):
+        reason.resolve("x" * 501)
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [
