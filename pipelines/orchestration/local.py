@@ -28,6 +28,9 @@ from pipelines import settings
 USERS = {"admin": "admin", "engineer": "op", "scientist": "user", "auditor": "viewer"}
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 STOP_GRACE_SECONDS = 20.0
+# Task processes at a time. On 2 cores each task spends much of its life importing Airflow,
+# pandas and the spec, so 4 keeps both cores busy; bench/BACKFILL.md has the measurements.
+PARALLELISM = 4
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def airflow_env(project: Path, ports: Ports) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri(),
         "PITSTOP_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),

@@ -77,11 +77,12 @@ class Live:
             time.sleep(2)
         raise TimeoutError(f"{dag_id} {run_id} still running after {timeout}s")
 
-    def run_and_wait(self, dag_id: str, conf: dict[str, Any]) -> tuple[str, str]:
+    def run_and_wait(self, dag_id: str, conf: dict[str, Any],
+                     timeout: float = 300) -> tuple[str, str]:
         response = self.trigger("scientist", dag_id, conf)
         assert response.status_code == 200, response.text
         run_id = response.json()["dag_run_id"]
-        return run_id, self.wait_run(dag_id, run_id)
+        return run_id, self.wait_run(dag_id, run_id, timeout)
 
     def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
         return self.call("auditor", "GET", f"/dags/{dag_id}/dagRuns",
