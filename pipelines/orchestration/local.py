@@ -182,17 +182,17 @@ def down(echo: Callable[[str], None] = print) -> list[str]:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline and any(_group_alive(p) for p in alive.values()):
+    while time.monotonic() < deadline and any(group_alive(p) for p in alive.values()):
         time.sleep(0.5)
     for name, pid in alive.items():
-        if _group_alive(pid):
+        if group_alive(pid):
             echo(f"{name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s; killing it")
             os.killpg(pid, signal.SIGKILL)
         _pid_file(name).unlink(missing_ok=True)
     return sorted(alive)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

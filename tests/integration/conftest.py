@@ -16,19 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.orchestration.local import group_alive
 from tests.integration.live import DAG_IDS, Live, free_port, service_env
 
 ROOT = Path(__file__).resolve().parents[2]
 PITSTOP = Path(sys.executable).parent / "pitstop"
 START, END = "2013-01-01", "2013-01-11"
-
-
-def _group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +50,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert down.returncode == 0, down.stderr
         assert sorted(pids) == ["api-server", "dag-processor", "mlflow", "scheduler",
                                 "triggerer"]
-        assert not [name for name, pid in pids.items() if _group_alive(pid)], "orphans left"
+        assert not [name for name, pid in pids.items() if group_alive(pid)], "orphans left"
 
 
 @pytest.fixture(scope="session")
