@@ -84,6 +84,17 @@ class Live:
         run_id = response.json()["dag_run_id"]
         return run_id, self.wait_run(dag_id, run_id, timeout)
 
+    def create_backfill(self, user: str, body: dict[str, Any],
+                        attempts: int = 6) -> requests.Response:
+        """`POST /backfills`, retried on 503: on SQLite Airflow answers 503 when the scheduler
+        holds the database lock while the runs are created (and rolls the request back)."""
+        for attempt in range(attempts):
+            response = self.call(user, "POST", "/backfills", json=body)
+            if response.status_code != 503:
+                break
+            time.sleep(2 + 3 * attempt)
+        return response
+
     def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
         return self.call("auditor", "GET", f"/dags/{dag_id}/dagRuns",
                          params={"limit": 100, **params}).json()["dag_runs"]

@@ -86,7 +86,7 @@ def test_backfill_form_rejects_invalid_input(live: Live, conf: dict[str, Any],
 
 def test_airflow_backfill_recomputes_a_week(ingested: Live) -> None:
     live = ingested
-    response = live.call("scientist", "POST", "/backfills", json={
+    response = live.create_backfill("scientist", {
         "dag_id": "flights_delay_features", "from_date": "2013-01-03T00:00:00Z",
         "to_date": "2013-01-09T00:00:00Z", "reprocess_behavior": "completed",
         "max_active_runs": 4, "run_backwards": False, "dag_run_conf": {}})
