@@ -148,7 +148,6 @@ def daily(live: Live, meter: Meter, max_active_runs: int, timeout: float) -> dic
             "to_date": f"{END}T00:00:00Z", "reprocess_behavior": "completed",
             "max_active_runs": max_active_runs, "run_backwards": False, "dag_run_conf": {}}
     planned = live.call("scientist", "POST", "/backfills/dry_run", json=body).json()
-    live.unpause("flights_delay_features")
     with meter:
         response = live.create_backfill("scientist", body)
         response.raise_for_status()
@@ -227,9 +226,10 @@ def main() -> int:
         return 1
     earlier = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     reuse = args.reuse and (home / "lake" / "raw").exists()
-    if not reuse:
-        subprocess.run(["rm", "-rf", str(home)], check=True)
-        home.mkdir(parents=True)
+    # A reused home keeps the landing files and the lake; Airflow starts on a fresh DB.
+    for stale in ([home] if not reuse else [home / "airflow", home / "logs"]):
+        subprocess.run(["rm", "-rf", str(stale)], check=True)
+    home.mkdir(parents=True, exist_ok=True)
     env = service_env(home, free_port(), free_port())
     ports = int(env["PITSTOP_AIRFLOW_PORT"]), int(env["PITSTOP_MLFLOW_PORT"])
     if not reuse:

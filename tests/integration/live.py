@@ -86,13 +86,24 @@ class Live:
 
     def create_backfill(self, user: str, body: dict[str, Any],
                         attempts: int = 6) -> requests.Response:
-        """`POST /backfills`, retried on 503: on SQLite Airflow answers 503 when the scheduler
-        holds the database lock while the runs are created (and rolls the request back)."""
-        for attempt in range(attempts):
-            response = self.call(user, "POST", "/backfills", json=body)
-            if response.status_code != 503:
-                break
-            time.sleep(2 + 3 * attempt)
+        """`POST /backfills` with the DAG paused meanwhile, retried on 503.
+
+        On SQLite, Airflow answers 503 ("not supported on SQLite under concurrent access")
+        when the scheduler holds the database lock while the runs are created, and deletes
+        the runs it had made; a scheduler that already started one of them then dies on a
+        foreign-key error (seen with 365 runs). Paused, the DAG's new runs stay queued and
+        untouched until all exist; unpausing lets them run.
+        """
+        path = f"/dags/{body['dag_id']}"
+        self.call(user, "PATCH", path, json={"is_paused": True}).raise_for_status()
+        try:
+            for attempt in range(attempts):
+                response = self.call(user, "POST", "/backfills", json=body)
+                if response.status_code != 503:
+                    break
+                time.sleep(2 + 3 * attempt)
+        finally:
+            self.call(user, "PATCH", path, json={"is_paused": False}).raise_for_status()
         return response
 
     def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
