@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench up down clean
+.PHONY: install run test bench bench-backfill up down clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ down:
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# Full-2013 feature backfill through a real scheduler, both ways (about 10-40 min; see bench/BACKFILL.md)
+bench-backfill: install
+	$(BIN)/python bench/backfill_throughput.py
 
 clean:
 	rm -rf $(PITSTOP_HOME)

@@ -170,3 +170,18 @@ def month_chunks(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
         chunks.append((cursor, chunk_end))
         cursor = chunk_end
     return chunks
+
+
+def merge_spans(spans: list[tuple[dt.date, dt.date]]) -> list[tuple[dt.date, dt.date]]:
+    """Sorted `[start, end)` spans with overlapping or touching ones merged; empty spans dropped.
+
+    Several ingest runs may trigger one features run: their ranges become as few spans as
+    cover exactly the days they wrote, never the gaps between them.
+    """
+    merged: list[tuple[dt.date, dt.date]] = []
+    for lo, hi in sorted(span for span in spans if span[0] < span[1]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged

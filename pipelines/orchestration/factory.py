@@ -3,6 +3,9 @@
 `<name>_ingest` and `<name>_features` take their range from the run's data interval (a
 scheduled run is one day) or from the `start`/`end` params; a range is split into month
 chunks mapped as parallel tasks, each one vectorized pass writing a partition per day.
+Ingest ends by emitting one Asset event per source carrying the range it wrote; the features
+DAG runs on its own daily interval or when all raw assets have new events, and then computes
+exactly the days those events name (`triggering_asset_events`).
 `<name>_train` builds, validates, trains, evaluates and registers, and skips training when
 the model/dataset pair is already registered. Tasks exchange IDs and paths, never frames.
 Heavy imports happen inside tasks so parsing a DAG file stays cheap.
@@ -16,9 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronDataIntervalTimetable,
+    Metadata,
+    Param,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.errors import DataError
 from pipelines.settings import lake_root
@@ -91,12 +102,46 @@ def _range_params() -> dict[str, Param]:
     }
 
 
+def triggering_spans() -> list[tuple[dt.date, dt.date]]:
+    """The `[start, end)` ranges named by the asset events that triggered this run, merged.
+
+    Empty for a scheduled, manual or backfill run. An asset-triggered run whose events carry
+    no range (e.g. an event posted by hand without `extra`) fails, saying what to add.
+    """
+    from pipelines.lake import merge_spans
+
+    context = get_current_context()
+    events = [event for batch in (context.get("triggering_asset_events") or {}).values()
+              for event in batch]
+    if not events:
+        return []
+    try:
+        spans = [(dt.date.fromisoformat(e.extra["start"]), dt.date.fromisoformat(e.extra["end"]))
+                 for e in events]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AirflowFailException(
+            "asset event without a valid range: each raw asset event needs "
+            f"extra={{'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}} ({exc!r})") from exc
+    return merge_spans(spans)
+
+
+def _reason_param(description: str) -> Param:
+    """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
+    return Param(None, type=["null", "string"], maxLength=500, title="Reason",
+                 description=description)
+
+
 @task
 def plan_chunks() -> list[dict[str, str]]:
-    """Month-sized chunks of the run's range: one mapped task each."""
+    """Month-sized chunks of the run's range: one mapped task each.
+
+    The range is the days the triggering asset events wrote, else the params or data interval.
+    """
     from pipelines.lake import month_chunks
 
-    return [{"start": lo.isoformat(), "end": hi.isoformat()} for lo, hi in month_chunks(*window())]
+    spans = triggering_spans() or [window()]
+    return [{"start": lo.isoformat(), "end": hi.isoformat()}
+            for span in spans for lo, hi in month_chunks(*span)]
 
 
 def _span(chunk: dict[str, str]) -> tuple[dt.date, dt.date]:
@@ -108,15 +153,19 @@ def raw_asset(spec: LoadedSpec, source: str) -> Asset:
                  uri=(lake_root() / "raw" / source).as_uri(), group="pitstop")
 
 
+def raw_assets(spec: LoadedSpec) -> list[Asset]:
+    return [raw_asset(spec, source) for source in spec.pipeline.sources]
+
+
 def ingest_dag(spec: LoadedSpec) -> DAG:
     with DAG(**_dag_kwargs(spec, "ingest", spec.pipeline.schedules.ingest,
                            "Land each source's files of the range into raw day partitions."),
              params=_range_params()) as dag:
         chunks = plan_chunks()
+        ingested = []
         for source in spec.pipeline.sources:
 
-            @task(task_id=f"ingest_{source}", outlets=[raw_asset(spec, source)],
-                  map_index_template="{{ chunk['start'] }}")
+            @task(task_id=f"ingest_{source}", map_index_template="{{ chunk['start'] }}")
             @fail_on_bad_data
             def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
                 from pipelines.ingest import ingest
@@ -125,14 +174,33 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
                 return {k: v for k, v in result.to_dict().items() if k != "partitions"} | {
                     "partitions": len(result.partitions)}
 
-            ingest_source.expand(chunk=chunks)
+            ingested.append(ingest_source.expand(chunk=chunks))
+
+        @task(outlets=raw_assets(spec))
+        def announce_raw_data(chunks: list[dict[str, str]]) -> Any:
+            """One Asset event per source, all at once, after every chunk of every source.
+
+            Emitted together so a features run triggered by them always sees all sources of
+            the range; `extra` names the range, which that run then computes.
+            """
+            extra = {"start": min(c["start"] for c in chunks),
+                     "end": max(c["end"] for c in chunks),
+                     "run_id": get_current_context()["ti"].run_id}
+            for asset in raw_assets(spec):
+                yield Metadata(asset, extra=extra)
+            return extra
+
+        ingested >> announce_raw_data(chunks)
     return dag
 
 
 def features_dag(spec: LoadedSpec) -> DAG:
-    with DAG(**_dag_kwargs(spec, "features", spec.pipeline.schedules.features,
-                           "Compute each feature view's day partitions, point in time."),
-             params=_range_params()) as dag:
+    """Daily on its data interval (so Airflow's Backfill works), or when raw data lands."""
+    kwargs = _dag_kwargs(spec, "features", spec.pipeline.schedules.features,
+                         "Compute each feature view's day partitions, point in time. Runs daily, "
+                         "and whenever an ingest run lands raw data (then over exactly its days).")
+    kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"], assets=raw_assets(spec))
+    with DAG(**kwargs, params=_range_params()) as dag:
         chunks = plan_chunks()
         for view in spec.pipeline.feature_views:
 
@@ -153,8 +221,7 @@ def train_dag(spec: LoadedSpec) -> DAG:
         "eval_start": Param(None, type=OPTIONAL_DATE, format="date",
                             description="First day of the evaluation window; empty = the last "
                             f"{spec.pipeline.split.eval_days} days"),
-        "reason": Param("", type="string", maxLength=500,
-                        description="Why this model is being (re)trained; kept in MLflow"),
+        "reason": _reason_param("Why this model is being (re)trained; kept in MLflow"),
     }
     with DAG(**_dag_kwargs(spec, "train", spec.pipeline.schedules.train,
                            "Build the training set, validate, train, evaluate, register."),
@@ -253,10 +320,9 @@ def backfill_dag(spec: LoadedSpec) -> DAG:
                      description=f"Day after the last one; at most {MAX_BACKFILL_DAYS} days "
                      "after the start"),
         "views": Param(views, type="array", title="Feature views", uniqueItems=True,
-                       minItems=1, items={"type": "string", "enum": views},
+                       minItems=1, items={"type": "string", "enum": views}, examples=views,
                        description="Feature views to recompute"),
-        "reason": Param("", type="string", maxLength=500,
-                        description="Why this backfill runs; kept in each partition's manifest"),
+        "reason": _reason_param("Why this backfill runs; kept in each partition's manifest"),
     }
     kwargs = _dag_kwargs(spec, "backfill", None, "Recompute feature partitions of a range "
                          "(month-sized mapped chunks, one partition per day, replaced whole).")

@@ -28,6 +28,9 @@ from pipelines import settings
 USERS = {"admin": "admin", "engineer": "op", "scientist": "user", "auditor": "viewer"}
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 STOP_GRACE_SECONDS = 20.0
+# Task processes at a time. On 2 cores each task spends much of its life importing Airflow,
+# pandas and the spec, so 4 keeps both cores busy; bench/BACKFILL.md has the measurements.
+PARALLELISM = 4
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def airflow_env(project: Path, ports: Ports) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri(),
         "PITSTOP_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),
@@ -179,17 +182,17 @@ def down(echo: Callable[[str], None] = print) -> list[str]:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline and any(_group_alive(p) for p in alive.values()):
+    while time.monotonic() < deadline and any(group_alive(p) for p in alive.values()):
         time.sleep(0.5)
     for name, pid in alive.items():
-        if _group_alive(pid):
+        if group_alive(pid):
             echo(f"{name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s; killing it")
             os.killpg(pid, signal.SIGKILL)
         _pid_file(name).unlink(missing_ok=True)
     return sorted(alive)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

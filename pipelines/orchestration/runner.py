@@ -75,13 +75,17 @@ def task_results(dag_run: Any) -> dict[str, list[Any]]:
 
 
 def failed_tasks(dag_run: Any) -> list[str]:
+    """The tasks that failed; those that only did not run because of them (upstream_failed,
+    e.g. ingest's closing *announce_raw_data*) are named only when nothing else failed."""
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
 
     with create_session() as session:
-        return sorted(f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id
-                      for ti in dag_run.get_task_instances(session=session)
-                      if ti.state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED))
+        instances = dag_run.get_task_instances(session=session)
+    names = {state: sorted(f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id
+                           for ti in instances if ti.state == state)
+             for state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)}
+    return names[TaskInstanceState.FAILED] or names[TaskInstanceState.UPSTREAM_FAILED]
 
 
 def error_lines(log_file: Path, since: int) -> list[str]:

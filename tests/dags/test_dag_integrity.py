@@ -1,4 +1,8 @@
-"""The DAG folder imports cleanly and yields the three DAGs of the example, wired as designed."""
+"""The DAG folder imports cleanly and yields the four DAGs of the example, wired as designed.
+
+Timetables are checked as the scheduler sees them: after a round trip through Airflow's DAG
+serialization, which is what the dag-processor stores and the scheduler and API read.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import Asset
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -33,15 +40,47 @@ def test_hooks_folder_is_not_parsed(bag: DagBag) -> None:
                                     "flights_delay_train"])
 def test_real_data_intervals(bag: DagBag, dag_id: str) -> None:
     """`@daily` has an empty interval in Airflow 3; our DAGs must cover whole days."""
-    assert isinstance(bag.dags[dag_id].timetable, CronDataIntervalTimetable)
+    timetable = scheduled(bag, dag_id).timetable
+    if isinstance(timetable, AssetOrTimeSchedule):
+        timetable = timetable.timetable
+    assert isinstance(timetable, CronDataIntervalTimetable)
+    interval = timetable.infer_manual_data_interval(run_after=_at("2013-03-05T12:00:00"))
+    assert interval.start < interval.end  # not the empty interval of a trigger timetable
 
 
-def test_ingest_maps_one_task_per_source(bag: DagBag) -> None:
+def scheduled(bag: DagBag, dag_id: str):  # noqa: ANN201 - a SerializedDAG
+    """The DAG as the scheduler reads it back from the serialized-DAG table."""
+    return DagSerialization.from_dict(DagSerialization.to_dict(bag.dags[dag_id]))
+
+
+def _at(iso: str):  # noqa: ANN202
+    import pendulum
+
+    return pendulum.parse(iso, tz="UTC")
+
+
+RAW = {f"flights_delay.raw.{s}" for s in ("flights", "weather", "planes")}
+
+
+def test_ingest_maps_one_task_per_source_then_announces(bag: DagBag) -> None:
     dag = bag.dags["flights_delay_ingest"]
     assert {t.task_id for t in dag.tasks} == {
-        "plan_chunks", "ingest_flights", "ingest_weather", "ingest_planes"}
+        "plan_chunks", "ingest_flights", "ingest_weather", "ingest_planes", "announce_raw_data"}
     assert dag.get_task("ingest_flights").upstream_task_ids == {"plan_chunks"}
-    assert dag.get_task("ingest_flights").outlets
+    announce = dag.get_task("announce_raw_data")
+    assert {"ingest_flights", "ingest_weather", "ingest_planes"} <= announce.upstream_task_ids
+    assert {a.name for a in announce.outlets if isinstance(a, Asset)} == RAW
+    assert not dag.get_task("ingest_flights").outlets  # events only once every source landed
+
+
+def test_features_run_daily_or_when_all_raw_assets_land(bag: DagBag) -> None:
+    """An asset-or-time schedule that keeps a real daily interval for Airflow's Backfill."""
+    timetable = scheduled(bag, "flights_delay_features").timetable
+    assert isinstance(timetable, AssetOrTimeSchedule)
+    assert timetable.periodic and timetable.can_be_scheduled  # the backfill API requires both
+    condition = timetable.asset_condition
+    assert type(condition).__name__ == "SerializedAssetAll"
+    assert {a.name for a in condition.objects} == RAW
 
 
 def test_features_maps_one_task_per_view(bag: DagBag) -> None:
@@ -76,6 +115,17 @@ def test_backfill_form_offers_the_spec_views(bag: DagBag) -> None:
     views = dag.params.get_param("views")
     assert views.schema["items"]["enum"] == [
         "origin_weather", "origin_delays", "carrier_delays", "plane"]
+    assert views.schema["examples"] == views.schema["items"]["enum"]  # the UI's multi-select
+
+
+@pytest.mark.parametrize("dag_id", ["flights_delay_backfill", "flights_delay_train"])
+def test_reason_is_optional_in_the_form(bag: DagBag, dag_id: str) -> None:
+    """The UI form blocks submit on an empty required string; a null default does not."""
+    reason = bag.dags[dag_id].params.get_param("reason")
+    assert "null" in reason.schema["type"] and reason.resolve(None) is None
+    assert reason.resolve("why") == "why"
+    with pytest.raises(Exception, match="too long"):
+        reason.resolve("x" * 501)
 
 
 @pytest.mark.parametrize(("name", "value", "message"), [

@@ -82,3 +82,18 @@ def test_list_partitions_skips_unpublished(tmp_path: Path) -> None:
 def test_month_chunks(start: str, end: str, expected: list) -> None:
     chunks = lake.month_chunks(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
     assert [(a.isoformat(), b.isoformat()) for a, b in chunks] == expected
+
+
+@pytest.mark.parametrize(("spans", "expected"), [
+    ([], []),
+    ([("2013-01-01", "2013-01-11")], [("2013-01-01", "2013-01-11")]),
+    ([("2013-02-01", "2013-02-05"), ("2013-01-01", "2013-01-03")],
+     [("2013-01-01", "2013-01-03"), ("2013-02-01", "2013-02-05")]),
+    ([("2013-01-01", "2013-01-05"), ("2013-01-05", "2013-01-09")], [("2013-01-01", "2013-01-09")]),
+    ([("2013-01-01", "2013-01-08"), ("2013-01-03", "2013-01-05")], [("2013-01-01", "2013-01-08")]),
+    ([("2013-01-01", "2013-01-01"), ("2013-01-02", "2013-01-03")], [("2013-01-02", "2013-01-03")]),
+])
+def test_merge_spans_covers_exactly_the_days(spans: list, expected: list) -> None:
+    day = dt.date.fromisoformat
+    merged = lake.merge_spans([(day(a), day(b)) for a, b in spans])
+    assert [(a.isoformat(), b.isoformat()) for a, b in merged] == expected

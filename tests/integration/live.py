@@ -1,0 +1,114 @@
+"""Talking to a running pitstop (`pitstop up`) as its users do: the REST API the UI calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DAG_IDS = ("flights_delay_ingest", "flights_delay_features", "flights_delay_backfill",
+           "flights_delay_train")
+
+
+def free_port() -> int:
+    """A port nothing listens on now, so parallel runs in other checkouts cannot collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(home: Path, airflow_port: int, mlflow_port: int) -> dict[str, str]:
+    """This process's environment less any Airflow/MLflow/pitstop settings, plus our own."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "PITSTOP"))}
+    return {**env, "PITSTOP_HOME": str(home), "PITSTOP_AIRFLOW_PORT": str(airflow_port),
+            "PITSTOP_MLFLOW_PORT": str(mlflow_port)}
+
+
+class Live:
+    """The running services and a token per user."""
+
+    def __init__(self, home: Path, airflow_port: int, mlflow_port: int) -> None:
+        self.home = home
+        self.api = f"http://127.0.0.1:{airflow_port}"
+        self.mlflow = f"http://127.0.0.1:{mlflow_port}"
+        self.passwords = json.loads((home / "secrets" / "passwords.json").read_text())
+        self.tokens: dict[str, str] = {}
+        self.ingest_run_id: str | None = None
+
+    def call(self, user: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        if user not in self.tokens:
+            response = requests.post(f"{self.api}/auth/token", timeout=30, json={
+                "username": user, "password": self.passwords[user]})
+            response.raise_for_status()
+            self.tokens[user] = response.json()["access_token"]
+        return requests.request(method, f"{self.api}/api/v2{path}", timeout=60,
+                                headers={"Authorization": f"Bearer {self.tokens[user]}"},
+                                **kwargs)
+
+    def trigger(self, user: str, dag_id: str, conf: dict[str, Any]) -> requests.Response:
+        return self.call(user, "POST", f"/dags/{dag_id}/dagRuns",
+                         json={"logical_date": None, "conf": conf})
+
+    def unpause(self, dag_id: str) -> None:
+        self.call("scientist", "PATCH", f"/dags/{dag_id}",
+                  json={"is_paused": False}).raise_for_status()
+
+    def wait_dags(self, count: int, timeout: float = 90) -> None:
+        """The dag-processor parses on its own schedule: wait until it has every DAG."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.call("auditor", "GET", "/dags").json().get("dags", [])) >= count:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"fewer than {count} DAGs parsed after {timeout}s")
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.call("auditor", "GET", f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+        raise TimeoutError(f"{dag_id} {run_id} still running after {timeout}s")
+
+    def run_and_wait(self, dag_id: str, conf: dict[str, Any],
+                     timeout: float = 300) -> tuple[str, str]:
+        response = self.trigger("scientist", dag_id, conf)
+        assert response.status_code == 200, response.text
+        run_id = response.json()["dag_run_id"]
+        return run_id, self.wait_run(dag_id, run_id, timeout)
+
+    def create_backfill(self, user: str, body: dict[str, Any],
+                        attempts: int = 6) -> requests.Response:
+        """`POST /backfills` with the DAG paused meanwhile, retried on 503.
+
+        On SQLite, Airflow answers 503 ("not supported on SQLite under concurrent access")
+        when the scheduler holds the database lock while the runs are created, and deletes
+        the runs it had made; a scheduler that already started one of them then dies on a
+        foreign-key error (seen with 365 runs). Paused, the DAG's new runs stay queued and
+        untouched until all exist; unpausing lets them run.
+        """
+        path = f"/dags/{body['dag_id']}"
+        self.call(user, "PATCH", path, json={"is_paused": True}).raise_for_status()
+        try:
+            for attempt in range(attempts):
+                response = self.call(user, "POST", "/backfills", json=body)
+                if response.status_code != 503:
+                    break
+                time.sleep(2 + 3 * attempt)
+        finally:
+            self.call(user, "PATCH", path, json={"is_paused": False}).raise_for_status()
+        return response
+
+    def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        return self.call("auditor", "GET", f"/dags/{dag_id}/dagRuns",
+                         params={"limit": 100, **params}).json()["dag_runs"]
+
+    def lake(self) -> Path:
+        return self.home / "lake"
