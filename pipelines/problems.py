@@ -231,9 +231,10 @@ def history(spec: LoadedSpec) -> pd.DataFrame:
     from pipelines import registry
 
     rows = []
+    problems = load_problems(spec)
     for version in registry.versions(spec.pipeline.model_name):
         run_metrics = registry.client().get_run(version.run_id).data.metrics
-        for problem in load_problems(spec):
+        for problem in problems:
             score = run_metrics.get(SCORE_METRIC.format(name=problem.name))
             if score is not None:
                 rows.append({"version": int(version.version), "problem": problem.name,
