@@ -19,8 +19,9 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
 
 
-def _weighted(name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    """One metric with integer sample weights: a bootstrap resample without copying rows."""
+def metric(name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
+    """One metric, optionally with integer sample weights (a bootstrap resample without
+    copying rows)."""
     if name == "roc_auc":
         return float(roc_auc_score(y, p, sample_weight=w))
     if name == "pr_auc":
@@ -72,13 +73,12 @@ def bootstrap_deltas(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
         if picked.min() == picked.max():
             continue
         for name, values in samples.items():
-            values.append(_weighted(name, y, candidate, weights)
-                          - _weighted(name, y, champion, weights))
-    ones = np.ones(rows)
+            values.append(metric(name, y, candidate, weights)
+                          - metric(name, y, champion, weights))
     tail = (1 - confidence) / 2 * 100
     deltas = {}
     for name, values in samples.items():
-        ours, theirs = _weighted(name, y, candidate, ones), _weighted(name, y, champion, ones)
+        ours, theirs = metric(name, y, candidate), metric(name, y, champion)
         low, high = np.percentile(values, [tail, 100 - tail])
         deltas[name] = Delta(name, ours, theirs, ours - theirs, float(low), float(high),
                              confidence)

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-from pipelines.differential import HIGHER_IS_BETTER, Delta
+from pipelines.differential import HIGHER_IS_BETTER, Delta, metric
 from pipelines.errors import DataError
 from pipelines.problems import ProblemScore
 from pipelines.spec import Criteria, Guardrails, LoadedSpec, SliceSpec
@@ -28,12 +27,8 @@ from pipelines.train import Split
 def metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
     """ROC AUC, PR AUC, log loss, Brier; AUCs are NaN when only one class is present."""
     both = len(np.unique(y_true)) == 2
-    return {
-        "roc_auc": float(roc_auc_score(y_true, y_prob)) if both else math.nan,
-        "pr_auc": float(average_precision_score(y_true, y_prob)) if both else math.nan,
-        "log_loss": float(log_loss(y_true, y_prob, labels=[0, 1])),
-        "brier": float(brier_score_loss(y_true, y_prob)),
-    }
+    return {name: metric(name, y_true, y_prob) if both or name in ("log_loss", "brier")
+            else math.nan for name in HIGHER_IS_BETTER}
 
 
 def _bucket_labels(bins: list[float]) -> list[str]:

@@ -176,7 +176,9 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
 
             ingested.append(ingest_source.expand(chunk=chunks))
 
-        @task(outlets=raw_assets(spec))
+        assets = raw_assets(spec)
+
+        @task(outlets=assets)
         def announce_raw_data(chunks: list[dict[str, str]]) -> Any:
             """One Asset event per source, all at once, after every chunk of every source.
 
@@ -186,7 +188,7 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
             extra = {"start": min(c["start"] for c in chunks),
                      "end": max(c["end"] for c in chunks),
                      "run_id": get_current_context()["ti"].run_id}
-            for asset in raw_assets(spec):
+            for asset in assets:
                 yield Metadata(asset, extra=extra)
             return extra
 
