@@ -109,6 +109,8 @@ def services(command: str) -> int:
 
 def champion_command(args: argparse.Namespace) -> int:
     """`pitstop promote|rollback|history NAME`: move `champion` by hand, with a record."""
+    from mlflow.exceptions import MlflowException
+
     from pipelines import registry
     from pipelines.errors import LineageError
 
@@ -117,7 +119,8 @@ def champion_command(args: argparse.Namespace) -> int:
             moves = registry.champion_history(args.name)
             if args.json:
                 print(json.dumps(moves, indent=2))
-            for move in [] if args.json else moves:
+                return 0
+            for move in moves:
                 print(f"{move['at']}  {move['action']:<8} v{move['previous'] or '-'} -> "
                       f"v{move['version']}  by {move['by']}: {move['reason']}")
             return 0
@@ -125,7 +128,7 @@ def champion_command(args: argparse.Namespace) -> int:
             move = registry.promote(args.name, args.version, args.by, args.reason)
         else:
             move = registry.rollback(args.name, args.by, args.reason)
-    except LineageError as exc:
+    except (LineageError, MlflowException) as exc:  # e.g. history of an unknown model
         print(f"pitstop {args.command}: {exc}", file=sys.stderr)
         return 1
     print(f"{args.name}: champion is now version {move['version']} "

@@ -340,6 +340,8 @@ def test_promote_and_rollback_keep_a_history(first_run: dict, worse_candidate: d
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "rollback" in lines[2] and "bob" in lines[2]
     assert cli.main(["promote", "flights_delay", "99", "--reason", "x"]) == 1
+    assert cli.main(["history", "no_such_model"]) == 1
+    assert "no_such_model" in capsys.readouterr().err
 
 
 def test_guardrails_stop_registration(first_run: dict, tmp_path: Path) -> None:
