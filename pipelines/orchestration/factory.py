@@ -32,6 +32,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.errors import DataError
+from pipelines.orchestration.context import run_context, triggering_spans, window
 from pipelines.settings import lake_root
 from pipelines.spec import LoadedSpec, load_spec
 
@@ -50,34 +51,6 @@ def fail_on_bad_data(func: F) -> F:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
-
-
-def run_context() -> dict[str, Any]:
-    """Who and what produced an output: recorded in manifests and MLflow tags."""
-    context = get_current_context()
-    ti, dag_run = context["ti"], context["dag_run"]
-    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
-            "map_index": ti.map_index, "try": ti.try_number,
-            "triggered_by": getattr(dag_run, "triggering_user_name", None)
-            or str(getattr(dag_run, "run_type", "")),
-            "reason": context["params"].get("reason")}
-
-
-def window(default_start: dt.date | None = None) -> tuple[dt.date, dt.date]:
-    """The run's `[start, end)`: the `start`/`end` params if given, else the data interval.
-
-    A manual run has no data interval; it then covers the day before it was triggered.
-    """
-    context = get_current_context()
-    params = context["params"]
-    interval_end = context.get("data_interval_end") or context["dag_run"].run_after
-    interval_start = context.get("data_interval_start") or interval_end - dt.timedelta(days=1)
-    start = params.get("start") or (default_start or interval_start.date()).isoformat()
-    end = params.get("end") or interval_end.date().isoformat()
-    lo, hi = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
-    if not lo < hi:
-        raise AirflowFailException(f"params: start {lo} must be before end {hi}")
-    return lo, hi
 
 
 def _dag_kwargs(spec: LoadedSpec, stage: str, cron: str | None, doc: str) -> dict[str, Any]:
@@ -102,29 +75,6 @@ def _range_params() -> dict[str, Param]:
     }
 
 
-def triggering_spans() -> list[tuple[dt.date, dt.date]]:
-    """The `[start, end)` ranges named by the asset events that triggered this run, merged.
-
-    Empty for a scheduled, manual or backfill run. An asset-triggered run whose events carry
-    no range (e.g. an event posted by hand without `extra`) fails, saying what to add.
-    """
-    from pipelines.lake import merge_spans
-
-    context = get_current_context()
-    events = [event for batch in (context.get("triggering_asset_events") or {}).values()
-              for event in batch]
-    if not events:
-        return []
-    try:
-        spans = [(dt.date.fromisoformat(e.extra["start"]), dt.date.fromisoformat(e.extra["end"]))
-                 for e in events]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AirflowFailException(
-            "asset event without a valid range: each raw asset event needs "
-            f"extra={{'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}} ({exc!r})") from exc
-    return merge_spans(spans)
-
-
 def _reason_param(description: str) -> Param:
     """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
     return Param(None, type=["null", "string"], maxLength=500, title="Reason",
@@ -139,7 +89,8 @@ def plan_chunks() -> list[dict[str, str]]:
     """
     from pipelines.lake import month_chunks
 
-    spans = triggering_spans() or [window()]
+    context = get_current_context()
+    spans = triggering_spans(context) or [window(context)]
     return [{"start": lo.isoformat(), "end": hi.isoformat()}
             for span in spans for lo, hi in month_chunks(*span)]
 
@@ -170,7 +121,7 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
             def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
                 from pipelines.ingest import ingest
 
-                result = ingest(spec, source, *_span(chunk), produced_by=run_context())
+                result = ingest(spec, source, *_span(chunk), produced_by=run_context(get_current_context()))
                 return {k: v for k, v in result.to_dict().items() if k != "partitions"} | {
                     "partitions": len(result.partitions)}
 
@@ -211,7 +162,7 @@ def features_dag(spec: LoadedSpec) -> DAG:
             def compute(chunk: dict[str, str], view: str = view) -> dict[str, Any]:
                 from pipelines.features import compute_view
 
-                return compute_view(spec, view, *_span(chunk), produced_by=run_context()).to_dict()
+                return compute_view(spec, view, *_span(chunk), produced_by=run_context(get_current_context())).to_dict()
 
             compute.expand(chunk=chunks)
     return dag
@@ -235,11 +186,11 @@ def train_dag(spec: LoadedSpec) -> DAG:
             from pipelines.features import build_training_set as build
             from pipelines.train import split_window
 
-            start, end = window(default_start=spec.pipeline.start_date)
+            start, end = window(get_current_context(), default_start=spec.pipeline.start_date)
             eval_start = get_current_context()["params"].get("eval_start")
             split = split_window(spec, start, end,
                                  dt.date.fromisoformat(eval_start) if eval_start else None)
-            training_set = build(spec, start, end, produced_by=run_context())
+            training_set = build(spec, start, end, produced_by=run_context(get_current_context()))
             return {"training_set": training_set.to_dict(),
                     "split": {k: v.isoformat() for k, v in vars(split).items()}}
 
@@ -268,7 +219,7 @@ def train_dag(spec: LoadedSpec) -> DAG:
             from pipelines.train import Split, train_and_log
 
             return train_and_log(spec, built["training_set"], _split(built, Split), report,
-                                 pair, run_context())
+                                 pair, run_context(get_current_context()))
 
         @task
         @fail_on_bad_data
@@ -348,7 +299,7 @@ def backfill_dag(spec: LoadedSpec) -> DAG:
             from pipelines.features import compute_view
 
             return compute_view(spec, chunk["view"], *_span(chunk),
-                                produced_by=run_context()).to_dict()
+                                produced_by=run_context(get_current_context())).to_dict()
 
         compute_chunk.expand(chunk=plan_backfill())
     return dag

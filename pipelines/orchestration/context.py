@@ -1,0 +1,64 @@
+"""What a task learns from its Airflow context: its range, its triggering events, who ran it.
+
+These are plain functions of the context mapping (`get_current_context()` in a task), so
+they are tested without a scheduler; the factory passes the context in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from pipelines.lake import merge_spans
+
+
+def run_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """Who and what produced an output: recorded in manifests and MLflow tags."""
+    ti, dag_run = context["ti"], context["dag_run"]
+    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
+            "map_index": ti.map_index, "try": ti.try_number,
+            "triggered_by": getattr(dag_run, "triggering_user_name", None)
+            or str(getattr(dag_run, "run_type", "")),
+            "reason": context["params"].get("reason")}
+
+
+def window(context: Mapping[str, Any], default_start: dt.date | None = None
+           ) -> tuple[dt.date, dt.date]:
+    """The run's `[start, end)`: the `start`/`end` params if given, else the data interval.
+
+    A manual run has no data interval; it then covers the day before it was triggered.
+    `default_start` (the train DAG's pipeline start) replaces the interval's start when no
+    `start` param is given.
+    """
+    params = context["params"]
+    interval_end = context.get("data_interval_end") or context["dag_run"].run_after
+    interval_start = context.get("data_interval_start") or interval_end - dt.timedelta(days=1)
+    start = params.get("start") or (default_start or interval_start.date()).isoformat()
+    end = params.get("end") or interval_end.date().isoformat()
+    lo, hi = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if not lo < hi:
+        raise AirflowFailException(f"params: start {lo} must be before end {hi}")
+    return lo, hi
+
+
+def triggering_spans(context: Mapping[str, Any]) -> list[tuple[dt.date, dt.date]]:
+    """The `[start, end)` ranges named by the asset events that triggered this run, merged.
+
+    Empty for a scheduled, manual or backfill run. An asset-triggered run whose events carry
+    no range (e.g. an event posted by hand without `extra`) fails, saying what to add.
+    """
+    events = [event for batch in (context.get("triggering_asset_events") or {}).values()
+              for event in batch]
+    if not events:
+        return []
+    try:
+        spans = [(dt.date.fromisoformat(e.extra["start"]), dt.date.fromisoformat(e.extra["end"]))
+                 for e in events]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AirflowFailException(
+            "asset event without a valid range: each raw asset event needs "
+            f"extra={{'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}} ({exc!r})") from exc
+    return merge_spans(spans)
