@@ -281,7 +281,7 @@ class Reproduction:
 
 def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reproduction:
     """Rebuild the training set from the recorded raw partitions and refit; compare."""
-    from pipelines import features, lineage, train
+    from pipelines import features, lineage, train, training_set
     from pipelines.spec import load_spec
 
     rec = subject.record
@@ -300,8 +300,8 @@ def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reprod
                                f"recorded {part['sha256']}; run `pitstop verify` first")
     window = rec["training_set"]["window"]
     start, end = dt.date.fromisoformat(window["start"]), dt.date.fromisoformat(window["end"])
-    split = train.Split(**{k: dt.date.fromisoformat(v)
-                           for k, v in rec["training"]["split"].items()})
+    split = training_set.Split(**{k: dt.date.fromisoformat(v)
+                                  for k, v in rec["training"]["split"].items()})
     real_root = lake.lake_root()
     with tempfile.TemporaryDirectory(prefix="pitstop-reproduce-") as scratch:
         for part in rec["raw_partitions"]:
@@ -311,11 +311,11 @@ def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reprod
                 first = min(_day(p) for p in parts)
                 features.compute_view(spec, view, first, max(_day(p) for p in parts)
                                       + dt.timedelta(days=1))
-            rebuilt = features.build_training_set(spec, start, end)
-            frame = train.read_training_set(rebuilt.to_dict())
+            rebuilt = training_set.build_training_set(spec, start, end)
+            frame = training_set.read_training_set(rebuilt)
     out.details["dataset_id"] = {"recorded": rec["dataset_id"], "rebuilt": rebuilt.dataset_id}
     out.checks["dataset_id identical"] = rebuilt.dataset_id == rec["dataset_id"]
-    train_rows, evaluation = train.split_frame(frame, spec, split)
+    train_rows, evaluation = training_set.split_frame(frame, spec, split)
     refit = train.fit(spec, train_rows)
     registered = registry.load_model(f"models:/{subject.name}/{subject.version}")
     new, old = train.predict(refit, evaluation), train.predict(registered, evaluation)

@@ -111,12 +111,12 @@ def champion_command(args: argparse.Namespace) -> int:
     """`pitstop promote|rollback|history NAME`: move `champion` by hand, with a record."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines import registry
+    from pipelines import champion
     from pipelines.errors import LineageError
 
     try:
         if args.command == "history":
-            moves = registry.champion_history(args.name)
+            moves = champion.champion_history(args.name)
             if args.json:
                 print(json.dumps(moves, indent=2))
                 return 0
@@ -125,9 +125,9 @@ def champion_command(args: argparse.Namespace) -> int:
                       f"v{move['version']}  by {move['by']}: {move['reason']}")
             return 0
         if args.command == "promote":
-            move = registry.promote(args.name, args.version, args.by, args.reason)
+            move = champion.promote(args.name, args.version, args.by, args.reason)
         else:
-            move = registry.rollback(args.name, args.by, args.reason)
+            move = champion.rollback(args.name, args.by, args.reason)
     except (LineageError, MlflowException) as exc:  # e.g. history of an unknown model
         print(f"pitstop {args.command}: {exc}", file=sys.stderr)
         return 1
@@ -143,14 +143,15 @@ def problems_command(spec: Any, args: argparse.Namespace) -> None:
     if args.action == "add":
         dataset = args.dataset
         if dataset is None:
-            champion = registry.champion_version(spec.pipeline.model_name)
-            if champion is None:
+            holder = registry.champion_version(spec.pipeline.model_name)
+            if holder is None:
                 raise DataError("problems add: no champion to take cases from; pass --dataset")
-            dataset = champion.tags["dataset_id"]
+            dataset = holder.tags["dataset_id"]
         path = lake.lake_root() / "datasets" / spec.name / dataset / lake.DATA_FILE
-        problem = problems.add_problem(spec, args.name, args.description, args.expected,
-                                       args.where, path, args.tolerance, args.limit,
-                                       args.order_by)
+        problem = problems.add_problem(spec, args.name, args.description,
+                                       _expected(args.expected), args.where, path,
+                                       args.tolerance, args.limit, args.order_by,
+                                       args.max_error)
         print(f"added problem {problem.name}: {len(problems.read_cases(problem.cases_path))} "
               f"cases in {problem.cases_path}")
     if args.action in ("add", "rescore"):
@@ -163,6 +164,43 @@ def problems_command(spec: Any, args: argparse.Namespace) -> None:
 
 def _date(text: str) -> dt.date:
     return dt.date.fromisoformat(text)
+
+
+def _expected(text: str | None) -> int | float | str | None:
+    """`--expected` as the task needs it: 0/1, a number, or a class name."""
+    if text is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def validate_command(paths: list[Path]) -> int:
+    """`pitstop validate SPEC...`: every check that needs no data, per spec; exit 1 on any."""
+    from pipelines import problems, quality
+    from pipelines.spec import load_spec
+
+    failed = 0
+    for path in paths:
+        try:
+            spec = load_spec(path)
+            for ref in [v.function for v in spec.pipeline.feature_views.values()] + [
+                    spec.pipeline.label.function]:
+                spec.resolve(ref)
+            for suite in {s.suite for s in spec.pipeline.sources.values() if s.suite} | {
+                    spec.pipeline.training_suite}:
+                quality.load_suite(spec.suite_path(suite))
+            problems.load_problems(spec)
+        except (SpecError, DataError) as exc:
+            print(f"{path}: INVALID: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: ok ({spec.pipeline.model.task}, {len(spec.pipeline.sources)} sources, "
+              f"{len(spec.pipeline.feature_views)} views)")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,26 +243,32 @@ def main(argv: list[str] | None = None) -> int:
     problems.add_argument("spec", type=Path)
     problems.add_argument("--name", help="add: the problem's name")
     problems.add_argument("--description", default="", help="add: what goes wrong")
-    problems.add_argument("--expected", type=int, choices=[0, 1], help="add: the right outcome")
+    problems.add_argument("--expected", help="add: the right outcome: 0/1 (binary), a class "
+                          "(multiclass), a value (regression; default: each case's target)")
+    problems.add_argument("--max-error", type=float,
+                          help="add, regression: how far from expected a prediction may be")
     problems.add_argument("--where", help="add: SQL filter over the training set's columns")
     problems.add_argument("--order-by", help="add: SQL order of the candidates (default: entity)")
     problems.add_argument("--limit", type=int, default=15, help="add: cases to keep (10-15)")
     problems.add_argument("--tolerance", type=float, default=0.0,
                           help="add: allowed drop in score against the champion")
     problems.add_argument("--dataset", help="add: dataset_id to select from (default: champion's)")
+    validate = commands.add_parser("validate", help="check specs before anything runs")
+    validate.add_argument("specs", type=Path, nargs="+")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
     args = parser.parse_args(argv)
 
     if args.command in ("up", "down"):
         return services(args.command)
+    if args.command == "validate":
+        return validate_command(args.specs)
     if args.command in ("trace", "verify", "reproduce"):
         return audit_command(args.command, args.ref, args.json)
     if args.command in ("promote", "rollback", "history"):
         return champion_command(args)
-    if args.command == "problems" and args.action == "add" and None in (
-            args.name, args.expected, args.where):
-        parser.error("problems add needs --name, --expected and --where")
+    if args.command == "problems" and args.action == "add" and None in (args.name, args.where):
+        parser.error("problems add needs --name and --where")
 
     from pipelines.spec import load_spec
 
@@ -236,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             end = args.end or start + dt.timedelta(days=28)
             from pipelines.orchestration.runner import run_pipeline
 
-            summary = run_pipeline(args.spec, start, end, args.reason, echo, args.eval_start)
+            summary = run_pipeline(spec, start, end, args.reason, echo, args.eval_start)
             if args.json:
                 print(json.dumps(summary, indent=2, default=str))
             else:
@@ -244,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "problems":
             problems_command(spec, args)
         elif args.command == "backfill":
-            from pipelines.features import backfill as run_backfill
+            from pipelines.backfill import backfill as run_backfill
 
             views = args.views.split(",") if args.views else None
             results = run_backfill(spec, args.start, args.end, views)

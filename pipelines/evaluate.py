@@ -4,31 +4,35 @@ Aggregate metrics hide regressions, so a candidate is judged four ways, all on t
 evaluation rows (pinned by their content hash) and all from rules in the spec: absolute
 floors and ceilings, the bootstrap interval of its change against the champion, every large
 slice, and every known problem. Guardrails on its predictions stop registration outright.
-Everything lands in MLflow: metrics, `evaluation/evaluation.json`, plots and an HTML report.
+Every rule follows `model.task`: its metrics (`pipelines/metrics.py`), its decisions and its
+guardrails. This module only computes: the models come in, an `Evaluation` comes out;
+logging it is `registry`'s and `report`'s job.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipelines.differential import HIGHER_IS_BETTER, Delta, metric
+from pipelines import differential, problems, train
+from pipelines.differential import Delta
 from pipelines.errors import DataError
-from pipelines.problems import ProblemScore
+from pipelines.metrics import decide as decisions
+from pipelines.metrics import higher_is_better, score
+from pipelines.problems import Problem, ProblemScore
 from pipelines.spec import Criteria, Guardrails, LoadedSpec, SliceSpec
-from pipelines.train import Split
+
+GATE_METRIC = {"binary": "roc_auc", "multiclass": "balanced_accuracy", "regression": "rmse"}
+"""The metric slices are ranked by when no slice rule names one."""
 
 
-def metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
-    """ROC AUC, PR AUC, log loss, Brier; AUCs are NaN when only one class is present."""
-    both = len(np.unique(y_true)) == 2
-    return {name: metric(name, y_true, y_prob) if both or name in ("log_loss", "brier")
-            else math.nan for name in HIGHER_IS_BETTER}
+class GuardrailsFailed(DataError):
+    """The candidate's predictions are broken (not finite, constant, shifted): not registered."""
 
 
 def _bucket_labels(bins: list[float]) -> list[str]:
@@ -49,9 +53,22 @@ def slice_keys(frame: pd.DataFrame, slices: list[SliceSpec]) -> pd.DataFrame:
     return pd.DataFrame(keys, index=frame.index)
 
 
-def slice_metrics(keys: pd.DataFrame, y_true: np.ndarray, y_prob: np.ndarray
-                  ) -> list[dict[str, Any]]:
-    """Every metric per value of every slice column, with row and positive counts.
+@dataclass(frozen=True)
+class SliceScore:
+    """Every metric of the task on the rows of one slice value."""
+
+    slice: str
+    value: str
+    rows: int
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slice": self.slice, "value": self.value, "rows": self.rows, **self.metrics}
+
+
+def slice_metrics(task: str, keys: pd.DataFrame, y: np.ndarray, pred: np.ndarray,
+                  threshold: float, classes: np.ndarray | None) -> list[SliceScore]:
+    """Every metric per value of every slice column.
 
     Values come in sorted order, buckets in the order of their edges, missing values last.
     """
@@ -64,60 +81,142 @@ def slice_metrics(keys: pd.DataFrame, y_true: np.ndarray, y_prob: np.ndarray
         order += [v for v in groups if pd.isna(v)]
         for value in (v for v in order if v in groups):
             index = groups[value]
-            y = y_true[index]
-            rows.append({"slice": column, "value": str(value), "rows": len(index),
-                         "positives": int(y.sum()), **metrics(y, y_prob[index])})
+            rows.append(SliceScore(column, str(value), len(index),
+                                   score(task, y[index], pred[index], threshold=threshold,
+                                         classes=classes)))
     return rows
 
 
-def gate_metric(criteria: Criteria) -> str:
-    """The metric slices are ranked by: the first slice floor's, else ROC AUC."""
-    return next(iter(criteria.slice_min), "roc_auc")
+def gate_metric(task: str, criteria: Criteria) -> str:
+    """The metric slices are ranked by: the first slice rule's, else the task's default."""
+    return next(iter({**criteria.slice_min, **criteria.slice_max}), GATE_METRIC[task])
 
 
-def worst_slices(rows: list[dict[str, Any]], metric: str, min_rows: int, count: int
-                 ) -> list[dict[str, Any]]:
+def worst_slices(task: str, rows: list[SliceScore], metric: str, min_rows: int, count: int
+                 ) -> list[SliceScore]:
     """The `count` slices with at least `min_rows` rows that score worst on `metric`."""
-    sign = 1 if HIGHER_IS_BETTER[metric] else -1
-    ranked = [r for r in rows if r["rows"] >= min_rows and not math.isnan(r[metric])]
-    return sorted(ranked, key=lambda r: (sign * r[metric], r["slice"], r["value"]))[:count]
+    sign = 1 if higher_is_better(task, metric) else -1
+    ranked = [r for r in rows if r.rows >= min_rows and not math.isnan(r.metrics[metric])]
+    return sorted(ranked, key=lambda r: (sign * r.metrics[metric], r.slice, r.value))[:count]
 
 
-def check_guardrails(y_prob: np.ndarray, label_rate: float, guardrails: Guardrails
-                     ) -> list[str]:
+@dataclass(frozen=True)
+class Reference:
+    """What a candidate's predictions are compared with by the guardrails.
+
+    The champion's predictions on the same rows when there is a champion, else the training
+    labels: a seasonal evaluation window then moves both, and only a shifted model fails.
+    """
+
+    source: str
+    mean: float
+    low: float
+    high: float
+    spread: float
+    """Standard deviation of the training target (regression's unit of shift)."""
+    shares: dict[str, float] = field(default_factory=dict)
+    """Multiclass: the share of rows of each class."""
+
+
+def _shares(labels: np.ndarray) -> dict[str, float]:
+    values, counts = np.unique(labels.astype(str), return_counts=True)
+    return {str(v): float(c) / len(labels) for v, c in zip(values, counts, strict=True)}
+
+
+def reference(task: str, training_y: np.ndarray, champion: Scored | None, threshold: float,
+              classes: np.ndarray | None) -> Reference:
+    spread = float(np.std(training_y)) if task == "regression" else 0.0
+    if champion is not None:
+        pred = champion.pred
+        source = f"champion version {champion.version} on the same rows"
+        if task == "multiclass":
+            return Reference(source, 0.0, 0.0, 0.0, spread,
+                             _shares(decisions(task, pred, threshold, classes)))
+        return Reference(source, float(np.mean(pred)), float(np.min(pred)), float(np.max(pred)),
+                         spread)
+    source = "the training labels"
+    if task == "multiclass":
+        return Reference(source, 0.0, 0.0, 0.0, spread, _shares(training_y))
+    values = training_y.astype("float64")
+    return Reference(source, float(values.mean()), float(values.min()), float(values.max()),
+                     spread)
+
+
+def check_guardrails(task: str, pred: np.ndarray, ref: Reference, guardrails: Guardrails,
+                     threshold: float, classes: np.ndarray | None) -> list[str]:
     """What is wrong with a set of predictions, before anyone looks at its metrics."""
-    problems = []
-    finite = np.isfinite(y_prob)
+    finite = np.isfinite(pred).all(axis=1) if pred.ndim == 2 else np.isfinite(pred)
     if not finite.all():
-        problems.append(f"{int((~finite).sum())} predictions are not finite numbers")
-    elif y_prob.min() < 0 or y_prob.max() > 1:
-        problems.append(f"predictions range over [{y_prob.min():.4f}, {y_prob.max():.4f}], "
-                        "outside [0, 1]")
-    if finite.any():
-        spread = float(np.std(y_prob[finite]))
-        if spread <= guardrails.min_std:
-            problems.append(f"predictions are constant (std {spread:.2e} <= min_std "
-                            f"{guardrails.min_std})")
-        mean = float(np.mean(y_prob[finite]))
-        if abs(mean - label_rate) > guardrails.max_mean_shift:
-            problems.append(f"mean prediction {mean:.4f} is more than {guardrails.max_mean_shift} "
-                            f"from the training label rate {label_rate:.4f}")
-    return problems
+        return [f"{int((~finite).sum())} predictions are not finite numbers"]
+    found = []
+    spread = float(pred.std(axis=0).max()) if pred.ndim == 2 else float(np.std(pred))
+    if spread <= guardrails.min_std:
+        found.append(f"predictions are constant (std {spread:.2e} <= min_std "
+                     f"{guardrails.min_std})")
+    shift = guardrails.mean_shift(task)
+    mean = float(np.mean(pred)) if pred.ndim == 1 else math.nan
+    if task == "binary":
+        if pred.min() < 0 or pred.max() > 1:
+            found.append(f"predictions range over [{pred.min():.4f}, {pred.max():.4f}], "
+                         "outside [0, 1]")
+        if abs(mean - ref.mean) > shift:
+            found.append(f"mean prediction {mean:.4f} is more than {shift} from "
+                         f"{ref.mean:.4f}, that of {ref.source} (guardrails.max_mean_shift)")
+    elif task == "regression":
+        unit = ref.spread or 1.0
+        if abs(mean - ref.mean) / unit > shift:
+            found.append(f"mean prediction {mean:.4g} is {abs(mean - ref.mean) / unit:.2f} "
+                         f"standard deviations ({unit:.4g}) from {ref.mean:.4g}, that of "
+                         f"{ref.source}; allowed {shift} (guardrails.max_mean_shift)")
+        excess = guardrails.max_range_excess * unit
+        if pred.min() < ref.low - excess or pred.max() > ref.high + excess:
+            found.append(f"predictions range over [{pred.min():.4g}, {pred.max():.4g}], beyond "
+                         f"[{ref.low:.4g}, {ref.high:.4g}] of {ref.source} by more than "
+                         f"{guardrails.max_range_excess} standard deviations "
+                         "(guardrails.max_range_excess)")
+    else:
+        sums = pred.sum(axis=1)
+        if (off := np.abs(sums - 1) > 1e-6).any():
+            found.append(f"{int(off.sum())} rows' class probabilities do not sum to 1")
+        ours = _shares(decisions(task, pred, threshold, classes))
+        moved = {c: ours.get(c, 0.0) - ref.shares.get(c, 0.0) for c in {*ours, *ref.shares}}
+        worst = max(moved, key=lambda c: abs(moved[c]))
+        if abs(moved[worst]) > shift:
+            found.append(f"class {worst!r} is decided for {ours.get(worst, 0.0):.1%} of rows, "
+                         f"{ref.shares.get(worst, 0.0):.1%} in {ref.source}; allowed change "
+                         f"{shift:.1%} (guardrails.max_mean_shift)")
+    return found
 
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the reader must know to trust the verdict, e.g. an evaluation set too small."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def undecidable(deltas: dict[str, Delta], max_regression: dict[str, float], rows: int
+                ) -> dict[str, str]:
+    """Metrics whose interval is too wide for the gate to decide on this many rows.
+
+    The interval's half-width shrinks as 1/sqrt(rows); when it exceeds the allowance, even a
+    candidate identical to the champion would be refused. Names the rows that would do.
+    """
+    notes = {}
+    for name, allowed in max_regression.items():
+        half = (deltas[name].high - deltas[name].low) / 2
+        if half > allowed:
+            needed = math.ceil(rows * (half / allowed) ** 2)
+            notes[name] = (f"the evaluation set is too small to decide on {name}: its interval "
+                           f"is ±{half:.4f} on {rows} rows, wider than max_regression {allowed}; "
+                           f"about {needed} rows would be needed (widen the evaluation window)")
+    return notes
 
 
-def decide(candidate: dict[str, float], criteria: Criteria, *,
-           deltas: dict[str, Delta] | None = None,
-           slices: list[dict[str, Any]] | None = None,
-           problem_reasons: list[str] | None = None) -> Verdict:
+def decide(task: str, candidate: dict[str, float], criteria: Criteria, *,
+           deltas: dict[str, Delta] | None = None, slices: list[SliceScore] | None = None,
+           problem_reasons: list[str] | None = None, rows: int = 0) -> Verdict:
     """Apply the gate; every failed rule becomes a reason naming the metric, slice or problem.
 
     Against the champion the rule is one of non-inferiority: refused when the candidate may
@@ -131,22 +230,29 @@ def decide(candidate: dict[str, float], criteria: Criteria, *,
     for name, ceiling in criteria.max.items():
         if not candidate[name] <= ceiling:
             reasons.append(f"{name} {candidate[name]:.4f} is above the ceiling {ceiling}")
+    small = undecidable(deltas, criteria.max_regression, rows) if deltas is not None else {}
     for name, allowed in criteria.max_regression.items() if deltas is not None else ():
         d = deltas[name]
         if d.worst_case > allowed:
             reasons.append(
                 f"{name} {d.candidate:.4f} vs the champion's {d.champion:.4f}: change "
                 f"{d.delta:+.4f} ({d.confidence:.0%} interval {d.low:+.4f} to {d.high:+.4f}) "
-                f"may be worse by {d.worst_case:.4f} (allowed {allowed})")
+                f"may be worse by {d.worst_case:.4f} (allowed {allowed})"
+                + (f"; {small[name]}" if name in small else ""))
     for row in slices or []:
-        if row["rows"] < criteria.slice_min_rows:
+        if row.rows < criteria.slice_min_rows:
             continue
+        where = f"slice {row.slice}={row.value} ({row.rows} rows)"
         for name, floor in criteria.slice_min.items():
-            if row[name] < floor:  # NaN (one class in the slice) compares False: no verdict
-                reasons.append(f"slice {row['slice']}={row['value']} ({row['rows']} rows): "
-                               f"{name} {row[name]:.4f} is below the slice floor {floor}")
+            if row.metrics[name] < floor:  # NaN (one class in the slice) compares False
+                reasons.append(f"{where}: {name} {row.metrics[name]:.4f} is below the slice "
+                               f"floor {floor}")
+        for name, ceiling in criteria.slice_max.items():
+            if row.metrics[name] > ceiling:
+                reasons.append(f"{where}: {name} {row.metrics[name]:.4f} is above the slice "
+                               f"ceiling {ceiling}")
     reasons += problem_reasons or []
-    return Verdict(passed=not reasons, reasons=reasons)
+    return Verdict(passed=not reasons, reasons=reasons, notes=list(small.values()))
 
 
 _METRIC_NAME = re.compile(r"[^\w.\- /]")
@@ -157,136 +263,189 @@ def metric_key(*parts: str) -> str:
     return ".".join(_METRIC_NAME.sub("_", part) for part in parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scored:
     """One model's predictions on the evaluation set and what follows from them."""
 
     version: str | None
-    y_prob: np.ndarray
+    pred: np.ndarray
     metrics: dict[str, float]
-    slices: list[dict[str, Any]]
+    slices: list[SliceScore]
     problems: dict[str, ProblemScore]
 
 
-def _score(model: Any, version: str | None, evaluation: pd.DataFrame, y: np.ndarray,
-           keys: pd.DataFrame, spec: LoadedSpec, problem_list: list[Any]) -> Scored:
-    from pipelines import problems, train
+@dataclass(frozen=True)
+class Rows:
+    """The evaluation rows as every model is scored on them."""
 
-    y_prob = train.predict(model, evaluation)
+    frame: pd.DataFrame
+    y: np.ndarray
+    keys: pd.DataFrame
+    classes: np.ndarray | None
+
+
+def score_model(spec: LoadedSpec, model: Any, version: str | None, rows: Rows,
+                problem_list: list[Problem]) -> Scored:
+    task, config = spec.pipeline.model.task, spec.pipeline.evaluation
+    pred = train.predict(model, rows.frame)
+    if task == "multiclass" and not np.array_equal(train.classes(model), rows.classes):
+        raise DataError(f"model {version or 'candidate'} knows the classes "
+                        f"{train.classes(model).tolist()}, the evaluation rows "
+                        f"{rows.classes.tolist()}; train on a window holding every class")
     scores = {p.name: problems.score_problem(p, lambda cases: train.predict(model, cases),
-                                             spec.pipeline.evaluation.threshold)
+                                             task, config.threshold, rows.classes,
+                                             spec.pipeline.label.target)
               for p in problem_list}
-    return Scored(version, y_prob, metrics(y, y_prob), slice_metrics(keys, y, y_prob), scores)
+    return Scored(version, pred, score(task, rows.y, pred, threshold=config.threshold,
+                                       classes=rows.classes),
+                  slice_metrics(task, rows.keys, rows.y, pred, config.threshold, rows.classes),
+                  scores)
 
 
-def evaluate_candidate(
-    spec: LoadedSpec,
-    training_set: dict[str, Any],
-    split: Split,
-    run: dict[str, str],
-) -> dict[str, Any]:
-    """Score candidate and champion on the same rows and problems; log results and verdict.
+@dataclass(frozen=True)
+class ProblemTally:
+    solved: int
+    cases: int
 
-    Raises DataError (stopping registration) when the candidate's predictions fail the
-    guardrails.
-    """
-    from pipelines import differential, lineage, problems, registry, report, train
 
-    config = spec.pipeline.evaluation
-    client = registry.client()
-    frame = train.read_training_set(training_set)
-    training, evaluation = train.split_frame(frame, spec, split)
-    target = spec.pipeline.label.target
-    y = evaluation[target].to_numpy()
-    keys = slice_keys(evaluation, config.slices)
-    problem_list = problems.load_problems(spec)
-    problems.rescore_versions(spec)  # every registered version scored on every problem
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """What the register step needs of an evaluation; the full result is in MLflow."""
 
-    candidate = _score(registry.load_model(run["model_uri"]), None, evaluation, y, keys, spec,
-                       problem_list)
-    label_rate = float(training[target].mean())
-    if broken := check_guardrails(candidate.y_prob, label_rate, config.guardrails):
-        client.set_tag(run["run_id"], "verdict", "guardrails_failed")
-        client.set_tag(run["run_id"], "verdict_reasons", registry.clip("; ".join(broken)))
-        raise DataError(f"guardrails on {len(y)} evaluation rows: " + "; ".join(broken)
-                        + " (rule: spec evaluation.guardrails; nothing was registered)")
+    eval_dataset_id: str
+    eval_rows: int
+    metrics: dict[str, float]
+    champion_version: str | None
+    verdict: Verdict
+    problems: dict[str, ProblemTally]
 
-    champion_version = registry.champion_version(spec.pipeline.model_name)
-    champion = deltas = None
-    comparison: dict[str, Any] = {}
-    if champion_version is not None:
-        champion = _score(
-            registry.load_model(f"models:/{champion_version.name}/{champion_version.version}"),
-            str(champion_version.version), evaluation, y, keys, spec, problem_list)
-        deltas = differential.bootstrap_deltas(
-            y, candidate.y_prob, champion.y_prob, config.bootstrap, spec.pipeline.model.seed,
-            config.criteria.confidence)
-        columns = [spec.pipeline.label.entity, spec.pipeline.label.prediction_time, target,
-                   *[s.column for s in config.slices]]
-        comparison = {
-            "deltas": {k: d.to_dict() for k, d in deltas.items()},
-            "agreement_rate": differential.agreement_rate(candidate.y_prob, champion.y_prob,
-                                                          config.threshold),
-            "disagreements": differential.disagreements(
-                evaluation, list(dict.fromkeys(columns)), candidate.y_prob, champion.y_prob,
-                config.disagreements).to_dict(orient="records"),
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A judged candidate: both models' scores, the comparison and the verdict."""
+
+    task: str
+    eval_dataset_id: str
+    threshold: float
+    reference: Reference
+    candidate: Scored
+    champion: Scored | None
+    deltas: dict[str, Delta]
+    agreement_rate: float | None
+    disagreements: list[dict[str, Any]]
+    gate_metric: str
+    worst: list[SliceScore]
+    verdict: Verdict
+    y: np.ndarray
+    classes: np.ndarray | None
+    keys: pd.DataFrame
+    """The evaluation rows' slice values, one column per slice."""
+
+    def summary(self) -> EvaluationSummary:
+        return EvaluationSummary(
+            self.eval_dataset_id, len(self.y), self.candidate.metrics,
+            self.champion.version if self.champion else None, self.verdict,
+            {k: ProblemTally(v.solved, v.cases) for k, v in self.candidate.problems.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """`evaluation/evaluation.json`: everything the report and a reviewer read."""
+        champion = self.champion
+        return {
+            "task": self.task, "eval_dataset_id": self.eval_dataset_id,
+            "eval_rows": len(self.y), "threshold": self.threshold,
+            "classes": None if self.classes is None else self.classes.tolist(),
+            "reference": vars(self.reference),
+            "metrics": self.candidate.metrics,
+            "champion_version": champion.version if champion else None,
+            "champion_metrics": champion.metrics if champion else None,
+            "comparison": {"deltas": {k: vars(d) for k, d in self.deltas.items()},
+                           "agreement_rate": self.agreement_rate,
+                           "disagreements": self.disagreements} if champion else {},
+            "slices": [s.to_json() for s in self.candidate.slices],
+            "champion_slices": [s.to_json() for s in champion.slices] if champion else None,
+            "worst_slices": {"metric": self.gate_metric,
+                             "slices": [s.to_json() for s in self.worst]},
+            "problems": {k: vars(v) for k, v in self.candidate.problems.items()},
+            "champion_problems": ({k: vars(v) for k, v in champion.problems.items()}
+                                  if champion else None),
+            "verdict": vars(self.verdict),
         }
 
+
+def judge(spec: LoadedSpec, training: pd.DataFrame, evaluation: pd.DataFrame,
+          candidate_model: Any, champion_model: Any | None, champion_version: str | None,
+          problem_list: list[Problem], eval_dataset_id: str) -> Evaluation:
+    """Score candidate (and champion) on the same rows and problems, apply the gate.
+
+    Raises GuardrailsFailed, naming what is wrong, when the candidate's predictions are
+    broken: such a model is never registered.
+    """
+    task, config = spec.pipeline.model.task, spec.pipeline.evaluation
+    target = spec.pipeline.label.target
+    y = evaluation[target].to_numpy()
+    classes = train.classes(candidate_model)
+    rows = Rows(evaluation, y, slice_keys(evaluation, config.slices), classes)
+    candidate = score_model(spec, candidate_model, None, rows, problem_list)
+    champion = (None if champion_model is None else
+                score_model(spec, champion_model, champion_version, rows, problem_list))
+    ref = reference(task, training[target].to_numpy(), champion, config.threshold, classes)
+    if broken := check_guardrails(task, candidate.pred, ref, config.guardrails,
+                                  config.threshold, classes):
+        raise GuardrailsFailed(f"guardrails on {len(y)} evaluation rows: " + "; ".join(broken)
+                               + " (rule: spec evaluation.guardrails; nothing was registered)")
+    deltas: dict[str, Delta] = {}
+    agreement, disagreeing = None, []
+    if champion is not None:
+        deltas = differential.bootstrap_deltas(
+            task, y, candidate.pred, champion.pred, config.bootstrap, spec.pipeline.model.seed,
+            config.criteria.confidence, threshold=config.threshold, classes=classes)
+        columns = [spec.pipeline.label.entity, spec.pipeline.label.prediction_time, target,
+                   *[s.column for s in config.slices]]
+        agreement = differential.agreement_rate(task, candidate.pred, champion.pred,
+                                                config.threshold, classes)
+        disagreeing = differential.disagreements(
+            task, evaluation, list(dict.fromkeys(columns)), candidate.pred, champion.pred,
+            config.disagreements, classes).to_dict(orient="records")
     criteria = config.criteria
-    verdict = decide(candidate.metrics, criteria, deltas=deltas, slices=candidate.slices,
+    verdict = decide(task, candidate.metrics, criteria, deltas=deltas if champion else None,
+                     slices=candidate.slices, rows=len(y),
                      problem_reasons=problems.regressions(
                          candidate.problems, champion.problems if champion else None,
                          problem_list))
-    metric = gate_metric(criteria)
-    worst = worst_slices(candidate.slices, metric, criteria.slice_min_rows, config.worst_slices)
-    eval_id = lineage.frame_content_hash(evaluation, lineage.feature_definitions_hash(spec))
-    result = {
-        "eval_dataset_id": eval_id, "eval_rows": len(evaluation), "threshold": config.threshold,
-        "label_rate_train": label_rate,
-        "metrics": candidate.metrics,
-        "champion_version": champion.version if champion else None,
-        "champion_metrics": champion.metrics if champion else None,
-        "comparison": comparison,
-        "slices": candidate.slices, "champion_slices": champion.slices if champion else None,
-        "worst_slices": {"metric": metric, "slices": worst},
-        "problems": {k: v.to_dict() for k, v in candidate.problems.items()},
-        "champion_problems": ({k: v.to_dict() for k, v in champion.problems.items()}
-                              if champion else None),
-        "verdict": verdict.to_dict(),
-    }
-    _log(run["run_id"], result, candidate, champion)
-    report.log_report(spec, run["run_id"], result, y, candidate.y_prob,
-                      champion.y_prob if champion else None)
-    return {k: v for k, v in result.items()
-            if k not in ("slices", "champion_slices", "comparison", "champion_problems")}
+    metric = gate_metric(task, criteria)
+    return Evaluation(task, eval_dataset_id, config.threshold, ref, candidate, champion, deltas,
+                      agreement, disagreeing, metric,
+                      worst_slices(task, candidate.slices, metric, criteria.slice_min_rows,
+                                   config.worst_slices), verdict, y, classes, rows.keys)
 
 
-def _log(run_id: str, result: dict[str, Any], candidate: Scored, champion: Scored | None
-         ) -> None:
-    """Metrics, tags and `evaluation/evaluation.json` on the candidate's run."""
-    from pipelines import problems, registry
-
+def metric_values(result: Evaluation) -> dict[str, float]:
+    """Every number of an evaluation as MLflow metrics (NaN dropped by the logger)."""
+    candidate, champion = result.candidate, result.champion
     values = {
         **{f"eval_{k}": v for k, v in candidate.metrics.items()},
         **{f"champion_eval_{k}": v for k, v in (champion.metrics if champion else {}).items()},
-        **{metric_key("slice", s["slice"], s["value"], k): s[k]
-           for s in candidate.slices for k in HIGHER_IS_BETTER},
+        **{metric_key("slice", s.slice, s.value, k): v
+           for s in candidate.slices for k, v in s.metrics.items()},
         **{problems.SCORE_METRIC.format(name=k): v.score for k, v in candidate.problems.items()},
-        "eval_rows": float(result["eval_rows"]),
+        "eval_rows": float(len(result.y)),
     }
-    for name, d in result["comparison"].get("deltas", {}).items():
-        values.update({f"delta.{name}": d["delta"], f"delta.{name}.low": d["low"],
-                       f"delta.{name}.high": d["high"]})
-    if "agreement_rate" in result["comparison"]:
-        values["agreement_rate"] = result["comparison"]["agreement_rate"]
-    registry.log_metrics(run_id, values)
-    registry.log_json(run_id, result, "evaluation/evaluation.json")
-    verdict = result["verdict"]
-    worst = result["worst_slices"]
-    client = registry.client()
-    client.set_tag(run_id, "eval_dataset_id", result["eval_dataset_id"])
-    client.set_tag(run_id, "worst_slices", registry.clip(", ".join(
-        f"{s['slice']}={s['value']} ({worst['metric']} {s[worst['metric']]:.3f})"
-        for s in worst["slices"])))
-    client.set_tag(run_id, "verdict", "passed" if verdict["passed"] else "rejected")
-    client.set_tag(run_id, "verdict_reasons", registry.clip("; ".join(verdict["reasons"])))
+    for name, d in result.deltas.items():
+        values.update({f"delta.{name}": d.delta, f"delta.{name}.low": d.low,
+                       f"delta.{name}.high": d.high})
+    if result.agreement_rate is not None:
+        values["agreement_rate"] = result.agreement_rate
+    return values
+
+
+def verdict_tags(result: Evaluation) -> dict[str, str]:
+    """The run tags a reviewer filters on: verdict, reasons, worst slices, evaluation rows."""
+    metric = result.gate_metric
+    return {
+        "eval_dataset_id": result.eval_dataset_id,
+        "worst_slices": ", ".join(f"{s.slice}={s.value} ({metric} {s.metrics[metric]:.3f})"
+                                  for s in result.worst),
+        "verdict": "passed" if result.verdict.passed else "rejected",
+        "verdict_reasons": "; ".join(result.verdict.reasons),
+        "verdict_notes": "; ".join(result.verdict.notes),
+    }

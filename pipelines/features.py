@@ -1,17 +1,16 @@
-"""Feature views and training sets, point in time.
+"""Feature views, point in time.
 
 `compute_view` runs one feature view over a date range in one vectorized pass and publishes
-one partition per day. `build_training_set` takes the label spine of a window and as-of joins
-every view onto it with `point_in_time_join`, so each row sees only feature rows that existed
-(were created) at its cutoff and are younger than the view's TTL. `backfill` recomputes views
-over a long range in month-sized chunks.
+one partition per day; each row carries `created_time` (event time plus the view's
+availability lag, unless the hook says when it was created), which is what the training
+set's as-of join (`pipelines/training_set.py`) compares with each row's cutoff.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,8 @@ import pyarrow as pa
 
 from pipelines import ingest, lake
 from pipelines.errors import DataError
-from pipelines.lineage import feature_definitions_hash, frame_content_hash
-from pipelines.pit import point_in_time_join
+from pipelines.lineage import feature_definitions_hash
 from pipelines.spec import LoadedSpec
-
-__all__ = ["backfill", "build_training_set", "compute_view", "point_in_time_join"]
 
 EVENT_TIME = "event_time"
 CREATED_TIME = "created_time"
@@ -152,131 +148,10 @@ def feature_partitions(
     return partitions
 
 
-def _read_features(partitions: list[lake.Partition]) -> pa.Table:
+def read_features(partitions: list[lake.Partition]) -> pa.Table:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con.sql(
         f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?)",
         params=[[str(p.data_path) for p in partitions]],
     ).to_arrow_table()
-
-
-@dataclass(frozen=True)
-class TrainingSet:
-    """A published training set: content-addressed by `dataset_id`."""
-
-    dataset_id: str
-    path: str
-    rows: int
-    start: str
-    end: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def assemble_training_frame(
-    spec: LoadedSpec, start: dt.date, end: dt.date
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Spine of `[start, end)` as-of joined to every view; also returns the inputs used."""
-    label = spec.pipeline.label
-    raw, spine_inputs = raw_inputs(spec, label.sources, start, end)
-    spine = spec.resolve(label.function)(raw)
-    for column in (label.entity, label.prediction_time, label.target):
-        if column not in spine.columns:
-            raise DataError(f"label {label.function}: output lacks column {column!r}")
-    if spine[label.entity].isna().any() or spine[label.entity].duplicated().any():
-        raise DataError(f"label {label.function}: column {label.entity!r} must be unique, non-null")
-    feature_inputs: dict[str, list[dict[str, Any]]] = {}
-    for view_name, view in spec.pipeline.feature_views.items():
-        partitions = feature_partitions(spec, view_name, start, end)
-        feature_inputs[view_name] = [
-            {"path": lake.relative(p.path), "sha256": p.sha256, "rows": p.rows}
-            for p in partitions
-        ]
-        spine = point_in_time_join(
-            spine, _read_features(partitions), keys=view.keys,
-            spine_time=label.prediction_time, feature_time=EVENT_TIME,
-            created_time=CREATED_TIME, ttl=view.ttl, prefix=f"{view_name}__",
-        )
-    frame = spine.sort_values(label.entity, kind="stable").reset_index(drop=True)
-    return frame, {"spine": spine_inputs, "features": feature_inputs}
-
-
-def build_training_set(
-    spec: LoadedSpec,
-    start: dt.date,
-    end: dt.date,
-    produced_by: dict[str, Any] | None = None,
-) -> TrainingSet:
-    """Build, hash and publish the training set of `[start, end)`; same content, same ID."""
-    frame, inputs = assemble_training_frame(spec, start, end)
-    definitions = feature_definitions_hash(spec)
-    dataset_id = frame_content_hash(frame, definitions)
-    folder = lake.lake_root() / "datasets" / spec.name / dataset_id
-    if lake.read_manifest(folder) is None:
-
-        def write(tmp: Path) -> dict[str, Any]:
-            lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
-                               tmp / lake.DATA_FILE)
-            return {"dataset": f"datasets/{spec.name}", "dataset_id": dataset_id,
-                    "window": {"start": start.isoformat(), "end": end.isoformat()},
-                    "rows": len(frame), "columns": {c: str(t) for c, t in frame.dtypes.items()},
-                    "definitions_hash": definitions, "inputs": inputs,
-                    "produced_by": produced_by or {}}
-
-        lake.publish_dir(folder, write)
-    return TrainingSet(dataset_id, lake.relative(folder), len(frame),
-                       start.isoformat(), end.isoformat())
-
-
-MAX_BACKFILL_DAYS = 731
-
-
-def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[str] | None = None
-                  ) -> list[tuple[str, tuple[dt.date, dt.date]]]:
-    """Check a backfill request and split it into (view, month chunk) units of work.
-
-    Every rule a request can break is checked here, before anything is written, and the
-    message says what to change.
-    """
-    names = views or list(spec.pipeline.feature_views)
-    if unknown := [v for v in names if v not in spec.pipeline.feature_views]:
-        raise DataError(f"unknown feature views {unknown}; choose from "
-                        f"{sorted(spec.pipeline.feature_views)}")
-    if not start < end:
-        raise DataError(f"backfill: end {end} must be after start {start} (end is exclusive)")
-    if start < spec.pipeline.start_date:
-        raise DataError(f"backfill: start {start} is before the pipeline's start_date "
-                        f"{spec.pipeline.start_date}; start on or after it")
-    if (end - start).days > MAX_BACKFILL_DAYS:
-        raise DataError(f"backfill: {(end - start).days} days is longer than "
-                        f"{MAX_BACKFILL_DAYS}; split the range")
-    for source in sorted({s for v in names for s in spec.pipeline.feature_views[v].sources}):
-        if spec.pipeline.sources[source].kind != "events":
-            continue
-        have = {p.day for p in lake.list_partitions("raw", source, start, end)}
-        if missing := [d for d in lake.days(start, end) if d not in have]:
-            raise DataError(f"backfill: raw/{source} has no data for {len(missing)} days of "
-                            f"the range, from {missing[0]} to {missing[-1]}; ingest them first "
-                            f"or end the range before {missing[0]}")
-    return [(v, chunk) for chunk in lake.month_chunks(start, end) for v in names]
-
-
-def backfill(
-    spec: LoadedSpec,
-    start: dt.date,
-    end: dt.date,
-    views: list[str] | None = None,
-    progress: Callable[[str], None] = print,
-) -> list[ViewResult]:
-    """Recompute views over `[start, end)` in month chunks; reruns replace partitions whole."""
-    chunks = plan_backfill(spec, start, end, views)
-    results, began = [], time.perf_counter()
-    for done, (view_name, (lo, hi)) in enumerate(chunks, start=1):
-        results.append(compute_view(spec, view_name, lo, hi))
-        rows = sum(r.rows for r in results)
-        elapsed = time.perf_counter() - began
-        progress(f"[{done}/{len(chunks)}] {view_name} {lo}..{hi}: {results[-1].rows} rows "
-                 f"({rows / max(elapsed, 1e-9):,.0f} rows/s overall)")
-    return results

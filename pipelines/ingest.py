@@ -42,6 +42,19 @@ class IngestResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> dict[str, Any]:
+        """The XCom form: the partitions counted, not listed (they are in the manifests)."""
+        return {**self.to_dict(), "partitions": len(self.partitions)}
+
+
+def announcement(chunks: list[dict[str, str]], run_id: str) -> dict[str, str]:
+    """The `extra` of a raw asset event: the whole range an ingest run wrote, and the run.
+
+    A features run triggered by the event computes exactly that range.
+    """
+    return {"start": min(c["start"] for c in chunks), "end": max(c["end"] for c in chunks),
+            "run_id": run_id}
+
 
 def landing_file(spec: LoadedSpec, source: Source, day: dt.date) -> Path:
     return spec.landing_dir() / source.path.format(date=day.isoformat())

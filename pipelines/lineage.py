@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,9 @@ from pipelines.errors import DataError
 from pipelines.lake import sha256_file, sha256_json
 
 if TYPE_CHECKING:
+    from pipelines.quality import QualitySummary
     from pipelines.spec import LoadedSpec
+    from pipelines.training_set import TrainingInput, TrainingSet
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 LINEAGE_ARTIFACT = "lineage/lineage.json"
@@ -120,6 +123,23 @@ def pair_id(dataset_id: str, config: dict[str, Any], code: str) -> str:
     return sha256_json({"dataset_id": dataset_id, "config": config, "code": code})
 
 
+@dataclass(frozen=True)
+class Pair:
+    """The model/dataset pair a train run would register."""
+
+    pair_id: str
+    dataset_id: str
+    code_version: str
+    registered_version: str | None = None
+    """The version that already holds this pair, if any: then nothing is trained."""
+
+
+def plan_pair(spec: LoadedSpec, dataset_id: str) -> Pair:
+    """The pair of this dataset with the spec's training config and the current code."""
+    code = code_version(spec)
+    return Pair(pair_id(dataset_id, training_config(spec), code), dataset_id, code)
+
+
 def _manifest(path: str) -> dict[str, Any]:
     manifest = lake.read_manifest(lake.lake_root() / path)
     if manifest is None:
@@ -127,9 +147,9 @@ def _manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
-def raw_partitions_used(training_set: dict[str, Any]) -> list[dict[str, Any]]:
+def raw_partitions_used(training_set: TrainingSet) -> list[dict[str, Any]]:
     """Every raw partition behind a training set: the spine's and those behind each feature."""
-    manifest = _manifest(training_set["path"])
+    manifest = _manifest(training_set.path)
     used = {p["path"]: p for p in manifest["inputs"]["spine"]}
     for partitions in manifest["inputs"]["features"].values():
         for partition in partitions:
@@ -147,10 +167,9 @@ def _partition(path: str, **extra: Any) -> dict[str, Any]:
 
 def lineage_record(
     spec: LoadedSpec,
-    training_set: dict[str, Any],
-    quality_report: dict[str, Any],
-    pair: dict[str, Any],
-    split: dict[str, str],
+    built: TrainingInput,
+    quality_report: QualitySummary,
+    pair: Pair,
     context: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything a model version was made from, each input named by its content hash.
@@ -158,7 +177,8 @@ def lineage_record(
     Logged as `lineage/lineage.json` on the model's run; `pitstop trace`, `verify` and
     `reproduce` read it back, so MLflow plus the lake is all an auditor needs.
     """
-    manifest = _manifest(training_set["path"])
+    training_set = built.training_set
+    manifest = _manifest(training_set.path)
     features = [_partition(p["path"], view=view)
                 for view, parts in sorted(manifest["inputs"]["features"].items())
                 for p in parts]
@@ -181,9 +201,9 @@ def lineage_record(
     return {
         "format": 1,
         "pipeline": spec.name,
-        "pair_id": pair["pair_id"],
-        "dataset_id": training_set["dataset_id"],
-        "training_set": {**_partition(training_set["path"]), "window": manifest["window"],
+        "pair_id": pair.pair_id,
+        "dataset_id": training_set.dataset_id,
+        "training_set": {**_partition(training_set.path), "window": manifest["window"],
                          "columns": manifest["columns"]},
         "feature_definitions_hash": feature_definitions_hash(spec),
         "feature_partitions": features,
@@ -191,18 +211,19 @@ def lineage_record(
         "spec": {"file": spec.path.name, "path": str(spec.path), "sha256": sha256_file(spec.path),
                  "artifact": f"lineage/spec/{spec.path.name}"},
         "checks": {
-            "training_set": {"suite": quality_report["suite"], "success": quality_report["success"],
-                             "result": quality_report["result_path"],
-                             "sha256": sha256_file(lake.lake_root() / quality_report["result_path"]),
+            "training_set": {"suite": quality_report.suite, "success": quality_report.success,
+                             "result": quality_report.result_path,
+                             "sha256": sha256_file(lake.lake_root() / quality_report.result_path),
                              "artifact": "quality/validation_result.json",
                              "data_docs": "quality/data_docs/index.html"},
             "raw": sorted(checks.values(), key=lambda c: c["result"]),
             "suites": suites,
         },
-        "code": {"version": pair["code_version"], "git_commit": git_commit(spec.path.parent),
+        "code": {"version": pair.code_version, "git_commit": git_commit(spec.path.parent),
                  "files": {name: sha256_file(path) for name, path in files.items()}},
         "packages": package_versions(),
-        "training": {"config": training_config(spec), "split": split},
+        "training": {"config": training_config(spec),
+                     "split": {k: v.isoformat() for k, v in vars(built.split).items()}},
         "airflow": {"train": {k: context.get(k) for k in ("dag_id", "run_id", "task_id", "try")},
                     "triggered_by": context.get("triggered_by"), "reason": context.get("reason")},
     }

@@ -4,7 +4,9 @@ Users remember the days a model failed them (a blizzard, a ground stop) better t
 A pipeline keeps those cases in a versioned file beside its spec: each problem names 10–15
 rows of a training set (stored with every column, so any later model can score them), the
 outcome expected for them and how much worse than the champion a candidate may do on them.
-A problem's score is the share of its cases decided as expected at the spec's threshold.
+A problem's score is the share of its cases solved: decided as the expected class (binary at
+the spec's threshold, multiclass by the most probable class), or for regression predicted
+within `max_error` of the expected value (each case's own target unless one is declared).
 Scores go to MLflow per version, so every registered version is comparable on every problem;
 adding a problem re-scores the versions registered before it.
 """
@@ -22,8 +24,10 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines import registry, train
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import sha256_file, sha256_json
+from pipelines.metrics import decide
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
@@ -40,7 +44,11 @@ class ProblemSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     description: str
-    expected: int = Field(ge=0, le=1)
+    expected: int | float | str | None = None
+    """The right outcome: 0 or 1 (binary), a class (multiclass), a value (regression;
+    default: each case's own target)."""
+    max_error: float | None = Field(None, gt=0)
+    """Regression: a case is solved when its prediction is within this of the expected value."""
     tolerance: float = Field(0.0, ge=0, le=1)
     """Allowed drop in score against the champion."""
     cases: str
@@ -72,8 +80,9 @@ class ProblemScore:
     score: float
     solved: int
     cases: int
-    expected: int
-    probabilities: list[float]
+    expected: int | float | str | None
+    predictions: list[float | str]
+    """What the model said per case: a probability or value, or the decided class."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,13 +97,33 @@ def _read_file(path: Path) -> ProblemsFile:
         raise SpecError(f"{path}: {exc}") from exc
 
 
+def check_declaration(path: Path, name: str, declared: ProblemSpec, task: str) -> None:
+    """A problem's outcome fits the task: 0/1, a class, or a value with its `max_error`."""
+    where = f"{path}: problems.{name}"
+    if task == "binary" and declared.expected not in (0, 1):
+        raise SpecError(f"{where}.expected: a binary problem expects 0 or 1, got "
+                        f"{declared.expected!r}")
+    if task == "multiclass" and declared.expected is None:
+        raise SpecError(f"{where}.expected: a multiclass problem names the expected class")
+    if task == "regression":
+        if declared.max_error is None:
+            raise SpecError(f"{where}.max_error: a regression problem says how far from the "
+                            "expected value a prediction may be and still count as solved")
+        if isinstance(declared.expected, str):
+            raise SpecError(f"{where}.expected: a regression problem expects a number (or "
+                            "nothing: each case's own target)")
+    elif declared.max_error is not None:
+        raise SpecError(f"{where}.max_error: only regression problems have one")
+
+
 def load_problems(spec: LoadedSpec) -> list[Problem]:
-    """The spec's problems, each checked to have its case file and 10–15 cases."""
+    """The spec's problems, each checked to fit the task and have its 10–15 cases."""
     path = spec.problems_path
     if path is None:
         return []
     problems = []
     for name, declared in _read_file(path).problems.items():
+        check_declaration(path, name, declared, spec.pipeline.model.task)
         cases = (path.parent / declared.cases).resolve()
         if not cases.is_file():
             raise SpecError(f"{path}: problems.{name}.cases: file {cases} not found")
@@ -112,20 +141,30 @@ def read_cases(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
-def score_problem(problem: Problem, predict: Callable[[pd.DataFrame], np.ndarray],
-                  threshold: float) -> ProblemScore:
-    """Share of the problem's cases decided as expected at `threshold`."""
+def score_problem(problem: Problem, predict: Callable[[pd.DataFrame], np.ndarray], task: str,
+                  threshold: float, classes: np.ndarray | None, target: str) -> ProblemScore:
+    """Share of the problem's cases solved (see the module docstring)."""
     cases = read_cases(problem.cases_path)
     try:
-        probabilities = predict(cases)
+        pred = predict(cases)
     except KeyError as exc:
         raise DataError(f"problem {problem.name}: the cases in {problem.cases_path} lack "
                         f"columns the model needs: {exc} (re-select them with "
                         "`pitstop problems add`)") from exc
-    decided = (probabilities >= threshold).astype(int)
-    solved = int((decided == problem.spec.expected).sum())
-    return ProblemScore(problem.name, solved / len(cases), solved, len(cases),
-                        problem.spec.expected, [round(float(p), 6) for p in probabilities])
+    expected = problem.spec.expected
+    if task == "regression":
+        wanted = cases[target].to_numpy(dtype="float64") if expected is None else float(expected)
+        hits = np.abs(pred - wanted) <= problem.spec.max_error
+        said: list[float | str] = [round(float(p), 6) for p in pred]
+    elif task == "multiclass":
+        decided = decide(task, pred, threshold, classes)
+        hits = decided.astype(str) == str(expected)
+        said = [str(d) for d in decided]
+    else:
+        hits = decide(task, pred, threshold, classes) == expected
+        said = [round(float(p), 6) for p in pred]
+    solved = int(hits.sum())
+    return ProblemScore(problem.name, solved / len(cases), solved, len(cases), expected, said)
 
 
 def regressions(candidate: dict[str, ProblemScore], champion: dict[str, ProblemScore] | None,
@@ -148,9 +187,10 @@ def regressions(candidate: dict[str, ProblemScore], champion: dict[str, ProblemS
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def add_problem(spec: LoadedSpec, name: str, description: str, expected: int, where: str,
-                training_set: Path, tolerance: float = 0.0, limit: int = MAX_CASES,
-                order_by: str | None = None) -> Problem:
+def add_problem(spec: LoadedSpec, name: str, description: str,
+                expected: int | float | str | None, where: str, training_set: Path,
+                tolerance: float = 0.0, limit: int = MAX_CASES, order_by: str | None = None,
+                max_error: float | None = None) -> Problem:
     """Select cases from a training set with a SQL filter and add them as a new problem.
 
     The cases are the first `limit` matching rows by `order_by` (default: the entity; use
@@ -170,6 +210,10 @@ def add_problem(spec: LoadedSpec, name: str, description: str, expected: int, wh
     if not MIN_CASES <= limit <= MAX_CASES:
         raise SpecError(f"problem {name}: limit {limit}; a problem has {MIN_CASES} to "
                         f"{MAX_CASES} cases")
+    declared = ProblemSpec(description=description, expected=expected, max_error=max_error,
+                           tolerance=tolerance, cases=f"problems/{name}.csv",
+                           query=where + (f" ORDER BY {order_by}" if order_by else ""))
+    check_declaration(path, name, declared, spec.pipeline.model.task)
     order = order_by or f'"{spec.pipeline.label.entity}"'
     try:
         cases = duckdb.sql(
@@ -182,13 +226,9 @@ def add_problem(spec: LoadedSpec, name: str, description: str, expected: int, wh
     if len(cases) < MIN_CASES:
         raise DataError(f"problem {name}: the filter {where!r} matches {len(cases)} rows of "
                         f"{training_set}; a problem needs at least {MIN_CASES}")
-    relative = f"problems/{name}.csv"
-    target = path.parent / relative
+    target = path.parent / declared.cases
     target.parent.mkdir(parents=True, exist_ok=True)
     cases.to_csv(target, index=False)
-    declared = ProblemSpec(description=description, expected=expected, tolerance=tolerance,
-                           cases=relative,
-                           query=where + (f" ORDER BY {order_by}" if order_by else ""))
     problems = {k: v.model_dump(mode="json", exclude_none=True)
                 for k, v in current.problems.items()}
     problems[name] = declared.model_dump(mode="json", exclude_none=True)
@@ -205,10 +245,9 @@ def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:
     `problem.<name>.sha256` says which version of the problem it was scored on, so a changed
     problem is re-scored too. Returns (version, problem, score) for what was scored now.
     """
-    from pipelines import registry, train
-
     problems = load_problems(spec)
     name, threshold = spec.pipeline.model_name, spec.pipeline.evaluation.threshold
+    task, target = spec.pipeline.model.task, spec.pipeline.label.target
     scored = []
     for version in registry.versions(name):
         stale = [p for p in problems
@@ -217,7 +256,8 @@ def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:
             continue
         model = registry.load_model(f"models:/{name}/{version.version}")
         for problem in stale:
-            result = score_problem(problem, lambda cases: train.predict(model, cases), threshold)
+            result = score_problem(problem, lambda cases: train.predict(model, cases), task,
+                                   threshold, train.classes(model), target)
             registry.log_metrics(version.run_id,
                                  {SCORE_METRIC.format(name=problem.name): result.score})
             registry.client().set_model_version_tag(
@@ -228,8 +268,6 @@ def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:
 
 def history(spec: LoadedSpec) -> pd.DataFrame:
     """Every registered version's score on every current problem, oldest version first."""
-    from pipelines import registry
-
     rows = []
     problems = load_problems(spec)
     for version in registry.versions(spec.pipeline.model_name):

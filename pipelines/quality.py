@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from pipelines.errors import SpecError, ValidationFailed
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
+    from pipelines.training_set import TrainingSet
 
 RESULT_FILE = "validation_result.json"
 DOCS_DIR = "data_docs"
@@ -60,13 +61,29 @@ class ValidationReport:
     """Data Docs index page of this validation."""
     failures: list[Failure] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
-        """Small, lake-relative form for XCom, manifests and MLflow tags."""
-        return {"suite": self.suite, "success": self.success, "evaluated": self.evaluated,
-                "successful": self.successful, "result_path": lake.relative(self.result_path),
-                "docs_dir": lake.relative(self.result_path.parent / DOCS_DIR),
-                "docs_path": lake.relative(self.docs_path),
-                "failures": [asdict(f) for f in self.failures]}
+    def summary(self) -> QualitySummary:
+        """The small, lake-relative form that crosses task boundaries."""
+        return QualitySummary(
+            suite=self.suite, success=self.success, evaluated=self.evaluated,
+            successful=self.successful, result_path=lake.relative(self.result_path),
+            docs_dir=lake.relative(self.result_path.parent / DOCS_DIR),
+            docs_path=lake.relative(self.docs_path))
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """A validation as the train chain passes it on: paths are lake-relative."""
+
+    suite: str
+    success: bool
+    evaluated: int
+    successful: int
+    result_path: str
+    """The full GX result (JSON)."""
+    docs_dir: str
+    """The Data Docs site of this validation."""
+    docs_path: str
+    """Its page for this validation."""
 
 
 def load_suite(path: Path) -> dict[str, Any]:
@@ -178,17 +195,17 @@ def require_valid(report: ValidationReport) -> None:
     )
 
 
-def validate_training_set(spec: LoadedSpec, training_set: dict[str, Any]) -> dict[str, Any]:
+def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> QualitySummary:
     """The gate before training: the pipeline's training-set suite over the published set."""
     suite = spec.pipeline.training_suite
     if suite is None:
         raise SpecError(f"{spec.path}: training_suite: required (no model is trained on "
                         f"unvalidated data)")
-    folder = lake.lake_root() / training_set["path"]
+    folder = lake.lake_root() / training_set.path
     report = validate(
         pd.read_parquet(folder / lake.DATA_FILE), spec.suite_path(suite),
-        data_name=f"training set {training_set['dataset_id'][:12]} ({training_set['path']})",
-        out_dir=lake.lake_root() / "_quality" / "datasets" / spec.name / training_set["dataset_id"],
+        data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
+        out_dir=lake.lake_root() / "_quality" / "datasets" / spec.name / training_set.dataset_id,
     )
     require_valid(report)
     return report.summary()

@@ -1,22 +1,21 @@
-"""MLflow: the run, the logged model, the registered version, aliases and lineage tags.
+"""MLflow, and nothing else: runs, logged models, versions, tags, metrics and artifacts.
 
-We log explicitly (no autolog) so every run, logged model and model version carries the
-same lineage tags, and so a re-run can find the pair it already registered by `pair_id`.
-A version is either created with all its tags and description or deleted again: a crash
-never leaves a version without lineage.
+Every call into the tracking store goes through here, so the rest of the library computes
+and this module records. We log explicitly (no autolog) so every run, logged model and model
+version carries the same lineage tags, and so a re-run can find the pair it already
+registered by `pair_id`. The champion's lifecycle (register, promote, roll back) builds on
+this in `champion.py`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipelines import lake, settings
-
-if TYPE_CHECKING:
-    from pipelines.spec import LoadedSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +60,12 @@ def experiment_id(name: str) -> str:
 
 
 def find_version(model_name: str, pair_id: str) -> Any | None:
-    """The registered version of this pair, if any (what makes re-runs register nothing)."""
-    from mlflow.exceptions import MlflowException
+    """The registered version of this pair, if any (what makes re-runs register nothing).
 
-    try:
-        found = client().search_model_versions(
-            f"name = '{model_name}' and tags.pair_id = '{pair_id}'")
-    except MlflowException:
-        return None
+    A store that cannot be reached raises: it is never taken to mean "not registered".
+    """
+    found = client().search_model_versions(
+        f"name = '{model_name}' and tags.pair_id = '{pair_id}'")
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
@@ -140,203 +137,107 @@ def log_metrics(run_id: str, values: dict[str, float]) -> None:
     client().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in clean.items()])
 
 
-def register(
-    model_name: str,
-    run_id: str,
-    model_uri: str,
-    model_id: str,
-    tags: dict[str, str],
-    description: str,
-    promote: bool,
-    by: str = "pitstop",
-    reason: str = "",
-) -> str:
-    """Create the version with all tags; move `champion` to it only when `promote` (recorded
-    in the champion history, `by` whom and why), else point `challenger` at it.
-
-    If anything fails after the version exists, the version is deleted, so no version is
-    ever left without its lineage tags.
-    """
-    from mlflow.exceptions import MlflowException
-
-    mlflow_client = client()
-    try:
-        mlflow_client.create_registered_model(model_name)
-    except MlflowException:
-        pass  # exists already
-    version = mlflow_client.create_model_version(
-        model_name, source=model_uri, run_id=run_id, tags=tags, description=description,
-        model_id=model_id,
-    )
-    try:
-        mlflow_client.set_logged_model_tags(model_id, {"registered_version": version.version})
-        if promote:
-            move_champion(model_name, str(version.version), "gate", by, reason)
-        else:
-            mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version.version)
-    except BaseException:
-        mlflow_client.delete_model_version(model_name, version.version)
-        raise
-    return str(version.version)
-
-
-def champion_history(model_name: str) -> list[dict[str, Any]]:
-    """Every move of `champion`, oldest first: action, version, previous, by, at, reason."""
-    tags = client().get_registered_model(model_name).tags
-    return [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_TAG)]
-
-
-def move_champion(model_name: str, version: str, action: str, by: str, reason: str
-                  ) -> dict[str, Any]:
-    """Point `champion` at `version` and append the move to the history.
-
-    The alias moves first; if the history cannot be written the alias is put back, so the
-    champion never changes without a record of who moved it, when and why.
-    """
-    import datetime as dt
-
-    mlflow_client = client()
-    target = mlflow_client.get_model_version(model_name, version)
-    previous = champion_version(model_name)
-    history = champion_history(model_name)
-    record = {"action": action, "version": str(version),
-              "previous": str(previous.version) if previous is not None else None,
-              "by": by, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "reason": reason, "verdict": target.tags.get("verdict")}
-    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
-    try:
-        mlflow_client.set_registered_model_tag(
-            model_name, f"{HISTORY_TAG}{len(history) + 1:04d}", json.dumps(record))
-    except BaseException:
-        if previous is not None:
-            mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous.version)
-        else:
-            mlflow_client.delete_registered_model_alias(model_name, CHAMPION)
-        raise
-    return record
-
-
-def promote(model_name: str, version: str, by: str, reason: str) -> dict[str, Any]:
-    """Make a version champion by hand (e.g. a challenger a person has reviewed)."""
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.errors import LineageError
-
-    if not reason.strip():
-        raise LineageError("promote: say why (--reason); the reason is kept in the history")
-    try:
-        client().get_model_version(model_name, version)
-    except MlflowException as exc:
-        raise LineageError(f"promote: {model_name} has no version {version}") from exc
-    current = champion_version(model_name)
-    if current is not None and str(current.version) == str(version):
-        raise LineageError(f"promote: {model_name} version {version} is already champion")
-    return move_champion(model_name, str(version), "promote", by, reason)
-
-
-def rollback(model_name: str, by: str, reason: str) -> dict[str, Any]:
-    """Give `champion` back to the version that held it before the last move."""
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.errors import LineageError
-
-    if not reason.strip():
-        raise LineageError("rollback: say why (--reason); the reason is kept in the history")
-    try:
-        history = champion_history(model_name)
-    except MlflowException as exc:
-        raise LineageError(f"rollback: no registered model {model_name!r}") from exc
-    if not history or history[-1]["previous"] is None:
-        raise LineageError(f"rollback: {model_name} has no previous champion to go back to")
-    return move_champion(model_name, history[-1]["previous"], "rollback", by, reason)
-
-
 def log_directory(run_id: str, folder: Path, artifact_path: str) -> None:
     client().log_artifacts(run_id, str(folder), artifact_path)
 
 
-def plan_pair(spec: LoadedSpec, dataset_id: str) -> dict[str, Any]:
-    """The pair this run would register, and the version that already holds it, if any."""
-    from pipelines import lineage
-
-    code = lineage.code_version(spec)
-    pair_id = lineage.pair_id(dataset_id, lineage.training_config(spec), code)
-    existing = find_version(spec.pipeline.model_name, pair_id)
-    return {"pair_id": pair_id, "dataset_id": dataset_id, "code_version": code,
-            "registered_version": str(existing.version) if existing is not None else None}
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    mlflow_client = client()
+    for key, value in tags.items():
+        mlflow_client.set_tag(run_id, key, clip(value))
 
 
-def register_pair(
-    spec: LoadedSpec, pair: dict[str, Any], run: dict[str, str], evaluation: dict[str, Any]
-) -> dict[str, Any]:
-    """Register the pair's model (once) with the run's lineage tags and the verdict."""
-    name = spec.pipeline.model_name
-    if (existing := find_version(name, pair["pair_id"])) is not None:
-        return {"model_name": name, "version": str(existing.version), "new": False,
-                "champion": CHAMPION in (existing.aliases or [])}
-    verdict = evaluation["verdict"]
-    run_tags = client().get_run(run["run_id"]).data.tags
-    tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
-    tags["verdict"] = "passed" if verdict["passed"] else "rejected"
-    if not verdict["passed"]:
-        tags["rejected_reason"] = clip("; ".join(verdict["reasons"]))
-    metric_text = ", ".join(f"{k} {v:.4f}" for k, v in evaluation["metrics"].items())
-    description = (
-        f"pair_id {pair['pair_id']}\ndataset_id {pair['dataset_id']}\n"
-        f"verdict: {tags['verdict']}"
-        + (f" ({tags['rejected_reason']})" if not verdict["passed"] else "")
-        + f"\nevaluation on {evaluation['eval_rows']} rows: {metric_text}\n"
-        + _champion_line(evaluation)
-        + f"report: runs:/{run['run_id']}/evaluation/report.html\n"
-        f"lineage: runs:/{run['run_id']}/lineage/lineage.json "
-        f"(trace with `pitstop trace {name}/<version>`)\n"
-        f"data docs: runs:/{run['run_id']}/quality/data_docs/index.html"
-    )
-    version = register(name, run["run_id"], run["model_uri"], run["model_id"], tags,
-                       description, promote=verdict["passed"],
-                       by=run_tags.get("triggered_by", "pitstop"),
-                       reason=run_tags.get("reason") or "passed the evaluation gate")
-    return {"model_name": name, "version": version, "new": True,
-            "champion": bool(verdict["passed"]), "run_id": run["run_id"]}
+def end_run(run_id: str, status: str) -> None:
+    """Mark a run FINISHED or FAILED: a failed evaluation never leaves a finished run."""
+    client().set_terminated(run_id, status)
 
 
-def _champion_line(evaluation: dict[str, Any]) -> str:
-    """The comparison with the champion and the known problems, in one line each."""
-    lines = []
-    if evaluation.get("champion_version"):
-        lines.append(f"compared with champion version {evaluation['champion_version']} on the "
-                     f"same rows (eval_dataset_id {evaluation['eval_dataset_id'][:16]}…)")
-    if evaluation.get("problems"):
-        lines.append("known problems: " + ", ".join(
-            f"{k} {v['solved']}/{v['cases']}" for k, v in evaluation["problems"].items()))
-    return "".join(f"{line}\n" for line in lines)
+@dataclass(frozen=True)
+class TrainedRun:
+    """The MLflow run of one fitted candidate and its logged model."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    model_id: str
 
 
-def describe_pair(spec: LoadedSpec, pair: dict[str, Any], built: dict[str, Any],
-                  report: dict[str, Any]) -> dict[str, Any]:
-    """A run's summary for people: IDs, version, verdict, metrics and where to look."""
-    name = spec.pipeline.model_name
-    version = find_version(name, pair["pair_id"])
-    summary: dict[str, Any] = {
-        "pipeline": spec.name, "pair_id": pair["pair_id"],
-        "dataset_id": built["training_set"]["dataset_id"],
-        "training_set": built["training_set"], "split": built["split"],
-        "data_docs": report.get("docs_path"), "tracking_uri": settings.mlflow_tracking_uri(),
-        "model_name": name, "version": None,
-    }
-    if version is None:
-        return summary
-    run = client().get_run(version.run_id)
-    champion = champion_version(name)
-    summary.update({
-        "version": str(version.version), "run_id": version.run_id,
-        "experiment_id": run.info.experiment_id,
-        "report": f"{run.info.artifact_uri}/evaluation/report.html",
-        "already_registered": pair["registered_version"] is not None,
-        "verdict": version.tags.get("verdict"), "rejected_reason": version.tags.get(
-            "rejected_reason"),
-        "champion": champion is not None and str(champion.version) == str(version.version),
-        "metrics": {k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
-                    if k.startswith("eval_") and k != "eval_rows"},
-    })
-    return summary
+def finished_run(experiment: str, pair_id: str) -> TrainedRun | None:
+    """The finished run of this pair, if a previous try logged it: a retry reuses it."""
+    if (done := find_finished_run(experiment, pair_id)) is None:
+        return None
+    return TrainedRun(done.info.run_id, experiment, done.data.tags["model_uri"],
+                      done.data.tags["model_id"])
+
+
+def model_types(model: Any) -> list[str]:
+    """Types skops must trust to load this model: exactly those it is made of.
+
+    MLflow stores sklearn models with skops (no arbitrary pickle code on load); types outside
+    skops' default allow-list must be named. We name the ones of the model we just fitted.
+    """
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """Everything `log_training_run` records, gathered by the caller (no MLflow needed)."""
+
+    experiment_id: str
+    run_name: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    dataset_uri: str
+    dataset_name: str
+    dataset_id: str
+    target: str
+    artifacts: dict[str, Path]
+    """Local files to log, by artifact folder."""
+    folders: dict[str, Path]
+    """Local folders to log whole, by artifact folder."""
+    json_artifacts: dict[str, Any]
+    """JSON payloads, by artifact file."""
+    lineage: dict[str, Any]
+    """The lineage record; the model's id, URI and file hashes are added once it is logged."""
+    lineage_file: str
+
+
+def log_training_run(log: TrainingLog, frame: Any, model: Any, example: Any,
+                     requirements: list[str]) -> TrainedRun:
+    """One MLflow run: params, the dataset input, the model with its signature and an
+    input example, lineage artifacts and tags. An error inside marks the run FAILED."""
+    import mlflow
+    import mlflow.data
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    client()
+    with mlflow.start_run(experiment_id=log.experiment_id, run_name=log.run_name,
+                          tags=log.tags) as run:
+        mlflow.log_params(log.params)
+        dataset = mlflow.data.from_pandas(frame, source=log.dataset_uri, name=log.dataset_name,
+                                          targets=log.target, digest=log.dataset_id[:32])
+        mlflow.log_input(dataset, context="training", tags={"dataset_id": log.dataset_id})
+        signature = infer_signature(example, model.predict(example))
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=requirements,
+                                        skops_trusted_types=model_types(model), tags=log.tags,
+                                        signature=signature, input_example=example)
+        run_id = run.info.run_id
+        for artifact_file, payload in log.json_artifacts.items():
+            log_json(run_id, payload, artifact_file)
+        for folder, path in log.artifacts.items():
+            mlflow.log_artifact(str(path), folder)
+        for folder, path in log.folders.items():
+            mlflow.log_artifacts(str(path), folder)
+        record = {**log.lineage, "model": {"model_id": info.model_id, "uri": info.model_uri,
+                                           "run_id": run_id,
+                                           "files": artifact_hashes(info.model_uri)}}
+        log_json(run_id, record, log.lineage_file)
+        mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id,
+                         "lineage": f"runs:/{run_id}/{log.lineage_file}",
+                         "lineage_sha256": lake.sha256_json(record)})
+    return TrainedRun(run_id, log.experiment_id, info.model_uri, info.model_id)
+
+

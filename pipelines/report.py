@@ -1,9 +1,12 @@
 """The evaluation report people read: plots and one self-contained HTML page per run.
 
-Logged to the candidate's MLflow run under `evaluation/`: ROC and PR curves, the calibration
-curve, the confusion matrix at the spec's threshold, a slice bar chart, the score of every
-registered version on every known problem, and `report.html`, which embeds them all (so it
-opens from the MLflow UI or a download without anything beside it).
+Logged to the candidate's MLflow run under `evaluation/`, with the plots that fit the task:
+binary: ROC and PR curves, calibration, the confusion matrix at the spec's threshold;
+multiclass: the normalised confusion matrix and per-class precision, recall and F1;
+regression: predicted against actual, the residual distribution, residuals per slice.
+Every task gets a slice bar chart, the score of every registered version on every known
+problem, and `report.html`, which embeds them all (so it opens from the MLflow UI or a
+download without anything beside it).
 Figures are drawn with matplotlib's object API (no pyplot state), safe in any worker.
 """
 
@@ -19,9 +22,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_curve,
+)
+
+from pipelines import problems, registry
+from pipelines.metrics import decide
 
 if TYPE_CHECKING:
+    from pipelines.evaluate import Evaluation
     from pipelines.spec import LoadedSpec
 
 COLORS = {"candidate": "#1f77b4", "champion": "#ff7f0e"}
@@ -80,6 +92,85 @@ def confusion(y: np.ndarray, models: dict[str, np.ndarray], threshold: float) ->
                     color="white" if count > matrix.max() / 2 else "black")
         ax.set(title=f"{label} at {threshold:g}", xticks=[0, 1], yticks=[0, 1],
                xlabel="predicted", ylabel="actual")
+    return fig
+
+
+def class_confusion(y: np.ndarray, models: dict[str, np.ndarray], classes: np.ndarray
+                    ) -> Figure:
+    """Multiclass: each actual class's row normalised to 1, so small classes are readable."""
+    fig = Figure(figsize=(4.6 * len(models), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(models)))
+    names = [str(c) for c in classes]
+    for ax, (label, prob) in zip(axes, models.items(), strict=True):
+        matrix = confusion_matrix(y, decide("multiclass", prob, 0.5, classes), labels=classes,
+                                  normalize="true")
+        ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), share in np.ndenumerate(matrix):
+            ax.text(col, row, f"{share:.2f}", ha="center", va="center",
+                    color="white" if share > 0.5 else "black", fontsize=8)
+        ticks = range(len(names))
+        ax.set_xticks(ticks, names, rotation=45, ha="right")
+        ax.set_yticks(ticks, names)
+        ax.set(title=f"{label} (rows sum to 1)", xlabel="predicted", ylabel="actual")
+    return fig
+
+
+def per_class(y: np.ndarray, models: dict[str, np.ndarray], classes: np.ndarray) -> Figure:
+    """Multiclass: precision, recall and F1 of every class, candidate beside champion."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    at = np.arange(len(classes))
+    width = 0.8 / len(models)
+    for number, (label, prob) in enumerate(models.items()):
+        scores = precision_recall_fscore_support(
+            y, decide("multiclass", prob, 0.5, classes), labels=classes, zero_division=0)[:3]
+        for ax, values in zip(axes, scores, strict=True):
+            ax.bar(at + number * width, values, width=width, label=label, color=_color(label))
+    for ax, title in zip(axes, ("precision", "recall", "F1"), strict=True):
+        ax.set_xticks(at + 0.4 - width / 2, [str(c) for c in classes], rotation=45, ha="right")
+        ax.set(title=title, ylim=(0, 1.05))
+    axes[0].legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def predicted_actual(y: np.ndarray, models: dict[str, np.ndarray]) -> Figure:
+    """Regression: every evaluation row as (actual, predicted), and the diagonal."""
+    fig = Figure(figsize=(5.2, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for label, pred in models.items():
+        ax.scatter(y, pred, s=4, alpha=0.35, label=label, color=_color(label))
+    low, high = float(np.min(y)), float(np.max(y))
+    ax.plot([low, high], [low, high], ls=":", color="grey", label="perfect")
+    ax.set(title="Predicted against actual", xlabel="actual", ylabel="predicted")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def residuals(y: np.ndarray, models: dict[str, np.ndarray]) -> Figure:
+    """Regression: the distribution of prediction − actual."""
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, pred in models.items():
+        ax.hist(pred - y, bins=50, alpha=0.5, label=label, color=_color(label))
+    ax.axvline(0, ls=":", color="grey")
+    ax.set(title="Residuals (predicted − actual)", xlabel="residual", ylabel="rows")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def slice_residuals(y: np.ndarray, pred: np.ndarray, keys: pd.DataFrame) -> Figure:
+    """Regression: the candidate's residuals per slice value, as box plots."""
+    groups = [(f"{column}={value}", (pred - y)[index])
+              for column in keys.columns
+              for value, index in keys[column].astype("object").to_frame()
+              .groupby(column, dropna=False).indices.items()]
+    fig = Figure(figsize=(8, 0.3 * len(groups) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    if groups:
+        ax.boxplot([g for _, g in groups], vert=False, showfliers=False)
+        ax.set_yticks(range(1, len(groups) + 1), [name for name, _ in groups], fontsize=7)
+    ax.axvline(0, ls=":", color="grey")
+    ax.set(title="Residuals per slice (candidate)", xlabel="predicted − actual")
     return fig
 
 
@@ -142,6 +233,7 @@ def html_page(spec_name: str, run_id: str, result: dict[str, Any], images: dict[
     verdict = result["verdict"]
     state = "passed" if verdict["passed"] else "rejected"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"]) or "<li>none</li>"
+    reasons += "".join(f"<li>note: {html.escape(n)}</li>" for n in verdict["notes"])
     champion = result.get("champion_metrics") or {}
     deltas = result.get("comparison", {}).get("deltas", {})
     metric_rows = [{"metric": k, "candidate": v, "champion": champion.get(k, "–"),
@@ -160,7 +252,7 @@ def html_page(spec_name: str, run_id: str, result: dict[str, Any], images: dict[
         for title, path in images.items())
     comparison = result.get("comparison") or {}
     agreement = (f"<p>Decisions agree with the champion's on {comparison['agreement_rate']:.1%} "
-                 f"of rows at threshold {result['threshold']:g}.</p>"
+                 f"of rows ({result['task']}).</p>"
                  + "<h2>Rows where the models disagree most</h2>"
                  + _table(comparison["disagreements"], list(comparison["disagreements"][0]))
                  if comparison.get("disagreements") else "<p>No champion to compare with.</p>")
@@ -179,31 +271,48 @@ font-size:13px}}.passed{{color:#2a7d2a}}.rejected{{color:#c0392b}}img{{max-width
 {agreement}
 <h2>Known problems</h2>{_table(problems, ["problem", "expected", "solved", "champion"])}
 <h2>Worst slices by {worst['metric']}</h2>
-{_table(worst['slices'], ["slice", "value", "rows", "positives", worst['metric']])}
+{_table(worst['slices'], ["slice", "value", "rows", worst['metric']])}
 {pictures}
 </body></html>
 """
 
 
-def log_report(spec: LoadedSpec, run_id: str, result: dict[str, Any], y: np.ndarray,
-               y_prob: np.ndarray, champion: np.ndarray | None) -> None:
-    """Draw every figure, write the HTML page and log them under `evaluation/`."""
-    from pipelines import problems, registry
+def figures(result: Evaluation, history: pd.DataFrame, as_json: dict[str, Any]
+            ) -> dict[str, tuple[str, Figure]]:
+    """The task's figures, by title: (file name, figure)."""
+    y, champion = result.y, result.champion
+    models = _models(result.candidate.pred, None if champion is None else champion.pred,
+                     None if champion is None else champion.version)
+    if result.task == "binary":
+        drawn = {"ROC and precision-recall curves": ("curves.png", curves(y, models)),
+                 "Calibration": ("calibration.png", calibration(y, models)),
+                 "Confusion matrix": ("confusion.png", confusion(y, models, result.threshold))}
+    elif result.task == "multiclass":
+        assert result.classes is not None
+        drawn = {"Confusion matrix (normalised)": ("confusion.png",
+                                                   class_confusion(y, models, result.classes)),
+                 "Per-class metrics": ("classes.png", per_class(y, models, result.classes))}
+    else:
+        drawn = {"Predicted against actual": ("predicted.png", predicted_actual(y, models)),
+                 "Residuals": ("residuals.png", residuals(y, models))}
+        if len(result.keys.columns):
+            drawn["Residuals per slice"] = ("slice_residuals.png",
+                                            slice_residuals(y, result.candidate.pred, result.keys))
+    drawn["Slices"] = ("slices.png", slice_chart(as_json))
+    drawn["Known problems over versions"] = ("problems.png",
+                                             problem_chart(history, as_json["problems"]))
+    return drawn
 
-    models = _models(y_prob, champion, result.get("champion_version"))
-    figures = {
-        "ROC and precision-recall curves": ("curves.png", curves(y, models)),
-        "Calibration": ("calibration.png", calibration(y, models)),
-        "Confusion matrix": ("confusion.png", confusion(y, models, result["threshold"])),
-        "Slices": ("slices.png", slice_chart(result)),
-        "Known problems over versions": ("problems.png",
-                                         problem_chart(problems.history(spec), result["problems"])),
-    }
+
+def log_report(spec: LoadedSpec, run_id: str, result: Evaluation) -> None:
+    """Draw every figure, write the HTML page and log them under `evaluation/`."""
+    as_json = result.to_json()
+    drawn = figures(result, problems.history(spec), as_json)
     with tempfile.TemporaryDirectory(prefix="pitstop-report-") as tmp:
         folder = Path(tmp)
         images = {}
-        for title, (name, figure) in figures.items():
+        for title, (name, figure) in drawn.items():
             figure.savefig(folder / name, dpi=90)
             images[title] = folder / name
-        (folder / "report.html").write_text(html_page(spec.name, run_id, result, images))
+        (folder / "report.html").write_text(html_page(spec.name, run_id, as_json, images))
         registry.log_directory(run_id, folder, "evaluation")

@@ -11,6 +11,10 @@ import os
 from pathlib import Path
 
 
+MAX_BACKFILL_DAYS = 731
+"""Longest range one feature backfill request may cover: split longer ones."""
+
+
 def home() -> Path:
     return Path(os.environ.get("PITSTOP_HOME", ".pitstop")).resolve()
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.errors import SpecError
+from pipelines.metrics import METRICS, Task
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -98,19 +99,59 @@ class Label(_Strict):
     target: str
 
 
-class ModelSpec(_Strict):
-    """A scikit-learn estimator by import path, its params, seed and input columns."""
+class Imputation(_Strict):
+    """How missing values are filled before the estimator sees them.
 
-    estimator: str = Field(pattern=r"^[\w.]+\.[A-Za-z_]\w*$")
+    As-of joins leave nulls where no feature row was fresh enough; estimators that do not
+    accept NaN (most of scikit-learn's) need them filled. `none` passes them through (fine
+    for histogram gradient boosting).
+    """
+
+    numeric: Literal["none", "mean", "median", "zero"] = "none"
+    categorical: Literal["none", "most_frequent", "constant"] = "none"
+
+
+class Preprocessing(_Strict):
+    """The column transformer in front of the estimator, part of what `pair_id` hashes.
+
+    `encode` turns categoricals into numbers: `ordinal` (one column each, unknown and missing
+    categories become NaN unless imputed) or `onehot` (one column per category, unknown ones
+    all zero). `scale: standard` centres and scales the numeric columns.
+    """
+
+    impute: Imputation = Imputation()
+    encode: Literal["ordinal", "onehot"] = "ordinal"
+    scale: Literal["none", "standard"] = "none"
+
+
+class ModelSpec(_Strict):
+    """The model: its task, a scikit-learn estimator, params, seed, inputs and preprocessing.
+
+    `estimator` names a class by import path (`sklearn.ensemble.RandomForestRegressor`) and
+    `params` its arguments; or `build` names a hook (`module:function` in the pipeline's hooks
+    folder) that returns an unfitted estimator, for anything params cannot express. Either
+    way the estimator must fit `task`: a classifier for `binary` and `multiclass`, a regressor
+    for `regression`. `random_state` is set from `seed` when the estimator takes one.
+    """
+
+    task: Task
+    estimator: str | None = Field(None, pattern=r"^[\w.]+\.[A-Za-z_]\w*$")
+    build: FunctionRef | None = None
     params: dict[str, Any] = {}
     seed: int
     features: list[str] = Field(min_length=1)
     categorical: list[str] = []
+    preprocessing: Preprocessing = Preprocessing()
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
         if extra := [c for c in self.categorical if c not in self.features]:
             raise ValueError(f"categorical columns {extra} are not in `features`")
+        if (self.estimator is None) == (self.build is None):
+            raise ValueError("give exactly one of `estimator` (an import path) or `build` "
+                             "(a hook `module:function` returning an unfitted estimator)")
+        if self.build is not None and self.params:
+            raise ValueError("`params` go with `estimator`; a `build` hook sets its own")
         return self
 
 
@@ -120,24 +161,28 @@ class Split(_Strict):
     eval_days: int = Field(ge=1)
 
 
-Metric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
-
-
 class Criteria(_Strict):
-    """The registration gate, all declarative.
+    """The registration gate, all declarative; metric names are the task's (see `docs/spec.md`).
 
     `min`/`max` are absolute floors and ceilings; `max_regression` is the change against the
     champion allowed on the bootstrap interval (a candidate is refused when it may be worse
-    by more than that, at `confidence`); `slice_min` floors apply to every slice with at
-    least `slice_min_rows` rows. Known-problem tolerances live with the problems.
+    by more than that, at `confidence`); `slice_min` floors and `slice_max` ceilings apply to
+    every slice with at least `slice_min_rows` rows. Known-problem tolerances live with the
+    problems.
     """
 
-    min: dict[Metric, float] = {}
-    max: dict[Metric, float] = {}
-    max_regression: dict[Metric, float] = {}
+    min: dict[str, float] = {}
+    max: dict[str, float] = {}
+    max_regression: dict[str, float] = {}
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    slice_min: dict[Metric, float] = {}
+    slice_min: dict[str, float] = {}
+    slice_max: dict[str, float] = {}
     slice_min_rows: int = Field(200, ge=1)
+
+    def metrics_named(self) -> dict[str, list[str]]:
+        """Every metric a rule names, by field."""
+        return {field: list(getattr(self, field)) for field in
+                ("min", "max", "max_regression", "slice_min", "slice_max")}
 
 
 class SliceSpec(_Strict):
@@ -167,10 +212,27 @@ class SliceSpec(_Strict):
 
 
 class Guardrails(_Strict):
-    """Sanity checks on a candidate's predictions; any failure stops registration."""
+    """Sanity checks on a candidate's predictions; any failure stops registration.
+
+    Every task: predictions finite and not constant (`min_std`). The mean is compared with a
+    reference: the champion's predictions on the same rows when there is a champion, else the
+    training labels (so a seasonal evaluation window does not refuse a good model, while a
+    shifted prediction scale is caught). `max_mean_shift` is in probability units for
+    `binary` (default 0.1), in standard deviations of the training target for `regression`
+    (default 0.5), and the largest change of a class's share of decisions for `multiclass`
+    (default 0.1). `regression` also keeps the predicted range within `max_range_excess`
+    standard deviations of the reference's range; `multiclass` checks that every row's
+    probabilities sum to 1.
+    """
 
     min_std: float = Field(1e-4, ge=0)
-    max_mean_shift: float = Field(0.1, gt=0, le=1)
+    max_mean_shift: float | None = Field(None, gt=0)
+    max_range_excess: float = Field(1.0, ge=0)
+
+    def mean_shift(self, task: str) -> float:
+        if self.max_mean_shift is not None:
+            return self.max_mean_shift
+        return 0.5 if task == "regression" else 0.1
 
 
 class Evaluation(_Strict):
@@ -182,6 +244,7 @@ class Evaluation(_Strict):
 
     slices: list[SliceSpec] = []
     threshold: float = Field(0.5, gt=0, lt=1)
+    """Binary tasks: decide the positive class at this probability."""
     bootstrap: int = Field(200, ge=20, le=10_000)
     worst_slices: int = Field(5, ge=1)
     disagreements: int = Field(20, ge=1)
@@ -198,6 +261,21 @@ class Schedules(_Strict):
     train: str | None = "0 6 1 * *"
 
 
+class DagSettings(_Strict):
+    """How Airflow runs this pipeline's tasks; today's defaults suit a daily pipeline.
+
+    Bad data, spec and hook errors never retry whatever `retries` says: only infrastructure
+    faults do. `execution_timeout` bounds every task, so nothing hangs forever.
+    """
+
+    owner: str = "pitstop"
+    retries: int = Field(2, ge=0)
+    retry_delay: Duration = dt.timedelta(seconds=30)
+    max_active_runs: int = Field(4, ge=1)
+    catchup: bool = False
+    execution_timeout: Duration = dt.timedelta(hours=2)
+
+
 class Pipeline(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
@@ -205,6 +283,7 @@ class Pipeline(_Strict):
     landing: str
     expectations: str = "../expectations"
     schedules: Schedules = Schedules()
+    airflow: DagSettings = DagSettings()
     sources: dict[str, Source] = Field(min_length=1)
     feature_views: dict[str, FeatureView] = {}
     label: Label
@@ -221,6 +300,12 @@ class Pipeline(_Strict):
                 raise ValueError(f"feature_views.{view_name}.sources: unknown sources {unknown}")
         if unknown := [s for s in self.label.sources if s not in self.sources]:
             raise ValueError(f"label.sources: unknown sources {unknown}")
+        known = METRICS[self.model.task]
+        for field, names in self.evaluation.criteria.metrics_named().items():
+            if unknown := [n for n in names if n not in known]:
+                raise ValueError(
+                    f"evaluation.criteria.{field}: {unknown} are not {self.model.task} metrics; "
+                    f"use {sorted(known)} (model.task is {self.model.task!r})")
         return self
 
 
@@ -287,8 +372,71 @@ class LoadedSpec:
         return self.hooks_dir / (ref.partition(":")[0].replace(".", "/") + ".py")
 
 
-def load_spec(path: str | Path) -> LoadedSpec:
-    """Load and validate a spec; any problem raises SpecError naming the file and field."""
+def estimator_class(ref: str) -> type:
+    """The class an import path names; ImportError/AttributeError say what is missing."""
+    module_name, _, class_name = ref.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_estimator(spec: LoadedSpec) -> Any:
+    """An unfitted estimator as the spec declares it: class and params, or the `build` hook.
+
+    `random_state` is set from the spec's seed whenever the estimator has one, so every
+    random operation is seeded from the spec. Errors name the file and the field.
+    """
+    model = spec.pipeline.model
+    if model.build is not None:
+        estimator = spec.resolve(model.build)()
+        where = f"model.build {model.build!r}"
+    else:
+        assert model.estimator is not None
+        where = f"model.estimator {model.estimator!r}"
+        try:
+            cls = estimator_class(model.estimator)
+        except (ImportError, AttributeError) as exc:
+            raise SpecError(f"{spec.path}: {where} cannot be imported ({exc}); use an import "
+                            "path such as sklearn.ensemble.RandomForestRegressor and install its "
+                            "package") from exc
+        try:
+            estimator = cls(**model.params)
+        except TypeError as exc:
+            raise SpecError(f"{spec.path}: model.params do not fit {model.estimator}: {exc}"
+                            ) from exc
+    if not hasattr(estimator, "fit") or not hasattr(estimator, "get_params"):
+        raise SpecError(f"{spec.path}: {where} is not a scikit-learn estimator (needs fit and "
+                        "get_params)")
+    if "random_state" in estimator.get_params():
+        estimator.set_params(random_state=model.seed)
+    return estimator
+
+
+def check_model(spec: LoadedSpec) -> None:
+    """The estimator imports, takes its params and fits `model.task`; else SpecError."""
+    from sklearn.base import is_classifier, is_regressor
+
+    model = spec.pipeline.model
+    estimator = make_estimator(spec)
+    where = f"model.{'build' if model.build else 'estimator'}"
+    kind = ("classifier" if is_classifier(estimator)
+            else "regressor" if is_regressor(estimator) else "neither classifier nor regressor")
+    wanted = "regressor" if model.task == "regression" else "classifier"
+    if kind != wanted:
+        other = "regression" if kind == "regressor" else "binary or multiclass"
+        raise SpecError(
+            f"{spec.path}: {where}: {type(estimator).__name__} is a {kind}, but model.task is "
+            f"{model.task!r}, which needs a {wanted}; choose a {wanted}"
+            + (f", or set model.task: {other}" if kind in ("classifier", "regressor") else ""))
+    if model.task != "regression" and not hasattr(estimator, "predict_proba"):
+        raise SpecError(f"{spec.path}: {where}: {type(estimator).__name__} has no predict_proba; "
+                        "the gate scores class probabilities (e.g. SVC needs probability=True)")
+
+
+def load_spec(path: str | Path, check: bool = True) -> LoadedSpec:
+    """Load and validate a spec; any problem raises SpecError naming the file and field.
+
+    `check` also imports the estimator and checks it against the task (a second or so of
+    scikit-learn imports the first time).
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -306,4 +454,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
             for err in exc.errors()
         )
         raise SpecError(f"{path}: {problems}") from exc
-    return LoadedSpec(pipeline, path)
+    loaded = LoadedSpec(pipeline, path)
+    if check:
+        check_model(loaded)
+    return loaded

@@ -1,192 +1,122 @@
-"""Deterministic training: a time-based split and a seeded scikit-learn pipeline.
+"""Deterministic training: the spec's preprocessing and estimator as one scikit-learn Pipeline.
 
-The estimator comes from the spec by import path; its seed is the spec's, categorical
-columns are ordinal-encoded (unknown and missing categories become NaN, which histogram
-gradient boosting treats as missing). The same training set and spec give the same model.
+Pure computation: a frame in, a fitted model out, no MLflow and no lake (those are in
+`registry.log_training_run` and `training_set`). The estimator comes from the spec (`estimator`
+and `params`, or a `build` hook), seeded from the spec; the preprocessing is a
+`ColumnTransformer` declared in the spec. The same training rows and spec give the same model.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import importlib
-import inspect
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import pandas as pd
+from sklearn.base import is_regressor
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from pipelines import lake, lineage, registry
 from pipelines.errors import DataError
-from pipelines.spec import LoadedSpec, ModelSpec
+from pipelines.spec import LoadedSpec, Preprocessing, make_estimator
+
+MISSING_CATEGORY = "__missing__"
+"""What `impute.categorical: constant` fills missing categories with."""
+_NUMERIC_FILL = {"mean": "mean", "median": "median", "zero": "constant"}
 
 
-@dataclass(frozen=True)
-class Split:
-    """Rows by cutoff date: train on `[train_start, eval_start)`, evaluate on the rest."""
-
-    train_start: dt.date
-    eval_start: dt.date
-    end: dt.date
-
-
-def split_window(spec: LoadedSpec, start: dt.date, end: dt.date,
-                 eval_start: dt.date | None = None) -> Split:
-    """The last `eval_days` of the window evaluate, unless `eval_start` says otherwise."""
-    cut = eval_start or end - dt.timedelta(days=spec.pipeline.split.eval_days)
-    if not start < cut < end:
-        raise DataError(f"split: evaluation start {cut} must fall inside the window "
-                        f"{start}..{end} (rule: both train and evaluation sets are non-empty)")
-    return Split(start, cut, end)
+def _categorical_steps(prep: Preprocessing) -> Pipeline | OrdinalEncoder | OneHotEncoder:
+    if prep.encode == "onehot":
+        encoder: OrdinalEncoder | OneHotEncoder = OneHotEncoder(
+            handle_unknown="ignore", sparse_output=False)
+    else:
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                 encoded_missing_value=np.nan)
+    if prep.impute.categorical == "none":
+        return encoder
+    imputer = SimpleImputer(strategy=prep.impute.categorical, fill_value=MISSING_CATEGORY,
+                            missing_values=np.nan)
+    return Pipeline([("impute", imputer), ("encode", encoder)])
 
 
-def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cutoff = frame[spec.pipeline.label.prediction_time]
-    boundary = pd.Timestamp(split.eval_start, tz="UTC")
-    train, evaluation = frame[cutoff < boundary], frame[cutoff >= boundary]
-    for name, part in (("train", train), ("evaluation", evaluation)):
-        if part.empty or part[spec.pipeline.label.target].nunique() < 2:
-            raise DataError(f"split: the {name} set of {split} has no rows of both classes")
-    return train, evaluation
+def _numeric_steps(prep: Preprocessing) -> Pipeline | str:
+    steps = []
+    if prep.impute.numeric != "none":
+        steps.append(("impute", SimpleImputer(strategy=_NUMERIC_FILL[prep.impute.numeric],
+                                              fill_value=0.0)))
+    if prep.scale == "standard":
+        steps.append(("scale", StandardScaler()))
+    return Pipeline(steps) if steps else "passthrough"
 
 
-def make_model(model: ModelSpec) -> Pipeline:
-    """An unfitted pipeline: encoder for categoricals, then the spec's estimator."""
-    module_name, _, class_name = model.estimator.rpartition(".")
-    estimator_cls = getattr(importlib.import_module(module_name), class_name)
-    params = dict(model.params)
-    accepted = inspect.signature(estimator_cls).parameters
-    if "random_state" in accepted:
-        params["random_state"] = model.seed
+def make_model(spec: LoadedSpec) -> Pipeline:
+    """An unfitted pipeline: the declared preprocessing, then the spec's estimator.
+
+    Categoricals come first, so an estimator with native categorical support (histogram
+    gradient boosting) is told their positions when they stay ordinal-encoded.
+    """
+    model = spec.pipeline.model
+    prep = model.preprocessing
+    estimator = make_estimator(spec)
     numeric = [c for c in model.features if c not in model.categorical]
-    if model.categorical and "categorical_features" in accepted:
-        params["categorical_features"] = list(range(len(model.categorical)))
-    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
-                             encoded_missing_value=np.nan)
+    params = estimator.get_params()
+    if (model.categorical and prep.encode == "ordinal" and "categorical_features" in params
+            and params["categorical_features"] in (None, "from_dtype", "warn")):
+        estimator.set_params(categorical_features=list(range(len(model.categorical))))
     columns = ColumnTransformer(
-        [("categorical", encoder, model.categorical), ("numeric", "passthrough", numeric)],
+        [("categorical", _categorical_steps(prep), model.categorical),
+         ("numeric", _numeric_steps(prep), numeric)],
         verbose_feature_names_out=False,
     )
-    return Pipeline([("columns", columns), ("estimator", estimator_cls(**params))])
+    return Pipeline([("columns", columns), ("estimator", estimator)])
 
 
 def fit(spec: LoadedSpec, train: pd.DataFrame) -> Pipeline:
+    """Fit on the train rows. A fit that the data or the params make impossible is a
+    DataError naming the estimator and the fix, so it is not retried."""
     model = spec.pipeline.model
     if missing := [c for c in model.features if c not in train.columns]:
-        raise DataError(f"training set lacks model features {missing} (rule: spec model.features)")
-    pipeline = make_model(model)
-    features = _as_categories(train[model.features], model.categorical)
-    return pipeline.fit(features, train[spec.pipeline.label.target].to_numpy())
+        raise DataError(f"{spec.path}: model.features {missing} are not columns of the training "
+                        "set (rule: every model feature comes from the label or a view)")
+    pipeline = make_model(spec)
+    features = model_input(train, model.features, model.categorical)
+    try:
+        return pipeline.fit(features, train[spec.pipeline.label.target].to_numpy())
+    except (ValueError, TypeError) as exc:
+        hint = (" Missing values reach the estimator: set model.preprocessing.impute, or use "
+                "an estimator that accepts NaN." if "NaN" in str(exc) else "")
+        raise DataError(f"{spec.path}: model {model.estimator or model.build} cannot be fitted "
+                        f"on {len(train)} rows: {exc}.{hint}") from exc
 
 
-def _as_categories(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
-    """Categorical columns as Python objects, the same way when fitting and predicting."""
-    return frame.astype({c: "object" for c in categorical})
+def model_input(frame: pd.DataFrame, columns: list[str], categorical: list[str]
+                ) -> pd.DataFrame:
+    """The model's input columns; categoricals as Python objects (missing as NaN), the same
+    way when fitting and predicting."""
+    return frame[columns].astype({c: "object" for c in categorical})
+
+
+def input_columns(model: Pipeline) -> tuple[list[str], list[str]]:
+    """The columns a fitted model reads, and which of them are categorical."""
+    categorical = next((list(cols) for name, _, cols in model.named_steps["columns"].transformers_
+                        if name == "categorical"), [])
+    return list(model.feature_names_in_), categorical
 
 
 def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
-    """Probability of the positive class, from the columns the model was fitted on.
+    """What the gate scores: the value (regression), P(class 1) (binary), or one probability
+    column per class in `model.classes_` order (multiclass).
 
     Using the model's own `feature_names_in_` lets a champion with another feature list
     score the same evaluation rows as the candidate.
     """
-    columns = list(model.feature_names_in_)
-    categorical = next((list(cols) for name, _, cols in model.named_steps["columns"].transformers_
-                        if name == "categorical"), [])
-    return model.predict_proba(_as_categories(frame[columns], categorical))[:, 1]
+    columns, categorical = input_columns(model)
+    features = model_input(frame, columns, categorical)
+    if is_regressor(model):
+        return np.asarray(model.predict(features), dtype="float64")
+    probabilities = model.predict_proba(features)
+    return probabilities[:, 1] if len(model.classes_) == 2 else probabilities
 
 
-def read_training_set(training_set: dict[str, Any]) -> pd.DataFrame:
-    return pd.read_parquet(lake.lake_root() / training_set["path"] / lake.DATA_FILE)
-
-
-def model_types(model: Pipeline) -> list[str]:
-    """Types skops must trust to load this model: exactly those it is made of.
-
-    MLflow stores sklearn models with skops (no arbitrary pickle code on load); types outside
-    skops' default allow-list must be named. We name the ones of the model we just fitted.
-    """
-    import skops.io
-
-    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
-
-
-def train_and_log(
-    spec: LoadedSpec,
-    training_set: dict[str, Any],
-    split: Split,
-    quality_report: dict[str, Any],
-    pair: dict[str, Any],
-    context: dict[str, Any],
-) -> dict[str, str]:
-    """Fit on the train rows and log run, dataset input, model and lineage to MLflow.
-
-    A retried task finds the finished run of its pair and returns it instead of training twice.
-    """
-    import mlflow
-    import mlflow.data
-    import mlflow.sklearn
-
-    experiment = registry.experiment_id(spec.name)
-    if (done := registry.find_finished_run(experiment, pair["pair_id"])) is not None:
-        return {"run_id": done.info.run_id, "experiment_id": experiment,
-                "model_uri": done.data.tags["model_uri"],
-                "model_id": done.data.tags["model_id"]}
-    frame = read_training_set(training_set)
-    train, _ = split_frame(frame, spec, split)
-    raw = lineage.raw_partitions_used(training_set)
-    tags = {
-        "pipeline": spec.name,
-        "pair_id": pair["pair_id"],
-        "dataset_id": training_set["dataset_id"],
-        "code_version": pair["code_version"],
-        "git_commit": lineage.git_commit(spec.path.parent) or "none",
-        "feature_definitions_hash": lineage.feature_definitions_hash(spec),
-        "raw_inputs_sha256": lake.sha256_json([(p["path"], p["sha256"]) for p in raw]),
-        "raw_partitions": str(len(raw)),
-        "gx_result": "passed" if quality_report["success"] else "failed",
-        "gx_suite": quality_report["suite"],
-        **{f"airflow_{k}": str(v) for k, v in context.items() if k in ("dag_id", "run_id", "try")},
-        "triggered_by": str(context.get("triggered_by") or "unknown"),
-        "reason": str(context.get("reason") or ""),
-    }
-    folder = lake.lake_root() / training_set["path"]
-    model_spec = spec.pipeline.model
-    requirements = [f"{n}=={v}" for n, v in lineage.package_versions(
-        ("scikit-learn", "pandas", "numpy", "scipy", "skops")).items()]
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{spec.name}-{pair['pair_id'][:12]}",
-                          tags=tags) as run:
-        mlflow.log_params({"estimator": model_spec.estimator, "seed": model_spec.seed,
-                           **{f"param.{k}": v for k, v in model_spec.params.items()},
-                           "train_start": split.train_start, "eval_start": split.eval_start,
-                           "end": split.end, "features": ",".join(model_spec.features)})
-        dataset = mlflow.data.from_pandas(
-            frame, source=(folder / lake.DATA_FILE).as_uri(), name=f"{spec.name}-training-set",
-            targets=spec.pipeline.label.target, digest=training_set["dataset_id"][:32])
-        mlflow.log_input(dataset, context="training", tags={"dataset_id": training_set["dataset_id"]})
-        model = fit(spec, train)
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=requirements,
-                                        skops_trusted_types=model_types(model), tags=tags)
-        run_id = run.info.run_id
-        registry.log_json(run_id, lake.read_manifest(folder), "lineage/training_set_manifest.json")
-        registry.log_json(run_id, raw, "lineage/raw_partitions.json")
-        mlflow.log_artifact(str(spec.path), "lineage/spec")
-        mlflow.log_artifact(str(lake.lake_root() / quality_report["result_path"]), "quality")
-        if quality_report.get("docs_dir"):
-            mlflow.log_artifacts(str(lake.lake_root() / quality_report["docs_dir"]),
-                                 "quality/data_docs")
-        record = lineage.lineage_record(
-            spec, training_set, quality_report, pair,
-            {k: v.isoformat() for k, v in vars(split).items()}, context)
-        record["model"] = {"model_id": info.model_id, "uri": info.model_uri, "run_id": run_id,
-                           "files": registry.artifact_hashes(info.model_uri)}
-        registry.log_json(run_id, record, lineage.LINEAGE_ARTIFACT)
-        mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id,
-                         "lineage": f"runs:/{run_id}/{lineage.LINEAGE_ARTIFACT}",
-                         "lineage_sha256": lake.sha256_json(record)})
-    return {"run_id": run_id, "experiment_id": experiment, "model_uri": info.model_uri,
-            "model_id": info.model_id}
+def classes(model: Pipeline) -> np.ndarray | None:
+    """A classifier's classes in probability-column order; None for a regressor."""
+    return None if is_regressor(model) else np.asarray(model.classes_)

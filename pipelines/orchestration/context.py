@@ -44,6 +44,12 @@ def window(context: Mapping[str, Any], default_start: dt.date | None = None
     return lo, hi
 
 
+def date_param(context: Mapping[str, Any], name: str) -> dt.date | None:
+    """A `format: date` Param as a date; None when it is empty."""
+    value = context["params"].get(name)
+    return dt.date.fromisoformat(value) if value else None
+
+
 def triggering_spans(context: Mapping[str, Any]) -> list[tuple[dt.date, dt.date]]:
     """The `[start, end)` ranges named by the asset events that triggered this run, merged.
 

@@ -1,4 +1,4 @@
-"""DAG factory: three DAGs per pipeline spec, each task a single call into the library.
+"""DAG factory: four DAGs per pipeline spec, each task a single call into the library.
 
 `<name>_ingest` and `<name>_features` take their range from the run's data interval (a
 scheduled run is one day) or from the `start`/`end` params; a range is split into month
@@ -6,9 +6,15 @@ chunks mapped as parallel tasks, each one vectorized pass writing a partition pe
 Ingest ends by emitting one Asset event per source carrying the range it wrote; the features
 DAG runs on its own daily interval or when all raw assets have new events, and then computes
 exactly the days those events name (`triggering_asset_events`).
-`<name>_train` builds, validates, trains, evaluates and registers, and skips training when
-the model/dataset pair is already registered. Tasks exchange IDs and paths, never frames.
-Heavy imports happen inside tasks so parsing a DAG file stays cheap.
+`<name>_train` builds, validates, trains, re-scores the registered versions on the known
+problems, evaluates and registers, and skips training when the model/dataset pair is already
+registered (`pipelines/steps.py` holds its task bodies). `<name>_backfill` recomputes
+feature views over a range chosen in the trigger form.
+
+Tasks exchange IDs and paths as typed values (JSON in XCom, `xcom.py`), never frames. Heavy
+imports happen inside tasks so parsing a DAG file stays cheap. The factory decides nothing:
+ranges, plans and results come from the library, DAG settings from the spec's `airflow:`
+section or `build_dags` arguments.
 """
 
 from __future__ import annotations
@@ -31,38 +37,44 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.errors import DataError
-from pipelines.orchestration.context import run_context, triggering_spans, window
-from pipelines.settings import lake_root
-from pipelines.spec import LoadedSpec, load_spec
+from pipelines.errors import DataError, SpecError
+from pipelines.lake import month_chunks
+from pipelines.orchestration.context import date_param, run_context, triggering_spans, window
+from pipelines.orchestration.xcom import dump, load
+from pipelines.settings import MAX_BACKFILL_DAYS, lake_root
+from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPTIONAL_DATE = ["null", "string"]
 
 
 def fail_on_bad_data(func: F) -> F:
-    """Bad data fails the task without retries; anything else may be retried."""
+    """Bad data, spec and hook errors fail the task without retries; anything else (a
+    service down, a full disk) may be retried."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except DataError as exc:
+        except (DataError, SpecError) as exc:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
 
 
-def _dag_kwargs(spec: LoadedSpec, stage: str, cron: str | None, doc: str) -> dict[str, Any]:
+def _dag_kwargs(spec: LoadedSpec, settings: DagSettings, stage: str, cron: str | None,
+                doc: str) -> dict[str, Any]:
     return {
         "dag_id": f"{spec.name}_{stage}",
         "schedule": CronDataIntervalTimetable(cron, timezone="UTC") if cron else None,
         "start_date": dt.datetime.combine(spec.pipeline.start_date, dt.time(), dt.UTC),
-        "catchup": False,
-        "max_active_runs": 4,
+        "catchup": settings.catchup,
+        "max_active_runs": settings.max_active_runs,
         "tags": ["pitstop", spec.name, stage],
         "doc_md": f"{doc}\n\nSpec: `{spec.path.name}`. {spec.pipeline.description}",
-        "default_args": {"retries": 2, "retry_delay": dt.timedelta(seconds=30)},
+        "default_args": {"owner": settings.owner, "retries": settings.retries,
+                         "retry_delay": settings.retry_delay,
+                         "execution_timeout": settings.execution_timeout},
     }
 
 
@@ -87,12 +99,10 @@ def plan_chunks() -> list[dict[str, str]]:
 
     The range is the days the triggering asset events wrote, else the params or data interval.
     """
-    from pipelines.lake import month_chunks
-
     context = get_current_context()
-    spans = triggering_spans(context) or [window(context)]
     return [{"start": lo.isoformat(), "end": hi.isoformat()}
-            for span in spans for lo, hi in month_chunks(*span)]
+            for span in triggering_spans(context) or [window(context)]
+            for lo, hi in month_chunks(*span)]
 
 
 def _span(chunk: dict[str, str]) -> tuple[dt.date, dt.date]:
@@ -108,8 +118,8 @@ def raw_assets(spec: LoadedSpec) -> list[Asset]:
     return [raw_asset(spec, source) for source in spec.pipeline.sources]
 
 
-def ingest_dag(spec: LoadedSpec) -> DAG:
-    with DAG(**_dag_kwargs(spec, "ingest", spec.pipeline.schedules.ingest,
+def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
+    with DAG(**_dag_kwargs(spec, settings, "ingest", spec.pipeline.schedules.ingest,
                            "Land each source's files of the range into raw day partitions."),
              params=_range_params()) as dag:
         chunks = plan_chunks()
@@ -121,9 +131,8 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
             def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
                 from pipelines.ingest import ingest
 
-                result = ingest(spec, source, *_span(chunk), produced_by=run_context(get_current_context()))
-                return {k: v for k, v in result.to_dict().items() if k != "partitions"} | {
-                    "partitions": len(result.partitions)}
+                return ingest(spec, source, *_span(chunk),
+                              produced_by=run_context(get_current_context())).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
 
@@ -136,9 +145,9 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
             Emitted together so a features run triggered by them always sees all sources of
             the range; `extra` names the range, which that run then computes.
             """
-            extra = {"start": min(c["start"] for c in chunks),
-                     "end": max(c["end"] for c in chunks),
-                     "run_id": get_current_context()["ti"].run_id}
+            from pipelines.ingest import announcement
+
+            extra = announcement(chunks, get_current_context()["ti"].run_id)
             for asset in assets:
                 yield Metadata(asset, extra=extra)
             return extra
@@ -147,9 +156,9 @@ def ingest_dag(spec: LoadedSpec) -> DAG:
     return dag
 
 
-def features_dag(spec: LoadedSpec) -> DAG:
+def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     """Daily on its data interval (so Airflow's Backfill works), or when raw data lands."""
-    kwargs = _dag_kwargs(spec, "features", spec.pipeline.schedules.features,
+    kwargs = _dag_kwargs(spec, settings, "features", spec.pipeline.schedules.features,
                          "Compute each feature view's day partitions, point in time. Runs daily, "
                          "and whenever an ingest run lands raw data (then over exactly its days).")
     kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"], assets=raw_assets(spec))
@@ -162,13 +171,14 @@ def features_dag(spec: LoadedSpec) -> DAG:
             def compute(chunk: dict[str, str], view: str = view) -> dict[str, Any]:
                 from pipelines.features import compute_view
 
-                return compute_view(spec, view, *_span(chunk), produced_by=run_context(get_current_context())).to_dict()
+                return dump(compute_view(spec, view, *_span(chunk),
+                                         produced_by=run_context(get_current_context())))
 
             compute.expand(chunk=chunks)
     return dag
 
 
-def train_dag(spec: LoadedSpec) -> DAG:
+def train_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     params = {
         **_range_params(),
         "eval_start": Param(None, type=OPTIONAL_DATE, format="date",
@@ -176,36 +186,34 @@ def train_dag(spec: LoadedSpec) -> DAG:
                             f"{spec.pipeline.split.eval_days} days"),
         "reason": _reason_param("Why this model is being (re)trained; kept in MLflow"),
     }
-    with DAG(**_dag_kwargs(spec, "train", spec.pipeline.schedules.train,
+    with DAG(**_dag_kwargs(spec, settings, "train", spec.pipeline.schedules.train,
                            "Build the training set, validate, train, evaluate, register."),
              params=params) as dag:
 
         @task
         @fail_on_bad_data
         def build_training_set() -> dict[str, Any]:
-            from pipelines.features import build_training_set as build
-            from pipelines.train import split_window
+            from pipelines import steps
 
-            start, end = window(get_current_context(), default_start=spec.pipeline.start_date)
-            eval_start = get_current_context()["params"].get("eval_start")
-            split = split_window(spec, start, end,
-                                 dt.date.fromisoformat(eval_start) if eval_start else None)
-            training_set = build(spec, start, end, produced_by=run_context(get_current_context()))
-            return {"training_set": training_set.to_dict(),
-                    "split": {k: v.isoformat() for k, v in vars(split).items()}}
+            context = get_current_context()
+            return dump(steps.build_training_set(
+                spec, window(context, default_start=spec.pipeline.start_date),
+                date_param(context, "eval_start"), run_context(context)))
 
         @task
         @fail_on_bad_data
         def validate_training_set(built: dict[str, Any]) -> dict[str, Any]:
-            from pipelines.quality import validate_training_set as validate
+            from pipelines import steps
+            from pipelines.training_set import TrainingInput
 
-            return validate(spec, built["training_set"])
+            return dump(steps.validate_training_set(spec, load(TrainingInput, built)))
 
         @task
         def plan_pair(built: dict[str, Any]) -> dict[str, Any]:
-            from pipelines.registry import plan_pair as plan
+            from pipelines import steps
+            from pipelines.training_set import TrainingInput
 
-            return plan(spec, built["training_set"]["dataset_id"])
+            return dump(steps.plan_pair(spec, load(TrainingInput, built)))
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def is_new_pair(pair: dict[str, Any]) -> bool:
@@ -215,34 +223,56 @@ def train_dag(spec: LoadedSpec) -> DAG:
         @task
         @fail_on_bad_data
         def train_model(built: dict[str, Any], report: dict[str, Any],
-                        pair: dict[str, Any]) -> dict[str, str]:
-            from pipelines.train import Split, train_and_log
+                        pair: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.lineage import Pair
+            from pipelines.quality import QualitySummary
+            from pipelines.training_set import TrainingInput
 
-            return train_and_log(spec, built["training_set"], _split(built, Split), report,
-                                 pair, run_context(get_current_context()))
+            return dump(steps.train_model(spec, load(TrainingInput, built),
+                                          load(QualitySummary, report), load(Pair, pair),
+                                          run_context(get_current_context())))
 
         @task
         @fail_on_bad_data
-        def evaluate_model(built: dict[str, Any], run: dict[str, str]) -> dict[str, Any]:
-            from pipelines.evaluate import evaluate_candidate
-            from pipelines.train import Split
+        def rescore_known_problems() -> list[Any]:
+            """Every registered version scored on every known problem it lacks a score for."""
+            from pipelines import steps
 
-            return evaluate_candidate(spec, built["training_set"], _split(built, Split), run)
+            return [list(scored) for scored in steps.rescore_known_problems(spec)]
 
         @task
-        def register_model(pair: dict[str, Any], run: dict[str, str],
-                           evaluation: dict[str, Any]) -> dict[str, Any]:
-            from pipelines.registry import register_pair
+        @fail_on_bad_data
+        def evaluate_model(built: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.registry import TrainedRun
+            from pipelines.training_set import TrainingInput
 
-            return register_pair(spec, pair, run, evaluation)
+            return dump(steps.evaluate_model(spec, load(TrainingInput, built),
+                                             load(TrainedRun, run)))
+
+        @task
+        def register_model(pair: dict[str, Any], run: dict[str, Any],
+                           evaluation: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.evaluate import EvaluationSummary
+            from pipelines.lineage import Pair
+            from pipelines.registry import TrainedRun
+
+            return dump(steps.register_model(spec, load(Pair, pair), load(TrainedRun, run),
+                                             load(EvaluationSummary, evaluation)))
 
         @task(trigger_rule="none_failed")
         def summarize(built: dict[str, Any], report: dict[str, Any],
                       pair: dict[str, Any]) -> dict[str, Any]:
             """What this run produced or found already registered: read back from MLflow."""
-            from pipelines.registry import describe_pair
+            from pipelines import steps
+            from pipelines.lineage import Pair
+            from pipelines.quality import QualitySummary
+            from pipelines.training_set import TrainingInput
 
-            return describe_pair(spec, pair, built, report)
+            return dump(steps.summarize(spec, load(TrainingInput, built),
+                                        load(QualitySummary, report), load(Pair, pair)))
 
         built = build_training_set()
         report = validate_training_set(built)
@@ -250,19 +280,17 @@ def train_dag(spec: LoadedSpec) -> DAG:
         report >> pair
         run = train_model(built, report, pair)
         is_new_pair(pair) >> run
-        registered = register_model(pair, run, evaluate_model(built, run))
+        rescored = rescore_known_problems()
+        run >> rescored
+        evaluation = evaluate_model(built, run)
+        rescored >> evaluation
+        registered = register_model(pair, run, evaluation)
         registered >> summarize(built, report, pair)
     return dag
 
 
-def _split(built: dict[str, Any], split_type: Any) -> Any:
-    return split_type(**{k: dt.date.fromisoformat(v) for k, v in built["split"].items()})
-
-
-def backfill_dag(spec: LoadedSpec) -> DAG:
+def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     """Recompute feature views over a range chosen in the trigger form, in month chunks."""
-    from pipelines.features import MAX_BACKFILL_DAYS
-
     views = list(spec.pipeline.feature_views)
     first = spec.pipeline.start_date
     params = {
@@ -277,36 +305,48 @@ def backfill_dag(spec: LoadedSpec) -> DAG:
                        description="Feature views to recompute"),
         "reason": _reason_param("Why this backfill runs; kept in each partition's manifest"),
     }
-    kwargs = _dag_kwargs(spec, "backfill", None, "Recompute feature partitions of a range "
-                         "(month-sized mapped chunks, one partition per day, replaced whole).")
-    with DAG(**{**kwargs, "default_args": {"retries": 0}}, params=params) as dag:
+    kwargs = _dag_kwargs(spec, settings, "backfill", None,
+                         "Recompute feature partitions of a range (month-sized mapped chunks, "
+                         "one partition per day, replaced whole).")
+    kwargs["default_args"]["retries"] = 0
+    with DAG(**kwargs, params=params) as dag:
 
         @task
         @fail_on_bad_data
         def plan_backfill() -> list[dict[str, str]]:
             """Check the request (range, views, raw data present) before anything is written."""
-            from pipelines.features import plan_backfill as plan
+            from pipelines.backfill import plan_backfill as plan
 
-            params = get_current_context()["params"]
-            chunks = plan(spec, dt.date.fromisoformat(params["start"]),
-                          dt.date.fromisoformat(params["end"]), list(params["views"]))
+            context = get_current_context()
             return [{"view": view, "start": lo.isoformat(), "end": hi.isoformat()}
-                    for view, (lo, hi) in chunks]
+                    for view, (lo, hi) in plan(spec, date_param(context, "start"),
+                                               date_param(context, "end"),
+                                               list(context["params"]["views"]))]
 
         @task(map_index_template="{{ chunk['view'] }} {{ chunk['start'] }}")
         @fail_on_bad_data
         def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
             from pipelines.features import compute_view
 
-            return compute_view(spec, chunk["view"], *_span(chunk),
-                                produced_by=run_context(get_current_context())).to_dict()
+            return dump(compute_view(spec, chunk["view"], *_span(chunk),
+                                     produced_by=run_context(get_current_context())))
 
         compute_chunk.expand(chunk=plan_backfill())
     return dag
 
 
-def build_dags(spec_path: str | Path) -> dict[str, DAG]:
-    """All DAGs of one pipeline, by dag_id; a DAG file puts them in its globals."""
-    spec = load_spec(spec_path)
-    return {dag.dag_id: dag for dag in (ingest_dag(spec), features_dag(spec), train_dag(spec),
-                                        backfill_dag(spec))}
+def build_dags(spec: LoadedSpec | str | Path, **settings: Any) -> dict[str, DAG]:
+    """All DAGs of one pipeline, by dag_id; a DAG file puts them in its globals.
+
+    `spec` is a loaded spec or its path (loaded without the estimator check, which imports
+    scikit-learn; `pitstop validate` and the train tasks run it). `settings` override the
+    spec's `airflow:` section (retries, retry_delay, max_active_runs, catchup, owner,
+    execution_timeout).
+    """
+    loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec, check=False)
+    dag_settings = DagSettings.model_validate(
+        {**loaded.pipeline.airflow.model_dump(), **settings})
+    return {dag.dag_id: dag for dag in (ingest_dag(loaded, dag_settings),
+                                        features_dag(loaded, dag_settings),
+                                        train_dag(loaded, dag_settings),
+                                        backfill_dag(loaded, dag_settings))}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import settings
+from pipelines.spec import LoadedSpec, load_spec
 
 
 def configure_airflow() -> Path:
@@ -99,15 +100,17 @@ def error_lines(log_file: Path, since: int) -> list[str]:
     return seen[-8:]
 
 
-def run_pipeline(spec_path: Path, start: dt.date, end: dt.date, reason: str,
+def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
                  echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
-    """Ingest, compute features and train for `[start, end)` through `dag.test()`."""
+    """Ingest, compute features and train for `[start, end)` through `dag.test()`.
+
+    Returns the train run's summary (`steps.RunSummary` as JSON) plus the log file.
+    """
     configure_airflow()
     from pipelines.orchestration.factory import build_dags
-    from pipelines.spec import load_spec
 
-    spec = load_spec(spec_path)
-    dags = build_dags(spec_path)
+    spec = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    dags = build_dags(spec)
     log_dir = settings.home() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.log"

@@ -1,0 +1,177 @@
+"""Training sets: the label spine as-of joined to every feature view, content-addressed.
+
+`build_training_set` takes the label spine of a window and joins every view onto it with
+`point_in_time_join`, so each row sees only feature rows that existed (were created) at its
+cutoff and are younger than the view's TTL. The result is published once under its content
+hash (`dataset_id`); the same content always gets the same ID. `split_window` and
+`split_frame` cut it by time into the rows a model trains on and the rows it is judged on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines import lake
+from pipelines.errors import DataError
+from pipelines.features import (
+    CREATED_TIME,
+    EVENT_TIME,
+    feature_partitions,
+    raw_inputs,
+    read_features,
+)
+from pipelines.lineage import feature_definitions_hash, frame_content_hash
+from pipelines.pit import point_in_time_join
+from pipelines.spec import LoadedSpec
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A published training set: content-addressed by `dataset_id`."""
+
+    dataset_id: str
+    path: str
+    rows: int
+    start: dt.date
+    end: dt.date
+
+
+def assemble_training_frame(
+    spec: LoadedSpec, start: dt.date, end: dt.date
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Spine of `[start, end)` as-of joined to every view; also returns the inputs used."""
+    label = spec.pipeline.label
+    raw, spine_inputs = raw_inputs(spec, label.sources, start, end)
+    spine = spec.resolve(label.function)(raw)
+    for column in (label.entity, label.prediction_time, label.target):
+        if column not in spine.columns:
+            raise DataError(f"label {label.function}: output lacks column {column!r}")
+    if spine[label.entity].isna().any() or spine[label.entity].duplicated().any():
+        raise DataError(f"label {label.function}: column {label.entity!r} must be unique, non-null")
+    feature_inputs: dict[str, list[dict[str, Any]]] = {}
+    for view_name, view in spec.pipeline.feature_views.items():
+        partitions = feature_partitions(spec, view_name, start, end)
+        feature_inputs[view_name] = [
+            {"path": lake.relative(p.path), "sha256": p.sha256, "rows": p.rows}
+            for p in partitions
+        ]
+        spine = point_in_time_join(
+            spine, read_features(partitions), keys=view.keys,
+            spine_time=label.prediction_time, feature_time=EVENT_TIME,
+            created_time=CREATED_TIME, ttl=view.ttl, prefix=f"{view_name}__",
+        )
+    frame = spine.sort_values(label.entity, kind="stable").reset_index(drop=True)
+    check_target(spec, frame[label.target])
+    return frame, {"spine": spine_inputs, "features": feature_inputs}
+
+
+def build_training_set(
+    spec: LoadedSpec,
+    start: dt.date,
+    end: dt.date,
+    produced_by: dict[str, Any] | None = None,
+) -> TrainingSet:
+    """Build, hash and publish the training set of `[start, end)`; same content, same ID."""
+    frame, inputs = assemble_training_frame(spec, start, end)
+    definitions = feature_definitions_hash(spec)
+    dataset_id = frame_content_hash(frame, definitions)
+    folder = lake.lake_root() / "datasets" / spec.name / dataset_id
+    if lake.read_manifest(folder) is None:
+
+        def write(tmp: Path) -> dict[str, Any]:
+            lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
+                               tmp / lake.DATA_FILE)
+            return {"dataset": f"datasets/{spec.name}", "dataset_id": dataset_id,
+                    "window": {"start": start.isoformat(), "end": end.isoformat()},
+                    "rows": len(frame), "columns": {c: str(t) for c, t in frame.dtypes.items()},
+                    "definitions_hash": definitions, "inputs": inputs,
+                    "produced_by": produced_by or {}}
+
+        lake.publish_dir(folder, write)
+    return TrainingSet(dataset_id, lake.relative(folder), len(frame), start, end)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows by cutoff date: train on `[train_start, eval_start)`, evaluate on the rest."""
+
+    train_start: dt.date
+    eval_start: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class TrainingInput:
+    """What the train DAG's tasks share: the published training set and how it splits."""
+
+    training_set: TrainingSet
+    split: Split
+
+
+def split_window(spec: LoadedSpec, start: dt.date, end: dt.date,
+                 eval_start: dt.date | None = None) -> Split:
+    """The last `eval_days` of the window evaluate, unless `eval_start` says otherwise."""
+    cut = eval_start or end - dt.timedelta(days=spec.pipeline.split.eval_days)
+    if not start < cut < end:
+        raise DataError(f"split: evaluation start {cut} must fall inside the window "
+                        f"{start}..{end} (rule: both train and evaluation sets are non-empty)")
+    return Split(start, cut, end)
+
+
+def prepare(spec: LoadedSpec, start: dt.date, end: dt.date, eval_start: dt.date | None = None,
+            produced_by: dict[str, Any] | None = None) -> TrainingInput:
+    """The train DAG's first step: check the split, then build and publish the set."""
+    split = split_window(spec, start, end, eval_start)
+    return TrainingInput(build_training_set(spec, start, end, produced_by), split)
+
+
+def check_target(spec: LoadedSpec, target: pd.Series) -> None:
+    """The label fits `model.task`: 0/1 for binary, three or more classes for multiclass,
+    finite numbers for regression. Checked when the set is built, before any fit."""
+    task, name = spec.pipeline.model.task, target.name
+    where = f"{spec.path}: label.target {name!r} (model.task {task!r})"
+    if target.isna().any():
+        raise DataError(f"{where}: {int(target.isna().sum())} rows have no target; drop them "
+                        "in the label hook")
+    values = target.drop_duplicates()
+    if task == "binary" and not set(values.tolist()) <= {0, 1}:
+        raise DataError(f"{where}: a binary target holds 0 and 1, found {len(values)} values "
+                        f"such as {values.head(3).tolist()}; map them to 0/1 in the label hook, "
+                        "or set model.task to multiclass or regression")
+    if task == "multiclass" and len(values) < 3:
+        raise DataError(f"{where}: a multiclass target has three or more classes, found "
+                        f"{values.tolist()}; use model.task: binary for two")
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+            raise DataError(f"{where}: a regression target is numeric, found dtype "
+                            f"{target.dtype}; use model.task: multiclass for classes")
+        if not np.isfinite(target.to_numpy(dtype="float64")).all():
+            raise DataError(f"{where}: a regression target must be finite (found inf)")
+
+
+def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluation rows by cutoff; each non-empty, and for classification each with
+    at least two classes (no classifier learns, and no AUC is defined, from one)."""
+    label = spec.pipeline.label
+    cutoff = frame[label.prediction_time]
+    boundary = pd.Timestamp(split.eval_start, tz="UTC")
+    train, evaluation = frame[cutoff < boundary], frame[cutoff >= boundary]
+    classify = spec.pipeline.model.task != "regression"
+    for name, part in (("train", train), ("evaluation", evaluation)):
+        if part.empty or (classify and part[label.target].nunique() < 2):
+            raise DataError(f"split: the {name} set of {split} has "
+                            + ("no rows" if part.empty else "rows of one class only")
+                            + "; widen the window or move eval_start")
+    return train, evaluation
+
+
+def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
+    return pd.read_parquet(lake.lake_root() / training_set.path / lake.DATA_FILE)
