@@ -40,6 +40,7 @@ label:
 training_suite: sensors_training_set
 split: {{eval_days: 1}}
 model:
+  task: binary
   estimator: sklearn.linear_model.LogisticRegression
   seed: 7
   features: [last__value]
