@@ -82,10 +82,11 @@ def fit(spec: LoadedSpec, train: pd.DataFrame) -> Pipeline:
     try:
         return pipeline.fit(features, train[spec.pipeline.label.target].to_numpy())
     except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (" Missing values reach the estimator: set model.preprocessing.impute, or use "
-                "an estimator that accepts NaN." if "NaN" in str(exc) else "")
+                "an estimator that accepts NaN." if "NaN" in first else "")
         raise DataError(f"{spec.path}: model {model.estimator or model.build} cannot be fitted "
-                        f"on {len(train)} rows: {exc}.{hint}") from exc
+                        f"on {len(train)} rows: {first}{hint}") from exc
 
 
 def model_input(frame: pd.DataFrame, columns: list[str], categorical: list[str]

@@ -97,6 +97,10 @@ def test_train_chain_order(bag: DagBag) -> None:
     assert "validate_training_set" in upstream["plan_pair"]
     assert {"is_new_pair", "validate_training_set"} <= upstream["train_model"]
     assert "train_model" in upstream["evaluate_model"]
+    # the registered versions are re-scored on the known problems in a task of its own,
+    # after training (so a skipped pair re-scores nothing) and before the candidate is judged
+    assert upstream["rescore_known_problems"] == {"train_model"}
+    assert "rescore_known_problems" in upstream["evaluate_model"]
     assert "evaluate_model" in upstream["register_model"]
     assert dag.get_task("summarize").trigger_rule == "none_failed"
 
@@ -139,3 +143,24 @@ def test_backfill_form_rejects_bad_input(bag: DagBag, name: str, value: object,
                                          message: str) -> None:
     with pytest.raises(Exception, match=message):
         bag.dags["flights_delay_backfill"].params.get_param(name).resolve(value)
+
+
+def test_dag_settings_come_from_the_spec_or_the_caller(spec_path: Path) -> None:
+    """retries, max_active_runs, catchup, owner and the task timeout are settings, not code."""
+    import datetime as dt
+
+    from pipelines.orchestration.factory import build_dags
+
+    default = build_dags(spec_path)["flights_delay_train"]
+    assert default.max_active_runs == 4 and default.catchup is False
+    task = default.get_task("train_model")
+    assert (task.retries, task.owner) == (2, "pitstop")
+    assert task.execution_timeout == dt.timedelta(hours=2)
+    custom = build_dags(spec_path, retries=0, max_active_runs=1, catchup=True, owner="data-eng",
+                        execution_timeout="30m")
+    dag = custom["flights_delay_train"]
+    assert dag.max_active_runs == 1 and dag.catchup is True
+    task = dag.get_task("train_model")
+    assert (task.retries, task.owner) == (0, "data-eng")
+    assert task.execution_timeout == dt.timedelta(minutes=30)
+    assert custom["flights_delay_backfill"].get_task("plan_backfill").retries == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import lake, registry
+from pipelines import champion, lake, registry
 from pipelines.spec import load_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -329,7 +329,7 @@ def test_promote_and_rollback_keep_a_history(first_run: dict, worse_candidate: d
     assert cli.main(["rollback", "flights_delay", "--reason", "complaints from JFK",
                      "--by", "bob"]) == 0
     assert str(registry.champion_version("flights_delay").version) == old
-    moves = registry.champion_history("flights_delay")
+    moves = champion.champion_history("flights_delay")
     assert [(m["action"], m["previous"], m["version"]) for m in moves] == [
         ("gate", None, old), ("promote", old, new), ("rollback", new, old)]
     assert [m["by"] for m in moves[1:]] == ["alice", "bob"] and moves[0]["by"]

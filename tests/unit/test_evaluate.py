@@ -1,4 +1,4 @@
-"""Evaluation: metrics as scikit-learn computes them, slices that add up, a declarative gate."""
+"""Evaluation: slices that add up, a declarative gate, guardrails per task, the judged result."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from pipelines import evaluate
+from pipelines.metrics import metric_names, score
 from pipelines.differential import Delta
 from pipelines.errors import DataError
 from pipelines.spec import Criteria, Guardrails, SliceSpec
@@ -22,37 +22,8 @@ def _scores(rows: int = 500, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def test_metrics_match_sklearn() -> None:
-    y, p = _scores()
-    got = evaluate.metrics(y, p)
-    assert got == pytest.approx({
-        "roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
-        "log_loss": log_loss(y, p), "brier": brier_score_loss(y, p),
-    })
-    assert set(got) == set(evaluate.HIGHER_IS_BETTER)
-    assert all(type(v) is float for v in got.values())
-
-
-def test_metrics_on_hand_computed_values() -> None:
-    """Perfect ranking: AUCs 1; Brier and log loss from their definitions."""
-    y, p = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.8])
-    got = evaluate.metrics(y, p)
-    assert got["roc_auc"] == 1.0 and got["pr_auc"] == 1.0
-    assert got["brier"] == pytest.approx((0.01 + 0.16 + 0.16 + 0.04) / 4)
-    assert got["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.6, 0.8])))
-
-
-@pytest.mark.parametrize("label", [0, 1])
-def test_single_class_gives_nan_aucs_and_finite_losses(label: int) -> None:
-    y, p = np.full(6, label), np.linspace(0.1, 0.9, 6)
-    got = evaluate.metrics(y, p)
-    assert math.isnan(got["roc_auc"]) and math.isnan(got["pr_auc"])
-    assert got["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1]))
-    assert got["brier"] == pytest.approx(float(np.mean((p - label) ** 2)))
-
-
-def test_slice_rows_and_positives_add_up() -> None:
-    """Per slice column, rows and positives sum to the whole, missing values included."""
+def test_slice_rows_add_up() -> None:
+    """Per slice column, rows sum to the whole, missing values included."""
     y, p = _scores(300)
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({
@@ -63,27 +34,26 @@ def test_slice_rows_and_positives_add_up() -> None:
     frame.loc[frame.index[::25], "hour"] = np.nan
     frame.loc[frame.index[::40], "origin"] = None
     keys = evaluate.slice_keys(frame, [SliceSpec(column="origin"), SliceSpec(column="hour")])
-    rows = evaluate.slice_metrics(keys, y, p)
+    rows = evaluate.slice_metrics("binary", keys, y, p, 0.5, None)
     for column in ("origin", "hour"):
-        mine = [r for r in rows if r["slice"] == column]
-        assert sum(r["rows"] for r in mine) == len(frame)
-        assert sum(r["positives"] for r in mine) == int(y.sum())
+        mine = [r for r in rows if r.slice == column]
+        assert sum(r.rows for r in mine) == len(frame)
         assert len(mine) == frame[column].nunique(dropna=False)
-        assert "nan" in {r["value"] for r in mine}
-    jfk = next(r for r in rows if r["slice"] == "origin" and r["value"] == "JFK")
+        assert "nan" in {r.value for r in mine}
+    jfk = next(r for r in rows if r.slice == "origin" and r.value == "JFK")
     mask = (frame["origin"] == "JFK").to_numpy()
-    assert jfk["rows"] == int(mask.sum())
-    assert {k: jfk[k] for k in evaluate.HIGHER_IS_BETTER} == pytest.approx(
-        evaluate.metrics(y[mask], p[mask]))
+    assert jfk.rows == int(mask.sum())
+    assert set(jfk.metrics) == set(metric_names("binary"))
+    assert jfk.metrics == pytest.approx(score("binary", y[mask], p[mask]))
 
 
 def test_slice_of_one_class_has_nan_auc() -> None:
     frame = pd.DataFrame({"y": [0, 1, 0, 0], "s": ["a", "a", "b", "b"]})
     keys = evaluate.slice_keys(frame, [SliceSpec(column="s")])
-    rows = {r["value"]: r for r in evaluate.slice_metrics(keys, frame["y"].to_numpy(),
-                                                           np.full(4, 0.5))}
-    assert rows["a"]["roc_auc"] == 0.5
-    assert math.isnan(rows["b"]["roc_auc"]) and rows["b"]["positives"] == 0
+    rows = {r.value: r for r in evaluate.slice_metrics("binary", keys, frame["y"].to_numpy(),
+                                                         np.full(4, 0.5), 0.5, None)}
+    assert rows["a"].metrics["roc_auc"] == 0.5
+    assert math.isnan(rows["b"].metrics["roc_auc"])
 
 
 GOOD = {"roc_auc": 0.80, "pr_auc": 0.50, "log_loss": 0.40, "brier": 0.15}
@@ -92,15 +62,16 @@ GOOD = {"roc_auc": 0.80, "pr_auc": 0.50, "log_loss": 0.40, "brier": 0.15}
 def _deltas(candidate: dict[str, float], champion: dict[str, float], spread: float = 0.0
             ) -> dict[str, Delta]:
     """Changes with an interval of +-spread around the point change."""
-    return {k: Delta(k, candidate[k], champion[k], candidate[k] - champion[k],
-                     candidate[k] - champion[k] - spread, candidate[k] - champion[k] + spread,
-                     0.95) for k in candidate}
+    return {k: Delta(metric=k, candidate=candidate[k], champion=champion[k],
+                     delta=candidate[k] - champion[k], low=candidate[k] - champion[k] - spread,
+                     high=candidate[k] - champion[k] + spread, confidence=0.95,
+                     higher_is_better=k in ("roc_auc", "pr_auc")) for k in candidate}
 
 
 def _decide(candidate: dict[str, float], champion: dict[str, float] | None, criteria: Criteria,
             spread: float = 0.0) -> evaluate.Verdict:
     deltas = _deltas(candidate, champion, spread) if champion is not None else None
-    return evaluate.decide(candidate, criteria, deltas=deltas)
+    return evaluate.decide("binary", candidate, criteria, deltas=deltas, rows=10_000)
 
 
 @pytest.mark.parametrize(("candidate", "champion", "criteria", "expected"), [
@@ -127,7 +98,7 @@ def test_decide_rejects_with_a_reason_naming_metric_and_numbers(
     verdict = _decide(candidate, champion, criteria)
     assert not verdict.passed
     assert verdict.reasons == [expected]
-    assert verdict.to_dict() == {"passed": False, "reasons": [expected]}
+    assert verdict == evaluate.Verdict(False, [expected], [])
 
 
 def test_decide_lists_every_failed_rule() -> None:
@@ -182,32 +153,32 @@ def test_the_gate_judges_the_interval_not_the_point() -> None:
     assert not _decide({**GOOD, "roc_auc": 0.805}, champion, criteria, spread=0.03).passed
 
 
-def _slice(value: str, rows: int, roc_auc: float) -> dict:
-    return {"slice": "origin", "value": value, "rows": rows, "positives": rows // 3,
-            **GOOD, "roc_auc": roc_auc}
+def _slice(value: str, rows: int, roc_auc: float, **extra: float) -> evaluate.SliceScore:
+    return evaluate.SliceScore("origin", value, rows, {**GOOD, "roc_auc": roc_auc, **extra})
 
 
 def test_slice_floor_applies_to_slices_with_enough_rows() -> None:
     criteria = Criteria(slice_min={"roc_auc": 0.6}, slice_min_rows=100)
     slices = [_slice("EWR", 500, 0.58), _slice("JFK", 99, 0.40), _slice("LGA", 100, 0.61),
               _slice("XYZ", 300, math.nan)]
-    verdict = evaluate.decide(GOOD, criteria, slices=slices)
+    verdict = evaluate.decide("binary", GOOD, criteria, slices=slices)
     assert verdict.reasons == [
         "slice origin=EWR (500 rows): roc_auc 0.5800 is below the slice floor 0.6"]
 
 
 def test_problem_reasons_refuse_the_candidate() -> None:
-    verdict = evaluate.decide(GOOD, Criteria(), problem_reasons=["problem fog: solves 3/15"])
+    verdict = evaluate.decide("binary", GOOD, Criteria(),
+                              problem_reasons=["problem fog: solves 3/15"])
     assert not verdict.passed and verdict.reasons == ["problem fog: solves 3/15"]
 
 
 def test_worst_slices_skip_small_and_undefined_slices() -> None:
     slices = [_slice("A", 500, 0.70), _slice("B", 50, 0.10), _slice("C", 500, 0.65),
               _slice("D", 500, math.nan), _slice("E", 500, 0.90)]
-    worst = evaluate.worst_slices(slices, "roc_auc", min_rows=100, count=2)
-    assert [s["value"] for s in worst] == ["C", "A"]
-    brier = [{**_slice("A", 500, 0.7), "brier": 0.1}, {**_slice("C", 500, 0.7), "brier": 0.3}]
-    assert [s["value"] for s in evaluate.worst_slices(brier, "brier", 1, 1)] == ["C"]
+    worst = evaluate.worst_slices("binary", slices, "roc_auc", min_rows=100, count=2)
+    assert [s.value for s in worst] == ["C", "A"]
+    brier = [_slice("A", 500, 0.7, brier=0.1), _slice("C", 500, 0.7, brier=0.3)]
+    assert [s.value for s in evaluate.worst_slices("binary", brier, "brier", 1, 1)] == ["C"]
 
 
 def test_slice_buckets_are_right_open_and_named() -> None:
@@ -223,22 +194,78 @@ def test_unknown_slice_column_is_a_data_error() -> None:
         evaluate.slice_keys(pd.DataFrame({"hour": [1]}), [SliceSpec(column="gate")])
 
 
-@pytest.mark.parametrize(("prob", "label_rate", "expected"), [
-    (np.full(100, 0.3), 0.3, "predictions are constant"),
-    (np.linspace(-0.2, 0.8, 100), 0.3, "outside [0, 1]"),
-    (np.r_[np.linspace(0, 1, 99), np.nan], 0.5, "1 predictions are not finite"),
-    (np.linspace(0.5, 0.9, 100), 0.2, "mean prediction 0.7000 is more than 0.1 from the "
-     "training label rate 0.2000"),
-], ids=["constant", "out-of-range", "nan", "mean-shift"])
-def test_guardrails_name_what_is_wrong(prob: np.ndarray, label_rate: float,
+def _ref(mean: float = 0.3, low: float = 0.0, high: float = 1.0, spread: float = 0.0,
+         shares: dict[str, float] | None = None) -> evaluate.Reference:
+    return evaluate.Reference("the training labels", mean, low, high, spread, shares or {})
+
+
+@pytest.mark.parametrize(("task", "pred", "ref", "expected"), [
+    ("binary", np.full(100, 0.3), _ref(), "predictions are constant"),
+    ("binary", np.linspace(-0.2, 0.8, 100), _ref(), "outside [0, 1]"),
+    ("binary", np.r_[np.linspace(0, 1, 99), np.nan], _ref(0.5), "1 predictions are not finite"),
+    ("binary", np.linspace(0.5, 0.9, 100), _ref(0.2), "mean prediction 0.7000 is more than 0.1 "
+     "from 0.2000, that of the training labels"),
+    ("regression", np.full(50, 7.0), _ref(7, 0, 20, 5), "predictions are constant"),
+    ("regression", np.linspace(30, 40, 50), _ref(10, 0, 40, 5), "mean prediction 35 is 5.00 "
+     "standard deviations"),
+    ("regression", np.linspace(-20, 40, 50), _ref(10, 0, 40, 5), "beyond [0, 40]"),
+    ("regression", np.r_[np.ones(9), np.inf], _ref(1, 0, 2, 1), "1 predictions are not finite"),
+    ("multiclass", np.tile([0.5, 0.3, 0.1], (20, 1)), _ref(shares={"a": 1.0}),
+     "20 rows' class probabilities do not sum to 1"),
+    ("multiclass", np.r_[np.tile([0.8, 0.1, 0.1], (18, 1)), np.tile([0.1, 0.8, 0.1], (2, 1))],
+     _ref(shares={"a": 0.4, "b": 0.3, "c": 0.3}), "class 'a' is decided for 90.0% of rows, "
+     "40.0% in the training labels"),
+], ids=["constant", "out-of-range", "nan", "mean-shift", "regression-constant",
+        "regression-mean-shift", "regression-range", "regression-inf", "multiclass-sum",
+        "multiclass-shares"])
+def test_guardrails_name_what_is_wrong(task: str, pred: np.ndarray, ref: evaluate.Reference,
                                        expected: str) -> None:
-    found = evaluate.check_guardrails(prob, label_rate, Guardrails())
+    found = evaluate.check_guardrails(task, pred, ref, Guardrails(), 0.5,
+                                      np.array(["a", "b", "c"]))
     assert any(expected in f for f in found), found
 
 
 def test_guardrails_pass_sane_predictions() -> None:
     _, p = _scores()
-    assert evaluate.check_guardrails(p, float(np.mean(p)), Guardrails()) == []
+    assert evaluate.check_guardrails("binary", p, _ref(float(np.mean(p))), Guardrails(), 0.5,
+                                     None) == []
+    values = np.linspace(0, 20, 100)
+    assert evaluate.check_guardrails("regression", values, _ref(10, 0, 20, 6), Guardrails(), 0.5,
+                                     None) == []
+
+
+def test_the_reference_is_the_champion_when_there_is_one() -> None:
+    """A seasonal window moves the champion too: its predictions, not the training labels,
+    are what the candidate's mean is held to."""
+    champion = evaluate.Scored("3", np.full(10, 0.6), {}, [], {})
+    ref = evaluate.reference("binary", np.array([0, 0, 0, 1]), champion, 0.5, None)
+    assert ref.mean == pytest.approx(0.6) and "champion version 3" in ref.source
+    assert evaluate.reference("binary", np.array([0, 0, 0, 1]), None, 0.5, None).mean == 0.25
+    regression = evaluate.reference("regression", np.array([1.0, 3.0]), None, 0.5, None)
+    assert (regression.mean, regression.low, regression.high, regression.spread) == (2, 1, 3, 1)
+
+
+def test_slice_ceilings_refuse_a_regression_slice() -> None:
+    criteria = Criteria(slice_max={"rmse": 10.0}, slice_min_rows=50)
+    slices = [evaluate.SliceScore("engines", "2", 80, {"rmse": 12.5}),
+              evaluate.SliceScore("engines", "4", 20, {"rmse": 40.0})]
+    verdict = evaluate.decide("regression", {"rmse": 8.0}, criteria, slices=slices)
+    assert verdict.reasons == [
+        "slice engines=2 (80 rows): rmse 12.5000 is above the slice ceiling 10.0"]
+
+
+def test_a_too_small_evaluation_set_is_named_with_the_rows_needed() -> None:
+    """An interval of +-0.04 cannot show a drop of at most 0.01: the note says so and how
+    many rows would do (0.04/0.01 squared times the rows)."""
+    criteria = Criteria(max_regression={"roc_auc": 0.01})
+    verdict = _decide({**GOOD, "roc_auc": 0.80}, GOOD, criteria, spread=0.04)
+    assert not verdict.passed
+    assert "too small to decide on roc_auc" in verdict.reasons[0]
+    assert verdict.notes == ["the evaluation set is too small to decide on roc_auc: its "
+                             "interval is ±0.0400 on 10000 rows, wider than max_regression "
+                             "0.01; about 160000 rows would be needed (widen the evaluation "
+                             "window)"]
+    assert _decide({**GOOD, "roc_auc": 0.80}, GOOD, criteria, spread=0.004).notes == []
 
 
 def test_metric_keys_keep_mlflow_happy() -> None:
@@ -252,7 +279,7 @@ def test_slices_come_in_bucket_order_with_missing_last() -> None:
     y, p = np.array([0, 1, 0, 1, 1, 0]), np.linspace(0.1, 0.9, 6)
     keys = evaluate.slice_keys(frame, [SliceSpec(column="hour", bins=[0, 9, 13, 24]),
                                        SliceSpec(column="o")])
-    rows = evaluate.slice_metrics(keys, y, p)
-    assert [(r["slice"], r["value"]) for r in rows] == [
+    rows = evaluate.slice_metrics("binary", keys, y, p, 0.5, None)
+    assert [(r.slice, r.value) for r in rows] == [
         ("hour_bucket", "0-9"), ("hour_bucket", "9-13"), ("hour_bucket", "13-24"),
         ("hour_bucket", "nan"), ("o", "a"), ("o", "b"), ("o", "c"), ("o", "nan")]

@@ -48,7 +48,14 @@ def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
     (lambda d: d["model"].update(categorical=["colour"]), "model"),
     (lambda d: d["split"].update(eval_days=0), "split.eval_days"),
     (lambda d: d["evaluation"]["criteria"]["min"].update(accuracy=0.5),
-     "evaluation.criteria.min.accuracy"),
+     "evaluation.criteria.min: ['accuracy'] are not binary metrics"),
+    (lambda d: d["evaluation"]["criteria"].update(slice_max={"rmse": 3}),
+     "evaluation.criteria.slice_max: ['rmse'] are not binary metrics"),
+    (lambda d: d["model"].pop("task"), "model.task"),
+    (lambda d: d["model"].update(task="ranking"), "model.task"),
+    (lambda d: d["model"].update(build="models:make"), "exactly one of `estimator`"),
+    (lambda d: d["airflow"].update(retries=-1) if "airflow" in d else d.update(
+        airflow={"retries": -1}), "airflow.retries"),
     (lambda d: d.pop("label"), "label"),
 ])
 def test_bad_spec_names_file_and_field(spec_path: Path, tmp_path: Path, change: callable,
@@ -79,3 +86,41 @@ def test_landing_can_be_overridden(spec_path: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PITSTOP_LANDING", str(tmp_path))
     assert load_spec(spec_path).landing_dir() == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ({"task": "regression"}, "HistGradientBoostingClassifier is a classifier, but model.task is "
+     "'regression', which needs a regressor; choose a regressor, or set model.task: binary or "
+     "multiclass"),
+    ({"estimator": "sklearn.ensemble.HistGradientBoostingRegressor"},
+     "HistGradientBoostingRegressor is a regressor, but model.task is 'binary'"),
+    ({"estimator": "sklearn.ensemble.NoSuchForest"}, "model.estimator "
+     "'sklearn.ensemble.NoSuchForest' cannot be imported"),
+    ({"estimator": "nosuchpackage.models.Thing"}, "cannot be imported"),
+    ({"params": {"n_trees": 3}}, "model.params do not fit"),
+    ({"estimator": "sklearn.svm.SVC", "params": {}}, "SVC has no predict_proba"),
+    ({"estimator": "sklearn.preprocessing.StandardScaler", "params": {}},
+     "StandardScaler is a neither classifier nor regressor"),
+])
+def test_the_estimator_is_checked_against_the_task(spec_path: Path, tmp_path: Path,
+                                                    model: dict, message: str) -> None:
+    """Before anything runs: importable, takes its params, fits `model.task`."""
+    target = _broken(spec_path, tmp_path, lambda d: (d["model"].update(model),
+                                                     d["evaluation"].update(criteria={})))
+    with pytest.raises(SpecError) as error:
+        load_spec(target)
+    assert str(target) in str(error.value) and message in str(error.value)
+    load_spec(target, check=False)  # the cheap parse-time load leaves the estimator alone
+
+
+def test_a_regression_spec_takes_regression_metrics(spec_path: Path, tmp_path: Path) -> None:
+    def regression(d: dict) -> None:
+        d["model"].update(task="regression", params={"max_iter": 5},
+                          estimator="sklearn.ensemble.HistGradientBoostingRegressor")
+        d["evaluation"].pop("guardrails")
+        d["evaluation"]["criteria"] = {"min": {"r2": 0.1}, "max_regression": {"rmse": 1.0},
+                                       "slice_max": {"mae": 20}}
+    spec = load_spec(_broken(spec_path, tmp_path, regression))
+    assert spec.pipeline.model.task == "regression"
+    assert spec.pipeline.evaluation.guardrails.mean_shift("regression") == 0.5
+    assert spec.pipeline.evaluation.guardrails.mean_shift("binary") == 0.1

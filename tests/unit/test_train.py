@@ -1,4 +1,4 @@
-"""Training: a time-based split without overlap and a seeded, reproducible model."""
+"""Training: a seeded, reproducible model behind the declared preprocessing, for every task."""
 
 from __future__ import annotations
 
@@ -33,72 +33,13 @@ def _frame(rows_per_day: int = 48, days: int = 3, seed: int = 0) -> pd.DataFrame
 
 def _with_model(spec: LoadedSpec, **model: Any) -> LoadedSpec:
     """The tiny spec with another model section."""
-    fields = {"estimator": "sklearn.linear_model.LogisticRegression", "seed": 7,
+    fields = {"task": "binary", "estimator": "sklearn.linear_model.LogisticRegression", "seed": 7,
               "features": ["last__value"], **model}
     return LoadedSpec(spec.pipeline.model_copy(update={"model": ModelSpec(**fields)}), spec.path)
 
 
 HGB = "sklearn.ensemble.HistGradientBoostingClassifier"
 FOREST = "sklearn.ensemble.RandomForestClassifier"
-
-
-def test_split_window_keeps_the_last_eval_days(tiny: LoadedSpec) -> None:
-    """Without eval_start the last `eval_days` (1 in the tiny spec) evaluate."""
-    assert train.split_window(tiny, D1, D4) == train.Split(D1, D3, D4)
-    assert train.split_window(tiny, D1, D4, eval_start=D2) == train.Split(D1, D2, D4)
-
-
-@pytest.mark.parametrize(("start", "end", "eval_start"), [
-    (D1, D2, None),  # one-day window, one eval day: nothing left to train on
-    (D1, D1, None),  # empty window
-    (D1, D4, D1),    # eval_start at the window start: no training days
-    (D1, D4, D4),    # eval_start at the window end: no evaluation days
-    (D1, D4, D5),    # after the window
-    (D1, D4, D0),    # before the window
-], ids=["no-train-days", "empty", "at-start", "at-end", "after", "before"])
-def test_split_window_rejects_empty_sides(tiny: LoadedSpec, start: dt.date, end: dt.date,
-                                          eval_start: dt.date | None) -> None:
-    with pytest.raises(DataError, match=r"split: evaluation start .* must fall inside the window"):
-        train.split_window(tiny, start, end, eval_start)
-
-
-def test_split_frame_is_time_based_without_overlap(tiny: LoadedSpec) -> None:
-    """No eval row is earlier than eval_start, no train row at or after it; nothing lost."""
-    frame = _frame()
-    boundary = pd.Timestamp(D3, tz="UTC")
-    assert (frame["cutoff"] == boundary).any()  # a row exactly on the boundary
-    train_rows, eval_rows = train.split_frame(frame, tiny, train.split_window(tiny, D1, D4))
-    assert (train_rows["cutoff"] < boundary).all()
-    assert (eval_rows["cutoff"] >= boundary).all()
-    assert boundary in set(eval_rows["cutoff"])
-    assert len(train_rows) + len(eval_rows) == len(frame)
-    assert set(train_rows["reading_id"]).isdisjoint(eval_rows["reading_id"])
-    assert len(eval_rows) == 48
-
-
-def test_split_frame_ignores_row_order(tiny: LoadedSpec) -> None:
-    frame = _frame()
-    split = train.split_window(tiny, D1, D4)
-    shuffled = frame.sample(frac=1.0, random_state=3)
-    train_a, eval_a = train.split_frame(frame, tiny, split)
-    train_b, eval_b = train.split_frame(shuffled, tiny, split)
-    assert set(train_a["reading_id"]) == set(train_b["reading_id"])
-    assert set(eval_a["reading_id"]) == set(eval_b["reading_id"])
-
-
-@pytest.mark.parametrize(("mutate", "side"), [
-    (lambda f: f[f["cutoff"] < pd.Timestamp(D3, tz="UTC")], "evaluation"),
-    (lambda f: f[f["cutoff"] >= pd.Timestamp(D3, tz="UTC")], "train"),
-    (lambda f: f.assign(high=np.where(f["cutoff"] >= pd.Timestamp(D3, tz="UTC"), 1, f["high"])),
-     "evaluation"),
-    (lambda f: f.assign(high=np.where(f["cutoff"] < pd.Timestamp(D3, tz="UTC"), 0, f["high"])),
-     "train"),
-], ids=["no-eval-rows", "no-train-rows", "eval-one-class", "train-one-class"])
-def test_split_frame_needs_both_classes_on_both_sides(tiny: LoadedSpec, mutate: Any,
-                                                      side: str) -> None:
-    split = train.split_window(tiny, D1, D4)
-    with pytest.raises(DataError, match=f"the {side} set of .* has no rows of both classes"):
-        train.split_frame(mutate(_frame()), tiny, split)
 
 
 @pytest.mark.parametrize("estimator", [
@@ -198,6 +139,83 @@ def test_numeric_categorical_feature_round_trips(tiny: LoadedSpec) -> None:
 @pytest.mark.parametrize("missing", [["city"], ["city", "hour"]])
 def test_fit_names_missing_features(tiny: LoadedSpec, missing: list[str]) -> None:
     spec = _with_model(tiny, features=["last__value", "city", "hour"], categorical=["city"])
-    with pytest.raises(DataError, match=r"training set lacks model features") as caught:
+    with pytest.raises(DataError, match=r"are not columns of the training set") as caught:
         train.fit(spec, _frame().drop(columns=missing))
     assert str(missing) in str(caught.value)
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The tiny frame with a numeric target and a third class, for the other tasks."""
+    rng = np.random.default_rng(1)
+    level = np.where(frame["city"] == "north", 2, np.where(frame["last__value"] > 0.5, 1, 0))
+    return frame.assign(amount=3.0 * frame["last__value"] + (frame["city"] == "north")
+                        + rng.normal(0, 0.1, len(frame)), level=level)
+
+
+def test_a_regressor_predicts_values(tiny: LoadedSpec) -> None:
+    spec = _with_model(tiny, task="regression", estimator="sklearn.linear_model.Ridge",
+                       features=["last__value", "city"], categorical=["city"],
+                       preprocessing={"encode": "onehot"})
+    spec = LoadedSpec(spec.pipeline.model_copy(update={"label": spec.pipeline.label.model_copy(
+        update={"target": "amount"})}), spec.path)
+    frame = _numbers(_frame())
+    model = train.fit(spec, frame)
+    pred = train.predict(model, frame)
+    assert pred.shape == (len(frame),) and train.classes(model) is None
+    assert np.corrcoef(pred, frame["amount"])[0, 1] > 0.95  # one-hot city carries its offset
+
+
+def test_a_multiclass_model_gives_a_probability_per_class(tiny: LoadedSpec) -> None:
+    spec = _with_model(tiny, task="multiclass", estimator=FOREST, params={"n_estimators": 10},
+                       features=["last__value", "city"], categorical=["city"])
+    spec = LoadedSpec(spec.pipeline.model_copy(update={"label": spec.pipeline.label.model_copy(
+        update={"target": "level"})}), spec.path)
+    frame = _numbers(_frame())
+    model = train.fit(spec, frame)
+    pred = train.predict(model, frame)
+    assert pred.shape == (len(frame), 3)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0)
+    assert train.classes(model).tolist() == [0, 1, 2]
+
+
+def test_nan_without_imputation_is_a_clear_data_error(tiny: LoadedSpec) -> None:
+    """LogisticRegression refuses NaN; the message says to declare imputation."""
+    spec = _with_model(tiny, features=["last__value", "hour"])
+    frame = _frame().assign(last__value=lambda f: f["last__value"].where(f.index % 7 != 0))
+    with pytest.raises(DataError, match=r"cannot be fitted .* set model.preprocessing.impute"):
+        train.fit(spec, frame)
+    imputed = _with_model(tiny, features=["last__value", "hour"],
+                          preprocessing={"impute": {"numeric": "median"}, "scale": "standard"})
+    model = train.fit(imputed, frame)
+    assert np.isfinite(train.predict(model, frame)).all()
+
+
+@pytest.mark.parametrize(("prep", "columns"), [
+    ({"encode": "ordinal", "impute": {"categorical": "most_frequent"}}, 2),
+    ({"encode": "onehot", "impute": {"categorical": "most_frequent"}}, 4),
+    ({"encode": "onehot", "impute": {"categorical": "constant"}}, 5),
+    ({"encode": "onehot"}, 5),
+], ids=["ordinal", "onehot-most-frequent", "onehot-missing-filled", "onehot-missing-kept"])
+def test_preprocessing_builds_the_declared_columns(tiny: LoadedSpec, prep: dict,
+                                                   columns: int) -> None:
+    """One ordinal column, or one per category (the missing one filled, or kept as its own)."""
+    spec = _with_model(tiny, features=["last__value", "city"], categorical=["city"],
+                       preprocessing={**prep, "impute": {"numeric": "zero",
+                                                         **prep.get("impute", {})}})
+    frame = _frame()
+    frame.loc[::5, "city"] = None
+    model = train.fit(spec, frame)
+    width = model[:-1].transform(train.model_input(frame, ["last__value", "city"],
+                                                   ["city"])).shape[1]
+    assert width == columns
+
+
+def test_a_build_hook_makes_the_estimator(tiny: LoadedSpec) -> None:
+    """`model.build` returns an unfitted estimator; the spec seed still reaches it."""
+    (tiny.hooks_dir / "models.py").write_text(
+        "from sklearn.ensemble import RandomForestClassifier\n\n"
+        "def forest():\n    return RandomForestClassifier(n_estimators=3, max_depth=2)\n")
+    spec = _with_model(tiny, estimator=None, build="models:forest", seed=11)
+    model = train.fit(spec, _frame())
+    assert model.named_steps["estimator"].random_state == 11
+    assert model.named_steps["estimator"].max_depth == 2
