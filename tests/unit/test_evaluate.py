@@ -283,3 +283,96 @@ def test_slices_come_in_bucket_order_with_missing_last() -> None:
     assert [(r.slice, r.value) for r in rows] == [
         ("hour_bucket", "0-9"), ("hour_bucket", "9-13"), ("hour_bucket", "13-24"),
         ("hour_bucket", "nan"), ("o", "a"), ("o", "b"), ("o", "c"), ("o", "nan")]
+
+
+def _task_spec(tiny, task: str, estimator: str, target: str, **evaluation):
+    """The tiny spec as a `task` pipeline over `_task_frame`'s columns."""
+    from pipelines.spec import Evaluation, LoadedSpec, ModelSpec
+
+    pipeline = tiny.pipeline.model_copy(update={
+        "model": ModelSpec(task=task, estimator=estimator, seed=3, features=["x", "city"],
+                           categorical=["city"], params={"max_iter": 30}),
+        "label": tiny.pipeline.label.model_copy(update={"target": target}),
+        "evaluation": Evaluation(slices=[SliceSpec(column="city")], bootstrap=50, **evaluation),
+    })
+    return LoadedSpec(pipeline, tiny.path)
+
+
+def _task_frame(rows: int = 900, seed: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.random(rows)
+    city = rng.choice(["north", "south", "east"], rows)
+    noise = rng.normal(0, 0.05, rows)
+    return pd.DataFrame({
+        "reading_id": [f"r{i}" for i in range(rows)],
+        "cutoff": pd.date_range("2024-01-01", periods=rows, freq="min", tz="UTC"),
+        "x": x, "city": city,
+        "high": ((x + noise > 0.5) ^ (city == "north")).astype("int64"),
+        "level": np.where(city == "north", "n", np.where(x + noise > 0.5, "hi", "lo")),
+        "amount": 10 * x + 5 * (city == "north") + noise,
+    })
+
+
+TASKS = [
+    ("binary", "sklearn.ensemble.HistGradientBoostingClassifier", "high", "roc_auc"),
+    ("multiclass", "sklearn.ensemble.HistGradientBoostingClassifier", "level", "macro_f1"),
+    ("regression", "sklearn.ensemble.HistGradientBoostingRegressor", "amount", "r2"),
+]
+
+
+@pytest.mark.parametrize(("task", "estimator", "target", "metric"), TASKS,
+                         ids=[t[0] for t in TASKS])
+def test_judge_passes_a_good_candidate_against_itself(tiny, task: str, estimator: str,
+                                                      target: str, metric: str) -> None:
+    """A real model judged with itself as champion: every metric of the task, a zero change,
+    full agreement, no guardrail, and a pass."""
+    from pipelines import train
+
+    spec = _task_spec(tiny, task, estimator, target,
+                      criteria=Criteria(min={metric: 0.8}, max_regression={metric: 0.05}))
+    frame = _task_frame()
+    training, rows = frame.iloc[:600], frame.iloc[600:]
+    model = train.fit(spec, training)
+    result = evaluate.judge(spec, training, rows, model, model, "1", [], "e" * 64)
+    assert set(result.candidate.metrics) == set(metric_names(task))
+    assert result.verdict.passed, result.verdict.reasons
+    assert result.deltas[metric].delta == 0 and result.agreement_rate == 1.0
+    assert {s.value for s in result.candidate.slices} == {"north", "south", "east"}
+    summary = result.summary()
+    assert summary.eval_rows == 300 and summary.champion_version == "1"
+    assert result.to_json()["task"] == task
+
+
+@pytest.mark.parametrize(("task", "estimator", "target", "metric"), TASKS,
+                         ids=[t[0] for t in TASKS])
+def test_judge_stops_a_constant_model(tiny, task: str, estimator: str, target: str,
+                                      metric: str) -> None:
+    from pipelines import train
+
+    dummy = ("sklearn.dummy.DummyRegressor" if task == "regression"
+             else "sklearn.dummy.DummyClassifier")
+    spec = _task_spec(tiny, task, dummy, target)
+    spec = type(spec)(spec.pipeline.model_copy(update={"model": spec.pipeline.model.model_copy(
+        update={"params": {}})}), spec.path)
+    frame = _task_frame()
+    model = train.fit(spec, frame.iloc[:600])
+    with pytest.raises(evaluate.GuardrailsFailed, match="predictions are constant"):
+        evaluate.judge(spec, frame.iloc[:600], frame.iloc[600:], model, None, None, [], "e")
+
+
+def test_judge_refuses_a_regression_over_its_slice_ceiling(tiny) -> None:
+    """A regressor that ignores `city` misses north's offset: that slice's rmse is over the
+    ceiling, and the reason names it."""
+    from pipelines import train
+
+    spec = _task_spec(tiny, "regression", "sklearn.ensemble.HistGradientBoostingRegressor",
+                      "amount", criteria=Criteria(slice_max={"rmse": 1.0}, slice_min_rows=20))
+    blind = type(spec)(spec.pipeline.model_copy(update={"model": spec.pipeline.model.model_copy(
+        update={"features": ["x"], "categorical": []})}), spec.path)
+    frame = _task_frame()
+    model = train.fit(blind, frame.iloc[:600])
+    result = evaluate.judge(spec, frame.iloc[:600], frame.iloc[600:], model, None, None, [],
+                            "e")
+    assert not result.verdict.passed
+    assert any(r.startswith("slice city=north") and "above the slice ceiling 1.0" in r
+               for r in result.verdict.reasons), result.verdict.reasons
