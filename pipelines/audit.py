@@ -226,10 +226,14 @@ def verify_subject(subject: Subject) -> Verification:
     data_file = lake.lake_root() / training["path"] / training["file"]
     if data_file.exists():
         import pandas as pd
+        import pyarrow
 
-        result.expect("dataset_id (content of the training set)", rec["dataset_id"],
-                      frame_content_hash(pd.read_parquet(data_file),
-                                         rec["feature_definitions_hash"]))
+        try:
+            content = frame_content_hash(pd.read_parquet(data_file),
+                                         rec["feature_definitions_hash"])
+        except (OSError, pyarrow.ArrowException) as exc:  # bytes no longer decode
+            content = f"unreadable ({type(exc).__name__})"
+        result.expect("dataset_id (content of the training set)", rec["dataset_id"], content)
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
         spec_copy = _download(subject.run_id, rec["spec"]["artifact"], Path(tmp))
         result.expect(f"run artifact {rec['spec']['artifact']}", rec["spec"]["sha256"],

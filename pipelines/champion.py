@@ -24,8 +24,8 @@ from pipelines.registry import (
     LINEAGE_TAGS,
     TrainedRun,
     champion_version,
-    clip,
     client,
+    clip,
     find_version,
 )
 

@@ -11,6 +11,7 @@ logging it is `registry`'s and `report`'s job.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -292,7 +293,7 @@ def score_model(spec: LoadedSpec, model: Any, version: str | None, rows: Rows,
         raise DataError(f"model {version or 'candidate'} knows the classes "
                         f"{train.classes(model).tolist()}, the evaluation rows "
                         f"{rows.classes.tolist()}; train on a window holding every class")
-    scores = {p.name: problems.score_problem(p, lambda cases: train.predict(model, cases),
+    scores = {p.name: problems.score_problem(p, functools.partial(train.predict, model),
                                              task, config.threshold, rows.classes,
                                              spec.pipeline.label.target)
               for p in problem_list}

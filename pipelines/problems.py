@@ -13,6 +13,7 @@ adding a problem re-scores the versions registered before it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -256,7 +257,7 @@ def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:
             continue
         model = registry.load_model(f"models:/{name}/{version.version}")
         for problem in stale:
-            result = score_problem(problem, lambda cases: train.predict(model, cases), task,
+            result = score_problem(problem, functools.partial(train.predict, model), task,
                                    threshold, train.classes(model), target)
             registry.log_metrics(version.run_id,
                                  {SCORE_METRIC.format(name=problem.name): result.score})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 MAX_BACKFILL_DAYS = 731
 """Longest range one feature backfill request may cover: split longer ones."""
 

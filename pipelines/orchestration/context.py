@@ -18,10 +18,11 @@ from pipelines.lake import merge_spans
 def run_context(context: Mapping[str, Any]) -> dict[str, Any]:
     """Who and what produced an output: recorded in manifests and MLflow tags."""
     ti, dag_run = context["ti"], context["dag_run"]
+    run_type = getattr(dag_run, "run_type", "")  # an enum in the task runner: keep its value
     return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
             "map_index": ti.map_index, "try": ti.try_number,
             "triggered_by": getattr(dag_run, "triggering_user_name", None)
-            or str(getattr(dag_run, "run_type", "")),
+            or str(getattr(run_type, "value", run_type)),
             "reason": context["params"].get("reason")}
 
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pipelines import evaluate
-from pipelines.metrics import metric_names, score
 from pipelines.differential import Delta
 from pipelines.errors import DataError
+from pipelines.metrics import metric_names, score
 from pipelines.spec import Criteria, Guardrails, SliceSpec
 
 

@@ -22,7 +22,7 @@ D = dt.date
 
 
 def at(iso: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.UTC)
 
 
 def context(params: dict[str, Any] | None = None, interval: tuple[str, str] | None = None,
@@ -129,9 +129,6 @@ def test_run_context_without_a_user_or_reason() -> None:
     assert recorded["triggered_by"]  # falls back to the run type, never empty
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "run_context records str(run_type); the task runner's DagRunType is a (str, Enum) whose "
-    "str() on Python 3.11 is 'DagRunType.SCHEDULED', not 'scheduled' (use .value)"))
 @pytest.mark.parametrize("run_type", [DagRunType.SCHEDULED, DagRunType.ASSET_TRIGGERED,
                                       DagRunType.BACKFILL])
 def test_run_context_names_the_run_type_when_nobody_triggered(run_type: DagRunType) -> None:
