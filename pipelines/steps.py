@@ -31,7 +31,7 @@ from pipelines.evaluate import EvaluationSummary
 from pipelines.lineage import Pair
 from pipelines.quality import QualitySummary
 from pipelines.registry import TrainedRun, TrainingLog
-from pipelines.spec import LoadedSpec
+from pipelines.spec import LoadedSpec, check_model
 from pipelines.training_set import (
     Split,
     TrainingInput,
@@ -49,6 +49,9 @@ INPUT_EXAMPLE_ROWS = 5
 def build_training_set(spec: LoadedSpec, window: tuple[dt.date, dt.date],
                        eval_start: dt.date | None, produced_by: dict[str, Any]
                        ) -> TrainingInput:
+    """The first train task: the estimator checked against the task (DAG parsing skips this
+    import-heavy check), then the split checked and the set built and published."""
+    check_model(spec)
     return prepare(spec, *window, eval_start=eval_start, produced_by=produced_by)
 
 
