@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap up down clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ bench: install
 # Full-2013 feature backfill through a real scheduler, both ways (about 10-40 min; see bench/BACKFILL.md)
 bench-backfill: install
 	$(BIN)/python bench/backfill_throughput.py
+
+# Paired bootstrap of metric changes: per-resample sklearn loop vs bootstrap_deltas (~5 min; see bench/README.md)
+bench-bootstrap: install
+	$(BIN)/python bench/bootstrap.py
 
 clean:
 	rm -rf $(PITSTOP_HOME)

@@ -1,34 +1,29 @@
 """The differential test: candidate and champion on one evaluation set, row by row.
 
 A single difference of two aggregate numbers says nothing about noise: on a month of rows an
-AUC moves by a hundredth from one resample to the next. So the change in every metric gets a
-paired bootstrap interval (both models scored on the same resampled rows, so the noise they
-share cancels), and the gate judges the interval. The rows where the two models disagree
-most are kept, because they are where a reviewer learns what changed.
+AUC moves by a hundredth from one resample to the next. So the change in every metric of the
+task gets a paired bootstrap interval (both models scored on the same resampled rows, so the
+noise they share cancels), and the gate judges the interval. The rows where the two models
+disagree most are kept, because they are where a reviewer learns what changed.
+
+The metrics themselves, and which direction is better, are defined in `pipelines.metrics`.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-HIGHER_IS_BETTER = {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False}
+from pipelines import metrics
 
-
-def metric(name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
-    """One metric, optionally with integer sample weights (a bootstrap resample without
-    copying rows)."""
-    if name == "roc_auc":
-        return float(roc_auc_score(y, p, sample_weight=w))
-    if name == "pr_auc":
-        return float(average_precision_score(y, p, sample_weight=w))
-    if name == "log_loss":
-        return float(log_loss(y, p, sample_weight=w, labels=[0, 1]))
-    return float(brier_score_loss(y, p, sample_weight=w))
+_DRAW_BYTES = 256 * 2**20
+"""Memory budget of the row counts of the resamples scored in one call of
+`metrics.score_resamples` (one byte a count while counts fit uint8)."""
 
 
 @dataclass(frozen=True)
@@ -42,58 +37,146 @@ class Delta:
     low: float
     """Lower bound of the `confidence` interval of the change."""
     high: float
+    """Upper bound of the `confidence` interval of the change."""
     confidence: float
+    higher_is_better: bool
+    """The metric's direction (from `pipelines.metrics`), which decides the worse side."""
 
     @property
     def worst_case(self) -> float:
         """How much worse the candidate may be, at the interval's bound on the worse side
         (negative when even that bound is an improvement)."""
-        return -self.low if HIGHER_IS_BETTER[self.metric] else self.high
+        return -self.low if self.higher_is_better else self.high
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def bootstrap_deltas(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
-                     resamples: int, seed: int, confidence: float) -> dict[str, Delta]:
+def bootstrap_deltas(task: str, y: np.ndarray, candidate: np.ndarray, champion: np.ndarray,
+                     resamples: int, seed: int, confidence: float, *, threshold: float = 0.5,
+                     classes: np.ndarray | None = None) -> dict[str, Delta]:
     """Paired percentile bootstrap of every metric's change; seeded, so it is reproducible.
 
-    Each resample draws row counts (multinomial weights) once and scores both models on
-    them; resamples with a single class are redrawn, since AUCs are undefined there.
+    Each resample draws row counts once (`integers(0, rows, rows)`, counted) and both models
+    are scored on them. For binary and multiclass a resample that misses a class present in
+    y is redrawn, since AUCs are undefined there; regression never redraws. A metric that is
+    undefined on some resamples (NaN) gets its interval from the others. The point values
+    are the same vectorised scoring on the rows as they are (every count 1), which equals
+    `metrics.score` to rounding and shares its sort with the resamples.
+
+    Raises ValueError when y holds fewer than two classes for a classification task (no
+    resample could hold two).
     """
-    if len(np.unique(y)) < 2:
-        raise ValueError("bootstrap_deltas: the labels hold one class; no resample can "
-                         "score an AUC")
-    rng = np.random.default_rng(seed)
-    rows = len(y)
-    samples: dict[str, list[float]] = {name: [] for name in HIGHER_IS_BETTER}
-    while len(samples["brier"]) < resamples:
-        weights = np.bincount(rng.integers(0, rows, rows), minlength=rows)
-        picked = y[weights > 0]
-        if picked.min() == picked.max():
-            continue
-        for name, values in samples.items():
-            values.append(metric(name, y, candidate, weights)
-                          - metric(name, y, champion, weights))
+    names = metrics.metric_names(task)
+    y = np.asarray(y)
+    if task != "regression" and len(labels := np.unique(y)) < 2:
+        raise ValueError(f"bootstrap_deltas: the labels hold {len(labels)} class; a {task} "
+                         "bootstrap needs at least 2 (rule: every resample must hold every "
+                         "class of y, or AUCs are undefined)")
+    # scored[name][model, j]: model 0 the candidate, 1 the champion; j = 0 the rows as they
+    # are, then the resamples in the order drawn
+    scored = {name: np.empty((2, resamples + 1)) for name in names}
+    done = 0
+    for weights in _resample_weights(task, y, resamples, seed):
+        for model, pred in enumerate((candidate, champion)):
+            values = metrics.score_resamples(task, y, pred, weights, threshold=threshold,
+                                             classes=classes)
+            for name in names:
+                scored[name][model, done:done + len(weights)] = values[name]
+        done += len(weights)
     tail = (1 - confidence) / 2 * 100
     deltas = {}
-    for name, values in samples.items():
-        ours, theirs = metric(name, y, candidate), metric(name, y, champion)
-        low, high = np.percentile(values, [tail, 100 - tail])
+    for name in names:
+        ours, theirs = (float(v) for v in scored[name][:, 0])
+        with warnings.catch_warnings():  # a metric undefined on every resample: NaN bounds
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            low, high = np.nanpercentile(scored[name][0, 1:] - scored[name][1, 1:],
+                                         [tail, 100 - tail])
         deltas[name] = Delta(name, ours, theirs, ours - theirs, float(low), float(high),
-                             confidence)
+                             confidence, metrics.higher_is_better(task, name))
     return deltas
 
 
-def agreement_rate(candidate: np.ndarray, champion: np.ndarray, threshold: float) -> float:
-    """Share of rows on which both models make the same decision at the threshold."""
-    return float(np.mean((candidate >= threshold) == (champion >= threshold)))
+def _resample_weights(task: str, y: np.ndarray, resamples: int, seed: int
+                      ) -> Iterator[np.ndarray]:
+    """Blocks of row counts (a resample a row) drawn in order from one seeded generator; the
+    first block opens with a row of ones, the rows as they are."""
+    rows = len(y)
+    codes = None if task == "regression" else np.unique(y, return_inverse=True)[1]
+    classes = 0 if codes is None else int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    per_block = max(1, _DRAW_BYTES // rows)
+    drawn = -1
+    while drawn < resamples:
+        block = np.empty((min(per_block, resamples - drawn), rows), dtype=np.uint8)
+        filled = 0
+        if drawn < 0:
+            block[0], filled, drawn = 1, 1, 0
+        while filled < len(block):
+            draws = rng.integers(0, rows, rows)
+            if codes is not None and _misses_a_class(codes, classes, draws):
+                continue
+            counts = np.bincount(draws, minlength=rows)
+            if counts.max() > np.iinfo(block.dtype).max:  # never in practice; stay exact
+                block = block.astype(np.int64)
+            block[filled] = counts
+            filled += 1
+            drawn += 1
+        yield block
 
 
-def disagreements(frame: pd.DataFrame, columns: list[str], candidate: np.ndarray,
-                  champion: np.ndarray, count: int) -> pd.DataFrame:
-    """The `count` rows where the two models' probabilities differ most, largest first."""
-    gap = np.abs(candidate - champion)
+def _misses_a_class(codes: np.ndarray, classes: int, draws: np.ndarray) -> bool:
+    """Whether the drawn rows miss one of the classes; the first thousand draws nearly
+    always hold every class, and then the rest need no look."""
+    return not any(np.bincount(codes[part], minlength=classes).all()
+                   for part in (draws[:1024], draws))
+
+
+def agreement_rate(task: str, candidate: np.ndarray, champion: np.ndarray, threshold: float,
+                   classes: np.ndarray | None = None, tolerance: float | None = None) -> float:
+    """Share of rows on which both models make the same decision.
+
+    binary: the same side of the threshold (a probability equal to it is positive);
+    multiclass: the same most probable class; regression: predictions at most `tolerance`
+    apart, by default 0.1 × the standard deviation of the champion's predictions (so 0, exact
+    equality, when the champion predicts a constant).
+    """
+    metrics.metric_names(task)
+    if task == "regression":
+        candidate, champion = np.asarray(candidate), np.asarray(champion)
+        if tolerance is None:
+            tolerance = 0.1 * float(np.std(champion))
+        return float(np.mean(np.abs(candidate - champion) <= tolerance))
+    if task == "multiclass":
+        return float(np.mean(np.argmax(candidate, axis=1) == np.argmax(champion, axis=1)))
+    return float(np.mean(metrics.decide(task, candidate, threshold, classes)
+                         == metrics.decide(task, champion, threshold, classes)))
+
+
+def disagreements(task: str, frame: pd.DataFrame, columns: list[str], candidate: np.ndarray,
+                  champion: np.ndarray, count: int, classes: np.ndarray | None = None
+                  ) -> pd.DataFrame:
+    """The `count` rows where the two models differ most, largest gap first (ties in row
+    order), picked by position: the requested columns, then `candidate`, `champion`, `gap`.
+
+    binary and regression: both predictions and their absolute difference. multiclass: the
+    class each model decides (a label of `classes`; without them, the column position),
+    `candidate_p`/`champion_p` = the probability each gave its own decision, and the gap is
+    the total variation distance between the two probability rows (half the L1 distance).
+    """
+    metrics.metric_names(task)
+    candidate, champion = np.asarray(candidate), np.asarray(champion)
+    if task == "multiclass":
+        gap = np.abs(candidate - champion).sum(axis=1) / 2
+    else:
+        gap = np.abs(candidate - champion)
     order = np.argsort(-gap, kind="stable")[:count]
     picked = frame.iloc[order][columns].reset_index(drop=True)
-    return picked.assign(candidate=candidate[order], champion=champion[order], gap=gap[order])
+    if task != "multiclass":
+        return picked.assign(candidate=candidate[order], champion=champion[order],
+                             gap=gap[order])
+    labels = np.arange(candidate.shape[1]) if classes is None else np.asarray(classes)
+    ours, theirs = np.argmax(candidate[order], axis=1), np.argmax(champion[order], axis=1)
+    return picked.assign(candidate=labels[ours], champion=labels[theirs],
+                         candidate_p=candidate[order, ours], champion_p=champion[order, theirs],
+                         gap=gap[order])
