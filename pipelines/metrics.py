@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
 
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
@@ -214,6 +212,8 @@ def score(task: str, y: np.ndarray, pred: np.ndarray, *, threshold: float = 0.5,
         _nonnegative(weights)
         if not np.any(weights > 0):
             return dict.fromkeys(metric_names(task), np.nan)
+    from sklearn.exceptions import UndefinedMetricWarning  # not at import: specs load this module
+
     present = data.y if weights is None else data.y[weights > 0]
     with warnings.catch_warnings():
         # Undefined cases are NaN on purpose; so is a decided class that y does not hold.
@@ -231,6 +231,8 @@ def score(task: str, y: np.ndarray, pred: np.ndarray, *, threshold: float = 0.5,
 
 def _binary_sklearn(data: _Inputs, threshold: float, w: np.ndarray | None, both: bool
                     ) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     y, p = data.y, data.pred
     decided = decide("binary", p, threshold, None)
     return {
@@ -246,6 +248,8 @@ def _binary_sklearn(data: _Inputs, threshold: float, w: np.ndarray | None, both:
 
 def _multiclass_sklearn(data: _Inputs, w: np.ndarray | None, every_class: bool
                         ) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     y, p, classes = data.y, data.pred, data.classes
     decided = decide("multiclass", p, 0.5, classes)
     if not every_class:
@@ -268,6 +272,8 @@ def _multiclass_sklearn(data: _Inputs, w: np.ndarray | None, every_class: bool
 
 def _regression_sklearn(data: _Inputs, w: np.ndarray | None, constant: bool
                         ) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     y, p = data.y, data.pred
     return {
         "rmse": skm.root_mean_squared_error(y, p, sample_weight=w),
