@@ -1,0 +1,1 @@
+"""Hooks of the aircraft_utilisation example: its feature views, label and data landing."""
