@@ -29,8 +29,9 @@ def test_no_import_errors(bag: DagBag) -> None:
 
 
 def test_four_dags_per_pipeline(bag: DagBag) -> None:
-    assert set(bag.dag_ids) == {"flights_delay_ingest", "flights_delay_features",
-                                "flights_delay_train", "flights_delay_backfill"}
+    assert set(bag.dag_ids) == {f"{name}_{stage}"
+                                for name in ("flights_delay", "aircraft_utilisation")
+                                for stage in ("ingest", "features", "train", "backfill")}
 
 
 def test_hooks_folder_is_not_parsed() -> None:
@@ -42,7 +43,8 @@ def test_hooks_folder_is_not_parsed() -> None:
     """
     unsafe = DagBag(dag_folder=str(DAGS), safe_mode=False)
     assert unsafe.import_errors == {}
-    assert sorted(stat.file for stat in unsafe.dagbag_stats) == ["flights_delay.py"]
+    assert sorted(stat.file for stat in unsafe.dagbag_stats) == ["aircraft_utilisation.py",
+                                                                  "flights_delay.py"]
 
 
 @pytest.mark.parametrize("dag_id", ["flights_delay_ingest", "flights_delay_features",
