@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.spec import LoadedSpec, load_spec
+from pipelines import features, ingest, registry, training_set
+from pipelines.registry import TrainedRun
+from pipelines.spec import LoadedSpec, ModelSpec, load_spec
+from pipelines.training_set import TrainingInput
 
 SPEC = """
 name: sensors
@@ -91,3 +96,70 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedSpec:
     for offset in range(3):
         write_readings(landing, dt.date(2024, 1, 1) + dt.timedelta(days=offset))
     return load_spec(spec_file)
+
+
+# --- shared by the lake, registry and report tests ----------------------------------------
+
+D1, D2, D3, D4 = (dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(4))
+"""The tiny pipeline's three landed days, and the end of their window."""
+
+
+def amend(spec: LoadedSpec, model: dict[str, Any] | None = None, **sections: Any) -> LoadedSpec:
+    """The spec with some `model` fields and whole top-level sections replaced; same file, so
+    hooks and the problems file resolve as before."""
+    pipeline = spec.pipeline
+    if model:
+        sections["model"] = ModelSpec(**{**pipeline.model.model_dump(), **model})
+    return LoadedSpec(pipeline.model_copy(update=sections), spec.path)
+
+
+ESTIMATORS = {"binary": "sklearn.linear_model.LogisticRegression",
+              "multiclass": "sklearn.linear_model.LogisticRegression",
+              "regression": "sklearn.linear_model.LinearRegression"}
+"""A small estimator that fits each task."""
+
+
+def for_task(spec: LoadedSpec, task: str, model: dict[str, Any] | None = None,
+             **sections: Any) -> LoadedSpec:
+    """The spec for `task`, with an estimator that fits it (and `amend`'s other changes)."""
+    return amend(spec, model={"task": task, "estimator": ESTIMATORS[task], **(model or {})},
+                 **sections)
+
+
+@pytest.fixture
+def ingested(tiny: LoadedSpec) -> LoadedSpec:
+    """The tiny pipeline with its three days of readings ingested into this test's lake."""
+    ingest.ingest(tiny, "readings", D1, D4)
+    return tiny
+
+
+@pytest.fixture
+def built(ingested: LoadedSpec) -> TrainingInput:
+    """The view computed and the training set of D1..D4 published, evaluating from D3."""
+    features.compute_view(ingested, "last", D1, D4)
+    return training_set.prepare(ingested, D1, D4)
+
+
+def log_tiny_model(run_tags: dict[str, str] | None = None) -> TrainedRun:
+    """A tiny real sklearn model logged in a run (with these tags) of its own experiment."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    experiment = registry.experiment_id(f"test-logged-{uuid.uuid4().hex[:8]}")
+    with mlflow.start_run(experiment_id=experiment, tags=run_tags) as run:
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=[])
+    return TrainedRun(run.info.run_id, experiment, info.model_uri, info.model_id)
+
+
+@pytest.fixture(scope="session")
+def logged() -> TrainedRun:
+    """One tiny logged model the registry tests register again and again."""
+    return log_tiny_model()
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A registered-model name no other test uses."""
+    return f"test-model-{uuid.uuid4().hex[:12]}"

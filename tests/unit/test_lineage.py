@@ -1,5 +1,5 @@
 """Content IDs: frame hashes see every row, pair IDs see every input, code versions ignore
-where the code lives."""
+where the code lives; a lineage record names every input of a training run by its hash."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import lineage
+from pipelines import lake, lineage, quality
+from pipelines.lineage import Pair
 from pipelines.spec import LoadedSpec, load_spec
+from pipelines.training_set import TrainingInput
 
-from .conftest import HOOKS, SPEC
+from .conftest import HOOKS, SPEC, amend
 
 DEFINITIONS = "d" * 64
 
@@ -201,3 +203,67 @@ def test_code_version_changes_with_any_code_file(
     version = lineage.code_version(spec)
     change(tmp_path / "a", library)
     assert lineage.code_version(load_spec(spec.path)) != version
+
+
+# --- the pair and the lineage record of a training run ---------------------------------------
+
+
+@pytest.fixture
+def suited(ingested: LoadedSpec) -> LoadedSpec:
+    """The tiny pipeline with its (empty) training-set suite, so its code version resolves."""
+    ingested.suite_path("sensors_training_set").write_text(json.dumps(
+        {"name": "sensors_training_set", "expectations": []}))
+    return ingested
+
+
+def test_plan_pair_names_the_dataset_config_and_code(suited: LoadedSpec) -> None:
+    pair = lineage.plan_pair(suited, "d" * 64)
+    code = lineage.code_version(suited)
+    assert pair == Pair(lineage.pair_id("d" * 64, lineage.training_config(suited), code),
+                        "d" * 64, code, registered_version=None)
+    assert lineage.plan_pair(suited, "e" * 64).pair_id != pair.pair_id
+    reseeded = lineage.plan_pair(amend(suited, model={"seed": 8}), "d" * 64)
+    assert reseeded.code_version == code and reseeded.pair_id != pair.pair_id
+
+
+def _raw_paths() -> list[str]:
+    return [lake.relative(p.path) for p in lake.list_partitions("raw", "readings")]
+
+
+def test_raw_partitions_used_are_the_spines_and_the_features(built: TrainingInput) -> None:
+    """Each raw partition once, by path, with the hash and rows its manifest records."""
+    used = lineage.raw_partitions_used(built.training_set)
+    assert [p["path"] for p in used] == _raw_paths() == [
+        f"raw/readings/date=2024-01-0{d}" for d in (1, 2, 3)]
+    assert [(p["sha256"], p["rows"]) for p in used] == [
+        (p.sha256, p.rows) for p in lake.list_partitions("raw", "readings")]
+
+
+def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
+                                                     built: TrainingInput) -> None:
+    report = quality.validate_training_set(suited, built.training_set)
+    pair = lineage.plan_pair(suited, built.training_set.dataset_id)
+    context = {"dag_id": "sensors_train", "run_id": "manual__1", "task_id": "train_model",
+               "try": 2, "triggered_by": "alice", "reason": "new view"}
+    record = lineage.lineage_record(suited, built, report, pair, context)
+    training_set = built.training_set
+    assert (record["pipeline"], record["pair_id"], record["dataset_id"]) == (
+        "sensors", pair.pair_id, training_set.dataset_id)
+    data = lake.lake_root() / training_set.path / lake.DATA_FILE
+    assert record["training_set"]["path"] == training_set.path
+    assert record["training_set"]["sha256"] == lake.sha256_file(data)
+    assert record["training_set"]["window"] == {"start": "2024-01-01", "end": "2024-01-04"}
+    assert [p["path"] for p in record["raw_partitions"]] == _raw_paths()
+    assert [(p["view"], p["path"][-10:]) for p in record["feature_partitions"]] == [
+        ("last", f"2024-01-0{d}") for d in (1, 2, 3)]
+    checked = record["checks"]["training_set"]
+    assert (checked["suite"], checked["success"], checked["result"]) == (
+        "sensors_training_set", True, report.result_path)
+    assert checked["sha256"] == lake.sha256_file(lake.lake_root() / report.result_path)
+    assert record["code"]["version"] == pair.code_version
+    assert record["training"] == {
+        "config": lineage.training_config(suited),
+        "split": {"train_start": "2024-01-01", "eval_start": "2024-01-03", "end": "2024-01-04"}}
+    assert record["airflow"] == {
+        "train": {"dag_id": "sensors_train", "run_id": "manual__1", "task_id": "train_model",
+                  "try": 2}, "triggered_by": "alice", "reason": "new view"}

@@ -3,12 +3,15 @@
 What is shown: the problems file and its case files are validated on load with errors that
 name the file and the problem (10 to 15 cases; unknown fields, bad values, missing files
 refused) and case text such as "NA" stays text; a score is the share of cases decided as
-expected at the threshold (ties count as positive); a regression past its tolerance is named
-with both counts; `add_problem` selects cases from a Parquet training set with DuckDB, writes
-CSV and YAML (query kept) and refuses existing or bad names, failing filters, too few matches,
-without writing anything; adding a problem leaves `code_version` unchanged; on the real MLflow
-store every registered version is scored once per version of each problem and `history`
-reads the latest scores back.
+expected per task (binary at the threshold, ties count as positive; multiclass by the most
+probable class; regression within `max_error` of each case's own target or of a declared
+value, bounds included); a declaration that does not fit the task is refused naming the file,
+problem and field; a regression past its tolerance is named with both counts; `add_problem`
+selects cases from a Parquet training set with DuckDB, writes CSV and YAML (query kept) and
+refuses existing or bad names, declarations that do not fit the task, failing filters, too
+few matches, without writing anything; adding a problem leaves `code_version` unchanged; on
+the real MLflow store every registered version is scored once per version of each problem and
+`history` reads the latest scores back.
 """
 
 from __future__ import annotations
@@ -23,24 +26,28 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines import lineage, problems, registry, train
+from pipelines import champion, lineage, problems, registry, train
 from pipelines.errors import DataError, SpecError
 from pipelines.problems import Problem, ProblemScore, ProblemSpec
-from pipelines.spec import LoadedSpec, ModelSpec, load_spec
+from pipelines.spec import LoadedSpec, load_spec
+
+from .conftest import for_task
 
 ROWS = 40
 
 
 def _spec(tiny: LoadedSpec, problems_file: str | None = "sensors/problems.yaml",
-          model_name: str | None = None) -> LoadedSpec:
-    """The tiny spec, rewritten on disk with `evaluation.problems` (and a model name)."""
+          model_name: str | None = None, task: str = "binary") -> LoadedSpec:
+    """The tiny spec, rewritten on disk with `evaluation.problems` (and a model name), for
+    `task` with an estimator that fits it."""
     text = tiny.path.read_text()
     if model_name:
         text = text.replace("model_name: sensors", f"model_name: {model_name}")
     if problems_file:
         text += f"evaluation: {{problems: {problems_file}}}\n"
     tiny.path.write_text(text)
-    return load_spec(tiny.path)
+    spec = load_spec(tiny.path)
+    return spec if task == "binary" else for_task(spec, task)
 
 
 def _cases(values: list[float], note: list[str] | None = None) -> pd.DataFrame:
@@ -52,7 +59,8 @@ def _cases(values: list[float], note: list[str] | None = None) -> pd.DataFrame:
 
 def _declare(spec: LoadedSpec, cases: dict[str, pd.DataFrame],
              **overrides: dict[str, Any]) -> Path:
-    """Write the problems file and one CSV per problem; `overrides` replace declarations."""
+    """Write the problems file and one CSV per problem (each declared as expecting 1);
+    `overrides` replace declarations."""
     path = spec.problems_path
     assert path is not None
     (path.parent / "problems").mkdir(parents=True, exist_ok=True)
@@ -215,6 +223,73 @@ def test_a_problem_version_changes_with_its_cases_or_declaration(tiny: LoadedSpe
     assert third["hot"] == second["hot"] and third["cold"] != second["cold"]
 
 
+# --- declarations fit the task --------------------------------------------------------------
+
+
+def _declared(**fields: Any) -> ProblemSpec:
+    return ProblemSpec(description="d", cases="problems/hot.csv", **fields)
+
+
+@pytest.mark.parametrize(("task", "fields", "field", "says"), [
+    ("binary", {"expected": 2}, "expected", "a binary problem expects 0 or 1, got 2"),
+    ("binary", {"expected": "yes"}, "expected", "a binary problem expects 0 or 1, got 'yes'"),
+    ("binary", {}, "expected", "a binary problem expects 0 or 1, got None"),
+    ("binary", {"expected": 1, "max_error": 0.5}, "max_error",
+     "only regression problems have one"),
+    ("multiclass", {}, "expected", "a multiclass problem names the expected class"),
+    ("multiclass", {"expected": "hot", "max_error": 0.5}, "max_error",
+     "only regression problems have one"),
+    ("regression", {}, "max_error", "a regression problem says how far from the expected "
+     "value a prediction may be and still count as solved"),
+    ("regression", {"expected": 5.0}, "max_error", "a regression problem says how far"),
+    ("regression", {"expected": "hot", "max_error": 0.5}, "expected",
+     "a regression problem expects a number (or nothing: each case's own target)"),
+], ids=["binary-2", "binary-text", "binary-none", "binary-max-error", "multiclass-none",
+        "multiclass-max-error", "regression-no-max-error", "regression-value-no-max-error",
+        "regression-text"])
+def test_a_declaration_that_does_not_fit_the_task_is_refused(
+        tmp_path: Path, task: str, fields: dict[str, Any], field: str, says: str) -> None:
+    path = tmp_path / "problems.yaml"
+    with pytest.raises(SpecError, match=re.escape(f"{path}: problems.hot.{field}: {says}")):
+        problems.check_declaration(path, "hot", _declared(**fields), task)
+
+
+@pytest.mark.parametrize(("task", "fields"), [
+    ("binary", {"expected": 0}), ("binary", {"expected": 1}),
+    ("multiclass", {"expected": "hot"}), ("multiclass", {"expected": 2}),
+    ("regression", {"max_error": 0.5}), ("regression", {"expected": 5.0, "max_error": 0.5}),
+    ("regression", {"expected": 0, "max_error": 2}),
+])
+def test_a_declaration_that_fits_the_task_is_accepted(tmp_path: Path, task: str,
+                                                      fields: dict[str, Any]) -> None:
+    problems.check_declaration(tmp_path / "problems.yaml", "hot", _declared(**fields), task)
+
+
+@pytest.mark.parametrize(("task", "declaration", "field"), [
+    ("regression", {"expected": 1}, "problems.hot.max_error"),
+    ("binary", {"expected": "hot"}, "problems.hot.expected"),
+    ("multiclass", {"expected": "hot", "max_error": 0.5}, "problems.hot.max_error"),
+])
+def test_loading_checks_each_declaration_against_the_specs_task(
+        tiny: LoadedSpec, task: str, declaration: dict[str, Any], field: str) -> None:
+    spec = _spec(tiny, task=task)
+    path = _declare(spec, {"hot": _cases([0.9] * 12)},
+                    hot={"description": "d", "cases": "problems/hot.csv", **declaration})
+    with pytest.raises(SpecError, match=re.escape(f"{path}: {field}: ")):
+        problems.load_problems(spec)
+
+
+def test_a_regression_problem_loads_with_its_max_error(tiny: LoadedSpec) -> None:
+    spec = _spec(tiny, task="regression")
+    _declare(spec, {"hot": _cases([0.9] * 12), "any": _cases([0.5] * 10)},
+             hot={"description": "d", "expected": 7.5, "max_error": 0.25,
+                  "cases": "problems/hot.csv"},
+             any={"description": "d", "max_error": 1, "cases": "problems/any.csv"})
+    hot, any_ = problems.load_problems(spec)
+    assert (hot.spec.expected, hot.spec.max_error) == (7.5, 0.25)
+    assert (any_.spec.expected, any_.spec.max_error) == (None, 1.0)
+
+
 # --- scoring and regressions ---------------------------------------------------------------
 
 PROBABILITIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.05]
@@ -239,7 +314,7 @@ def test_score_is_the_share_decided_as_expected(tiny: LoadedSpec, expected: int,
         seen.append(cases)
         return cases["p"].to_numpy()
 
-    score = problems.score_problem(problem, predict, threshold)
+    score = problems.score_problem(problem, predict, "binary", threshold, None, "high")
     assert score == ProblemScore("hot", solved / 12, solved, 12, expected, PROBABILITIES)
     assert list(seen[0].columns) == ["reading_id", "last__value", "note", "p"]
     assert seen[0]["note"].tolist() == ["NA"] * 12  # the model sees the text, not a null
@@ -255,7 +330,81 @@ def test_cases_without_the_models_columns_name_the_problem(tiny: LoadedSpec) -> 
 
     with pytest.raises(DataError, match=re.escape(
             f"problem hot: the cases in {path.parent / 'problems' / 'hot.csv'} lack columns")):
-        problems.score_problem(problem, predict, 0.5)
+        problems.score_problem(problem, predict, "binary", 0.5, None, "high")
+
+
+TARGETS = [float(i) for i in range(1, 13)]
+OFFSETS = [0.0, 0.25, -0.5, 0.5, 0.75, -1.0, 2.0, 0.125, -0.25, 0.5, -0.625, 0.0]
+"""Regression cases: predictions are the target plus these (all exact in binary)."""
+
+
+@pytest.mark.parametrize(("declaration", "solved"), [
+    ({"max_error": 0.5}, 8),    # within 0.5 of each case's own target, bounds included
+    ({"max_error": 0.25}, 5),
+    ({"max_error": 2}, 12),
+    ({"expected": 5.0, "max_error": 0.5}, 2),   # 4.5 and 5.0 lie within 0.5 of 5
+    ({"expected": 5.0, "max_error": 1}, 3),     # and 5.75 within 1
+    ({"expected": 100, "max_error": 1}, 0),
+])
+def test_a_regression_case_is_solved_within_max_error(
+        tiny: LoadedSpec, declaration: dict[str, Any], solved: int) -> None:
+    spec = _spec(tiny, task="regression")
+    predicted = [t + o for t, o in zip(TARGETS, OFFSETS, strict=True)]
+    frame = _cases([0.5] * 12).assign(high=TARGETS, p=predicted)
+    _declare(spec, {"hot": frame},
+             hot={"description": "d", "cases": "problems/hot.csv", **declaration})
+    (problem,) = problems.load_problems(spec)
+    score = problems.score_problem(problem, lambda cases: cases["p"].to_numpy(), "regression",
+                                   0.5, None, "high")
+    assert score == ProblemScore("hot", solved / 12, solved, 12, declaration.get("expected"),
+                                 predicted)
+
+
+def test_a_regression_problem_reads_the_target_the_spec_names(tiny: LoadedSpec) -> None:
+    """Each case's own target is the column `label.target`, not some other number."""
+    spec = _spec(tiny, task="regression")
+    frame = _cases([0.5] * 10).assign(high=[1.0] * 10, other=[9.0] * 10)
+    _declare(spec, {"hot": frame},
+             hot={"description": "d", "max_error": 0.5, "cases": "problems/hot.csv"})
+    (problem,) = problems.load_problems(spec)
+
+    def predict(cases: pd.DataFrame) -> np.ndarray:
+        return np.full(len(cases), 1.25)
+
+    assert problems.score_problem(problem, predict, "regression", 0.5, None, "high").solved == 10
+    assert problems.score_problem(problem, predict, "regression", 0.5, None, "other").solved == 0
+
+
+def _class_cases(rows: list[tuple[float, float, float]]) -> pd.DataFrame:
+    return _cases([0.5] * len(rows)).assign(p_a=[r[0] for r in rows], p_b=[r[1] for r in rows],
+                                            p_c=[r[2] for r in rows])
+
+
+ROWS_BY_CLASS = [(0.7, 0.2, 0.1), (0.2, 0.5, 0.3), (0.1, 0.1, 0.8), (0.3, 0.3, 0.4),
+                 (0.1, 0.6, 0.3), (0.5, 0.25, 0.25), (0.2, 0.2, 0.6), (0.3, 0.4, 0.3),
+                 (0.05, 0.05, 0.9), (0.4, 0.35, 0.25)]
+"""Most probable class per row: a b c c b a c b c a."""
+
+
+@pytest.mark.parametrize(("classes", "expected", "solved"), [
+    (["cold", "mild", "hot"], "hot", 4),
+    (["cold", "mild", "hot"], "cold", 3),
+    (["cold", "mild", "hot"], "mild", 3),
+    ([0, 1, 2], 2, 4),          # numeric classes, declared as a number
+    ([0, 1, 2], 0, 3),
+    (["cold", "mild", "hot"], "warm", 0),
+])
+def test_a_multiclass_case_is_solved_when_the_expected_class_is_most_probable(
+        tiny: LoadedSpec, classes: list[Any], expected: Any, solved: int) -> None:
+    spec = _spec(tiny, task="multiclass")
+    _declare(spec, {"hot": _class_cases(ROWS_BY_CLASS)},
+             hot={"description": "d", "expected": expected, "cases": "problems/hot.csv"})
+    (problem,) = problems.load_problems(spec)
+    score = problems.score_problem(
+        problem, lambda cases: cases[["p_a", "p_b", "p_c"]].to_numpy(), "multiclass", 0.5,
+        np.array(classes), "high")
+    decided = [str(classes[i]) for i in (0, 1, 2, 2, 1, 0, 2, 1, 2, 0)]
+    assert score == ProblemScore("hot", solved / 10, solved, 10, expected, decided)
 
 
 def _problem(name: str, tolerance: float) -> Problem:
@@ -420,6 +569,35 @@ def test_a_limit_outside_10_to_15_is_refused_and_writes_nothing(tiny: LoadedSpec
     assert [p.name for p in problems.load_problems(spec)] == ["cold"]
 
 
+def test_add_problem_of_a_regression_keeps_its_max_error(tiny: LoadedSpec) -> None:
+    spec = _spec(tiny, task="regression")
+    added = problems.add_problem(spec, "hot", "d", None, "idx >= 20",
+                                 _training_set(tiny.path.parent), max_error=0.1)
+    assert (added.spec.expected, added.spec.max_error) == (None, 0.1)
+    assert spec.problems_path is not None
+    assert yaml.safe_load(spec.problems_path.read_text())["problems"]["hot"] == {
+        "description": "d", "max_error": 0.1, "tolerance": 0.0, "cases": "problems/hot.csv",
+        "query": "idx >= 20"}
+
+
+@pytest.mark.parametrize(("task", "expected", "max_error", "field"), [
+    ("binary", 2, None, "problems.hot.expected"),
+    ("binary", 1, 0.5, "problems.hot.max_error"),
+    ("multiclass", None, None, "problems.hot.expected"),
+    ("regression", 0.5, None, "problems.hot.max_error"),
+])
+def test_add_problem_refuses_a_declaration_unfit_for_the_task_and_writes_nothing(
+        tiny: LoadedSpec, task: str, expected: Any, max_error: float | None,
+        field: str) -> None:
+    spec = _spec(tiny, task=task)
+    parquet = _training_set(tiny.path.parent)
+    before = _files(tiny.path.parent / "sensors")
+    with pytest.raises(SpecError, match=re.escape(f"{spec.problems_path}: {field}: ")):
+        problems.add_problem(spec, "hot", "d", expected, "idx >= 20", parquet,
+                             max_error=max_error)
+    assert _files(tiny.path.parent / "sensors") == before
+
+
 def test_add_problem_needs_a_problems_file_in_the_spec(tiny: LoadedSpec) -> None:
     with pytest.raises(SpecError, match=re.escape(
             f"{tiny.path}: evaluation.problems names no problems file")):
@@ -451,23 +629,26 @@ def test_adding_a_problem_does_not_change_the_code_version(tiny: LoadedSpec,
 # --- re-scoring registered versions on the real MLflow store -------------------------------
 
 
-def _register_model(name: str, flip: bool) -> str:
-    """A tiny sklearn pipeline on `last__value` (labels flipped for a bad model), logged in
-    a run of its own and registered as the next version of `name`."""
+def _register_model(spec: LoadedSpec, flip: bool) -> str:
+    """The spec's model fitted on `last__value` (binary: above a half; regression: ten times
+    it; flipped for a bad model), logged in a run of its own and registered as the next
+    version of the spec's model."""
     import mlflow
     import mlflow.sklearn
 
     value = np.linspace(0, 1, 40)
     frame = pd.DataFrame({"last__value": value})
-    labels = ((value > 0.5) ^ flip).astype("int64")
-    model = train.make_model(ModelSpec(estimator="sklearn.linear_model.LogisticRegression",
-                                       seed=7, features=["last__value"])).fit(frame, labels)
+    if spec.pipeline.model.task == "regression":
+        target = 10 * (1 - value if flip else value)
+    else:
+        target = ((value > 0.5) ^ flip).astype("int64")
+    model = train.make_model(spec).fit(frame, target)
     experiment = registry.experiment_id(f"test-problems-{uuid.uuid4().hex[:8]}")
     with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(model, name="model", pip_requirements=[],
-                                        skops_trusted_types=train.model_types(model))
-    return registry.register(name, run.info.run_id, info.model_uri, info.model_id, {},
-                             "a test version", promote=not flip)
+                                        skops_trusted_types=registry.model_types(model))
+    return champion.register(spec.pipeline.model_name, run.info.run_id, info.model_uri,
+                             info.model_id, {}, "a test version", promote=not flip)
 
 
 def _history(spec: LoadedSpec) -> list[tuple[int, str, float]]:
@@ -485,7 +666,7 @@ def test_rescore_versions_scores_each_version_once_per_problem_version(
     path = _declare(spec, {"hot": _cases(list(np.linspace(0.8, 0.99, 12)))})
     assert problems.rescore_versions(spec) == []  # no registered model yet
     assert _history(spec) == []
-    assert [_register_model(name, flip) for flip in (False, True)] == ["1", "2"]
+    assert [_register_model(spec, flip) for flip in (False, True)] == ["1", "2"]
 
     assert problems.rescore_versions(spec) == [("1", "hot", 1.0), ("2", "hot", 0.0)]
     (hot,) = problems.load_problems(spec)
@@ -509,3 +690,16 @@ def test_rescore_versions_scores_each_version_once_per_problem_version(
     assert problems.rescore_versions(spec) == []
     assert _history(spec) == [(1, "hot", 0.0), (1, "warm", 1.0), (2, "hot", 1.0),
                               (2, "warm", 0.0)]
+
+
+def test_rescore_versions_of_a_regression_scores_within_max_error(tiny: LoadedSpec) -> None:
+    """The task and the target reach the scoring: a good regressor solves every case within
+    0.5 of its own target, the flipped one none."""
+    name = f"test-problems-{uuid.uuid4().hex[:12]}"
+    spec = _spec(tiny, model_name=name, task="regression")
+    value = np.linspace(0.8, 0.99, 12)
+    _declare(spec, {"hot": _cases(list(value)).assign(high=10 * value)},
+             hot={"description": "d", "max_error": 0.5, "cases": "problems/hot.csv"})
+    assert [_register_model(spec, flip) for flip in (False, True)] == ["1", "2"]
+    assert problems.rescore_versions(spec) == [("1", "hot", 1.0), ("2", "hot", 0.0)]
+    assert _history(spec) == [(1, "hot", 1.0), (2, "hot", 0.0)]

@@ -12,6 +12,8 @@ import pytest
 
 from pipelines import lake, quality
 from pipelines.errors import SpecError, ValidationFailed
+from pipelines.spec import LoadedSpec
+from pipelines.training_set import TrainingInput
 
 REPO_SUITES = sorted((Path(__file__).resolve().parents[2] / "expectations").glob("*.json"))
 SUITE = {
@@ -81,9 +83,11 @@ def test_valid_frame_passes_and_publishes_result_docs_and_manifest(
     for name, entry in listed.items():
         assert entry["sha256"] == lake.sha256_file(out_dir / name)
 
-    summary = report.summary()
-    assert summary["result_path"] == f"_quality/readings/{quality.RESULT_FILE}"
-    assert summary["docs_dir"] == f"_quality/readings/{quality.DOCS_DIR}"
+    assert report.summary() == quality.QualitySummary(
+        suite="readings_check", success=True, evaluated=3, successful=3,
+        result_path=f"_quality/readings/{quality.RESULT_FILE}",
+        docs_dir=f"_quality/readings/{quality.DOCS_DIR}",
+        docs_path=report.docs_path.relative_to(lake_dir).as_posix())
 
 
 @pytest.mark.parametrize(("column", "bad_value", "expectation"), [
@@ -230,3 +234,42 @@ def test_training_suite_accepts_features_at_the_cutoff(lake_dir: Path) -> None:
     frame["origin_weather__as_of"] = frame["prediction_time"]
     report = quality.validate(frame, path, "training set", lake_dir / "q")
     assert report.success, [f.describe() for f in report.failures]
+
+
+def _training_suite(spec: LoadedSpec, max_value: float) -> None:
+    """The tiny pipeline's training-set suite: readings between 0 and `max_value`."""
+    spec.suite_path("sensors_training_set").write_text(json.dumps({
+        "name": "sensors_training_set",
+        "expectations": [{"type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": "last__value", "min_value": 0,
+                                     "max_value": max_value}}]}))
+
+
+def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
+                                                        built: TrainingInput) -> None:
+    """The suite runs over the set's own rows; the summary's paths are lake-relative and
+    resolve, under the set's dataset_id."""
+    _training_suite(ingested, 1.0)
+    summary = quality.validate_training_set(ingested, built.training_set)
+    assert isinstance(summary, quality.QualitySummary)
+    assert (summary.suite, summary.success, summary.evaluated, summary.successful) == (
+        "sensors_training_set", True, 1, 1)
+    folder = f"_quality/datasets/sensors/{built.training_set.dataset_id}"
+    assert summary.result_path == f"{folder}/{quality.RESULT_FILE}"
+    assert summary.docs_dir == f"{folder}/{quality.DOCS_DIR}"
+    for path in (summary.result_path, summary.docs_path):
+        assert (lake.lake_root() / path).is_file()
+    result = json.loads((lake.lake_root() / summary.result_path).read_text())
+    (checked,) = result["results"]
+    assert checked["result"]["element_count"] == built.training_set.rows
+
+
+def test_validate_training_set_refuses_a_set_that_fails_its_suite(
+        ingested: LoadedSpec, built: TrainingInput) -> None:
+    _training_suite(ingested, 0.5)  # the readings are uniform on [0, 1)
+    with pytest.raises(ValidationFailed) as caught:
+        quality.validate_training_set(ingested, built.training_set)
+    message = str(caught.value)
+    assert f"training set {built.training_set.dataset_id[:12]} ({built.training_set.path})" in (
+        message)
+    assert "expect_column_values_to_be_between on column 'last__value'" in message
