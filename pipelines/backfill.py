@@ -37,14 +37,20 @@ def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[st
     if (end - start).days > MAX_BACKFILL_DAYS:
         raise DataError(f"backfill: {(end - start).days} days is longer than "
                         f"{MAX_BACKFILL_DAYS}; split the range")
-    for source in sorted({s for v in names for s in spec.pipeline.feature_views[v].sources}):
+    views = [spec.pipeline.feature_views[v] for v in names]
+    for source in sorted({s for view in views for s in view.sources}):
         if spec.pipeline.sources[source].kind != "events":
             continue
-        have = {p.day for p in lake.list_partitions("raw", source, start, end)}
-        if missing := [d for d in lake.days(start, end) if d not in have]:
-            raise DataError(f"backfill: raw/{source} has no data for {len(missing)} days of "
-                            f"the range, from {missing[0]} to {missing[-1]}; ingest them first "
-                            f"or end the range before {missing[0]}")
+        lookback = max(-(-view.lookback // dt.timedelta(days=1))
+                       for view in views if source in view.sources)
+        first = max(spec.pipeline.start_date, start - dt.timedelta(days=lookback))
+        have = {p.day for p in lake.list_partitions("raw", source, first, end)}
+        if missing := [d for d in lake.days(first, end) if d not in have]:
+            raise DataError(f"backfill: raw/{source} has no data for {len(missing)} days the "
+                            f"range needs (its views read {lookback}d of history before {start}), "
+                            f"from {missing[0]} to {missing[-1]}; ingest them first"
+                            + (f" or end the range before {missing[0]}"
+                               if missing[0] >= start else ""))
     return [(v, chunk) for chunk in lake.month_chunks(start, end) for v in names]
 
 

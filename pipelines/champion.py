@@ -151,8 +151,9 @@ def register_pair(spec: LoadedSpec, pair: Pair, run: TrainedRun,
     """Register the pair's model (once) with the run's lineage tags and the verdict."""
     name = spec.pipeline.model_name
     if (existing := find_version(name, pair.pair_id)) is not None:
+        holder = champion_version(name)  # searched versions carry no aliases
         return Registered(name, str(existing.version), new=False,
-                          champion=CHAMPION in (existing.aliases or []))
+                          champion=holder is not None and str(holder.version) == str(existing.version))
     verdict = evaluation.verdict
     run_tags = client().get_run(run.run_id).data.tags
     tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}

@@ -350,6 +350,11 @@ class LoadedSpec:
         """Import `module:function` from the hooks folder; errors name the spec and the ref."""
         module_name, _, func_name = ref.partition(":")
         package = f"pitstop_hooks_{self.name}"
+        loaded = sys.modules.get(package)
+        if loaded is not None and list(getattr(loaded, "__path__", [])) != [str(self.hooks_dir)]:
+            # the same pipeline name from another folder (a copy, a test): import afresh
+            for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+                del sys.modules[name]
         if package not in sys.modules:
             init = self.hooks_dir / "__init__.py"
             if not init.exists():

@@ -13,8 +13,8 @@ import duckdb
 import pandas as pd
 
 WEEK_DAYS = 7  # the aircraft view's window; its `lookback` in the spec is the same 7 days
-TURNAROUND_MINUTES = 60  # taxi out, taxi in and the report reaching the register, at most
-LONGEST_LEG_MINUTES = 720  # a leg that departed without a recorded air time (diverted)
+TAXI_AND_REPORT_MINUTES = 60  # taxi out, taxi in and the report reaching the register
+LONGEST_LEG_MINUTES = 720  # assumed for a leg with no recorded air time (cancelled or diverted)
 MAX_WIND_MPH = 150  # above any recorded NYC gust; the raw suite tolerates rare glitches
 
 
@@ -29,20 +29,20 @@ def _sql(sql: str, **frames: pd.DataFrame) -> pd.DataFrame:
 def aircraft_week(raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """What each aircraft flew from NYC over the 7 days before each UTC midnight.
 
-    A row at midnight W covers the legs scheduled in the 7 delivery days before W, and counts
-    a leg only once it had finished by W: scheduled departure + departure delay + air time +
-    `TURNAROUND_MINUTES` (a cancelled leg is known at its scheduled departure, a diverted one
-    after `LONGEST_LEG_MINUTES`). Legs still under way at W are only counted
-    (`legs_unfinished`). So the row is fully known at W (no availability lag), and it reads
-    only the files of days W-7..W-1, which the view's 7-day lookback always provides.
+    A row at midnight W covers the legs scheduled in the 7 delivery days before W, and uses a
+    leg only once its outcome was known by W: scheduled departure + departure delay + air
+    time + `TAXI_AND_REPORT_MINUTES`. A leg with no air time (cancelled, or diverted) counts
+    `LONGEST_LEG_MINUTES` instead, since nothing says when the decision was made. Legs not
+    yet known at W are only counted (`legs_unfinished`). So the row is fully known at W (no
+    availability lag), and it reads only the files of days W-7..W-1, which the view's 7-day
+    lookback always provides.
     """
     return _sql(f"""
         WITH leg AS (
             SELECT tailnum, _partition_day AS day, air_time, dep_delay IS NULL AS cancelled,
                    time_hour + to_minutes(minute) + to_minutes(CAST(
-                       CASE WHEN dep_delay IS NULL THEN 0
-                            ELSE dep_delay + coalesce(air_time, {LONGEST_LEG_MINUTES})
-                                 + {TURNAROUND_MINUTES} END AS BIGINT)) AS finished
+                       coalesce(dep_delay, 0) + coalesce(air_time, {LONGEST_LEG_MINUTES})
+                       + {TAXI_AND_REPORT_MINUTES} AS BIGINT)) AS finished
             FROM legs WHERE tailnum IS NOT NULL
         ), seen AS (
             SELECT leg.*, day + to_days(CAST(k AS INTEGER)) AS w, finished <= w AS done

@@ -65,8 +65,8 @@ def test_registers_version_one_with_ids(first_run: dict) -> None:
 
 def test_logs_regression_metrics(first_run: dict) -> None:
     metrics = registry.client().get_run(first_run["run_id"]).data.metrics
-    assert 0.4 < metrics["eval_r2"] < 1.0
-    assert 20.0 < metrics["eval_rmse"] < 100.0  # minutes; the target's spread is about 120
+    assert 0.5 <= metrics["eval_r2"] < 1.0  # the spec's floor; 0.64 when fitted by hand
+    assert 20.0 < metrics["eval_rmse"] <= 90.0  # minutes (the spec's ceiling); the target's sd is 121
     assert "eval_roc_auc" not in metrics
     assert {"slice.origin.JFK.rmse", "slice.carrier.B6.rmse"} <= set(metrics)
     problems = load_spec(SPEC).problems_path

@@ -311,9 +311,6 @@ def test_register_pair_registers_once_with_the_runs_lineage_and_the_verdict(
     assert _live_versions(model_name) == ["1"]
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: register_pair reads `aliases` from a "
-                   "search_model_versions result (via find_version), which carries none, so "
-                   "an already registered champion is reported as not champion")
 def test_register_pair_again_says_the_version_is_champion(tiny: LoadedSpec,
                                                           model_name: str) -> None:
     spec = amend(tiny, model_name=model_name)

@@ -86,7 +86,8 @@ def _comparison() -> dict[str, Any]:
     apart from the differential test."""
     deltas = {name: {"metric": name, "candidate": ours, "champion": theirs,
                      "delta": ours - theirs, "low": ours - theirs - 0.03,
-                     "high": ours - theirs + 0.02, "confidence": 0.9}
+                     "high": ours - theirs + 0.02, "confidence": 0.9,
+                     "higher_is_better": name == "roc_auc"}
               for name, ours, theirs in [("roc_auc", 0.55, 0.6), ("brier", 0.2, 0.21)]}
     disagreements = [{"reading_id": f"r<{i}>", "high": i % 2, "candidate": 0.9 - i / 10,
                       "champion": 0.1 + i / 10, "gap": 0.8 - i / 5} for i in range(3)]
@@ -339,8 +340,6 @@ CANDIDATE_MODEL = {"multiclass": {"params": {"C": 100.0}}}
 CHAMPION_MODEL = {"binary": {"params": {"C": 0.05}}, "multiclass": {"params": {"C": 1.0}},
                   "regression": {"estimator": "sklearn.linear_model.Ridge",
                                  "params": {"alpha": 2.0}}}
-NEEDS_DIFFERENTIAL = pytest.mark.xfail(strict=False,
-                                       reason="needs the task-aware differential.py")
 
 
 def _frame(task: str, rows: int = 288, seed: int = 4) -> pd.DataFrame:
@@ -393,7 +392,7 @@ def _judged(spec: LoadedSpec, folder: Path, with_champion: bool) -> evaluate.Eva
 
 
 @pytest.mark.parametrize("with_champion", [
-    False, pytest.param(True, marks=NEEDS_DIFFERENTIAL)])
+    False, True])
 def test_the_hand_made_result_has_the_shape_of_a_real_evaluation(
         tiny: LoadedSpec, tmp_path: Path, with_champion: bool) -> None:
     """What the page tests above feed `html_page` has the keys a real evaluation logs; a
@@ -424,9 +423,9 @@ WIDTH = {"binary": 378, "multiclass": 414}
 
 @pytest.mark.parametrize(("task", "with_champion"), [
     ("binary", False), ("multiclass", False), ("regression", False),
-    pytest.param("binary", True, marks=NEEDS_DIFFERENTIAL),
-    pytest.param("multiclass", True, marks=NEEDS_DIFFERENTIAL),
-    pytest.param("regression", True, marks=NEEDS_DIFFERENTIAL),
+    ("binary", True),
+    ("multiclass", True),
+    ("regression", True),
 ])
 def test_log_report_puts_the_page_and_the_tasks_figures_in_the_run(
         tiny: LoadedSpec, tmp_path: Path, task: str, with_champion: bool) -> None:
