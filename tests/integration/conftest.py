@@ -40,7 +40,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert up.returncode == 0, up.stdout + up.stderr
         live = Live(home, airflow_port, mlflow_port)
         assert f"Airflow  {live.api}" in up.stdout and "scientist  user" in up.stdout
-        live.wait_dags(len(DAG_IDS))
+        live.wait_dags(DAG_IDS)
         for dag in DAG_IDS:
             live.unpause(dag)
         yield live

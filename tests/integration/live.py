@@ -59,11 +59,12 @@ class Live:
         self.call("scientist", "PATCH", f"/dags/{dag_id}",
                   json={"is_paused": False}).raise_for_status()
 
-    def wait_dags(self, count: int, timeout: float = 90) -> None:
-        """The dag-processor parses on its own schedule: wait until it has every DAG."""
+    def wait_dags(self, dag_ids: tuple[str, ...], timeout: float = 90) -> None:
+        """The dag-processor parses on its own schedule: wait until it has these DAGs."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.call("auditor", "GET", "/dags").json().get("dags", [])) >= count:
+            dags = self.call("auditor", "GET", "/dags", params={"limit": 1000}).json()
+            if set(dag_ids) <= {d["dag_id"] for d in dags.get("dags", [])}:
                 return
             time.sleep(2)
         raise TimeoutError(f"fewer than {count} DAGs parsed after {timeout}s")
