@@ -67,7 +67,7 @@ class Live:
             if set(dag_ids) <= {d["dag_id"] for d in dags.get("dags", [])}:
                 return
             time.sleep(2)
-        raise TimeoutError(f"fewer than {count} DAGs parsed after {timeout}s")
+        raise TimeoutError(f"DAGs {sorted(dag_ids)} not all parsed after {timeout}s")
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout

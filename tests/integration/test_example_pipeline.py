@@ -15,26 +15,18 @@ import pytest
 
 from pipelines import champion, lake, registry
 from pipelines.spec import load_spec
+from tests.integration import examples
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 START, END, EVAL_START = dt.date(2013, 1, 1), dt.date(2013, 1, 29), dt.date(2013, 1, 22)
 
 
-def _land(spec_path: Path, end: dt.date) -> None:
-    module_path = spec_path.parent / "flights_delay" / "land.py"
-    loader = importlib.util.spec_from_file_location("land_example", module_path)
-    assert loader and loader.loader
-    land = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(land)
-    land.land(load_spec(spec_path).landing_dir(), START, end)
-
-
 @pytest.fixture(scope="module")
 def first_run(airflow_db: Path, spec_path: Path) -> dict:
     from pipelines.orchestration.runner import run_pipeline
 
-    _land(spec_path, END)
+    examples.land(spec_path, START, END)
     return run_pipeline(spec_path, START, END, "e2e test", echo=lambda _: None,
                         eval_start=EVAL_START)
 
@@ -203,7 +195,7 @@ def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
 def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -> None:
     from pipelines.orchestration.runner import run_pipeline
 
-    _land(spec_path, dt.date(2013, 2, 2))
+    examples.land(spec_path, START, dt.date(2013, 2, 2))
     landing = load_spec(spec_path).landing_dir()
     bad = landing / "weather" / "2013-01-30.csv"
     saved = bad.read_bytes()

@@ -10,7 +10,6 @@ so nothing it writes meets the flights example's lake or registry.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 
 from pipelines import lake, registry
 from pipelines.spec import load_spec
+from tests.integration import examples
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -42,11 +42,7 @@ def home(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def first_run(home: Path) -> dict:
     from pipelines.orchestration.runner import run_pipeline
 
-    loader = importlib.util.spec_from_file_location("land_aircraft", SPEC.parent / NAME / "land.py")
-    assert loader and loader.loader
-    land = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(land)
-    land.land(load_spec(SPEC).landing_dir(), START, END)
+    examples.land(SPEC, START, END)
     return run_pipeline(SPEC, START, END, "second example e2e", echo=lambda _: None,
                         eval_start=EVAL_START)
 
