@@ -346,3 +346,45 @@ def test_guardrails_stop_registration(first_run: dict, tmp_path: Path) -> None:
     log = (tmp_path / "train.log").read_text()
     assert "guardrails" in log and "predictions are constant" in log
     assert len(registry.versions("flights_delay")) == before
+    failed = registry.client().search_runs(
+        [registry.experiment_id("flights_delay")], "tags.verdict = 'guardrails_failed'")
+    assert failed and {r.info.status for r in failed} == {"FAILED"}  # never a FINISHED run
+
+
+LOGISTIC = "sklearn.linear_model.LogisticRegression"
+
+
+def test_logistic_regression_trains_behind_the_declared_preprocessing(first_run: dict,
+                                                                      tmp_path: Path) -> None:
+    """An estimator that refuses NaN trains once the spec imputes, one-hot encodes and scales;
+    its logged model carries a signature and an input example."""
+    import mlflow
+
+    model = {"estimator": LOGISTIC, "params": {"max_iter": 300},
+             "preprocessing": {"impute": {"numeric": "median", "categorical": "most_frequent"},
+                               "encode": "onehot", "scale": "standard"}}
+    state, results = _train(_candidate_spec(SPEC_PATH, tmp_path, model), tmp_path / "train.log")
+    assert state == "success", (tmp_path / "train.log").read_text()[-3000:]
+    registered = results["register_model"][0]
+    assert registered["new"] is True
+    run = registry.client().get_run(registered["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["estimator"] == LOGISTIC
+    assert run.data.params["preprocessing.encode"] == "onehot"
+    info = mlflow.models.get_model_info(run.data.tags["model_uri"])
+    assert info.signature is not None and info.saved_input_example_info is not None
+
+
+def test_an_estimator_that_refuses_nan_fails_once_and_leaves_no_run(first_run: dict,
+                                                                    tmp_path: Path) -> None:
+    """Without imputation the fit is a deterministic error: one try, a message that says
+    what to declare, and no MLflow run."""
+    experiment = registry.experiment_id("flights_delay")
+    before = len(registry.client().search_runs([experiment]))
+    spec = _candidate_spec(SPEC_PATH, tmp_path, {"estimator": LOGISTIC, "params": {}})
+    state, _ = _train(spec, tmp_path / "train.log")
+    assert state == "failed"
+    log = (tmp_path / "train.log").read_text()
+    assert "set model.preprocessing.impute" in log
+    assert "up_for_retry" not in log.lower()
+    assert len(registry.client().search_runs([experiment])) == before

@@ -376,3 +376,39 @@ def test_judge_refuses_a_regression_over_its_slice_ceiling(tiny) -> None:
     assert not result.verdict.passed
     assert any(r.startswith("slice city=north") and "above the slice ceiling 1.0" in r
                for r in result.verdict.reasons), result.verdict.reasons
+
+
+def test_judge_refuses_a_regression_that_loses_a_known_problem(tiny, tmp_path) -> None:
+    """The champion knows north's offset and solves the north cases within max_error; a
+    candidate blind to the city does not, and the reason names the problem."""
+    from pipelines import problems, train
+    from pipelines.problems import Problem, ProblemSpec
+
+    spec = _task_spec(tiny, "regression", "sklearn.ensemble.HistGradientBoostingRegressor",
+                      "amount")
+    blind = type(spec)(spec.pipeline.model_copy(update={"model": spec.pipeline.model.model_copy(
+        update={"features": ["x"], "categorical": []})}), spec.path)
+    frame = _task_frame()
+    training, rows = frame.iloc[:600], frame.iloc[600:]
+    cases = tmp_path / "north.csv"
+    rows[rows["city"] == "north"].head(12).to_csv(cases, index=False)
+    problem = Problem("north", ProblemSpec(description="north's offset", max_error=1.0,
+                                           cases=cases.name), cases, "0" * 64)
+    problems.check_declaration(cases, "north", problem.spec, "regression")
+    champion, candidate = train.fit(spec, training), train.fit(blind, training)
+    result = evaluate.judge(spec, training, rows, candidate, champion, "1", [problem], "e")
+    assert result.champion.problems["north"].solved == 12
+    assert result.candidate.problems["north"].solved < 12
+    assert any(r.startswith("problem north: solves") for r in result.verdict.reasons)
+
+
+def test_judge_stops_a_shifted_regression(tiny) -> None:
+    """Predictions on another scale (here +100, eight standard deviations) never register."""
+    from pipelines import train
+
+    spec = _task_spec(tiny, "regression", "sklearn.ensemble.HistGradientBoostingRegressor",
+                      "amount")
+    frame = _task_frame()
+    shifted = train.fit(spec, frame.iloc[:600].assign(amount=lambda f: f["amount"] + 100))
+    with pytest.raises(evaluate.GuardrailsFailed, match="standard deviations"):
+        evaluate.judge(spec, frame.iloc[:600], frame.iloc[600:], shifted, None, None, [], "e")
