@@ -10,7 +10,6 @@ so nothing it writes meets the flights example's lake or registry.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,17 +28,8 @@ VIEWS = {"aircraft_week", "origin_conditions", "airframe"}
 
 
 @pytest.fixture(scope="module")
-def home(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A PITSTOP_HOME and MLflow store of this module's own (Airflow's DB stays the session's)."""
-    folder = tmp_path_factory.mktemp("aircraft-utilisation-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PITSTOP_HOME", str(folder))
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def first_run(home: Path) -> dict:
+def first_run(airflow_db: Path) -> dict:
+    """In the session's home, beside the flights example: one lake, one MLflow, one Airflow."""
     from pipelines.orchestration.runner import run_pipeline
 
     examples.land(SPEC, START, END)
