@@ -33,3 +33,47 @@ def test_only_orchestration_imports_airflow(path: Path) -> None:
 def test_library_knows_nothing_of_the_example(path: Path) -> None:
     words = re.findall(r"flight|nycflights|weather|carrier|tailnum", path.read_text(), re.IGNORECASE)
     assert words == [], f"{path} mentions the example: {sorted(set(words))}"
+
+
+LAYERS = ["errors", "settings", "metrics", "lake", "spec", "spec_reference", "pit", "lineage",
+          "quality", "ingest", "features", "training_set", "backfill", "train", "differential",
+          "registry", "problems", "evaluate", "report", "champion", "steps", "audit", "cli"]
+"""Library modules, lowest first: each may import only modules before it (orchestration/ may
+import any). Type-only imports (`if TYPE_CHECKING:`) do not count: they run nothing."""
+
+
+def _runtime_imports(tree: ast.AST) -> set[str]:
+    """pitstop modules imported at run time, at the top or inside functions."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] == "pipelines":
+                found.update(a.name for a in node.names) if len(parts) == 1 else found.add(
+                    parts[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("pipelines."))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_every_library_module_has_a_layer() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == set(LAYERS), f"place these in LAYERS: {sorted(top ^ set(LAYERS))}"
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_imports_point_down_the_layers(name: str) -> None:
+    imported = _runtime_imports(ast.parse((PACKAGE / f"{name}.py").read_text()))
+    allowed = set(LAYERS[:LAYERS.index(name)])
+    if name == "cli":
+        allowed.add("orchestration")
+    assert imported <= allowed, (f"{name} imports {sorted(imported - allowed)}, which sit "
+                                 "above it (tests/unit/test_layering.py LAYERS)")
