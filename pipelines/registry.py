@@ -69,17 +69,6 @@ def find_version(model_name: str, pair_id: str) -> Any | None:
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def find_finished_run(experiment: str, pair_id: str) -> Any | None:
-    """A finished run of this pair with a logged model: a retried train task reuses it."""
-    runs = client().search_runs(
-        [experiment],
-        filter_string=f"tags.pair_id = '{pair_id}' and attributes.status = 'FINISHED' "
-        "and tags.model_uri != ''",
-        max_results=1,
-    )
-    return runs[0] if runs else None
-
-
 def champion_version(model_name: str) -> Any | None:
     from mlflow.exceptions import MlflowException
 
@@ -163,9 +152,17 @@ class TrainedRun:
 
 
 def finished_run(experiment: str, pair_id: str) -> TrainedRun | None:
-    """The finished run of this pair, if a previous try logged it: a retry reuses it."""
-    if (done := find_finished_run(experiment, pair_id)) is None:
+    """A finished run of this pair with a logged model, if a previous try logged it: a
+    retried train task reuses it instead of training twice."""
+    runs = client().search_runs(
+        [experiment],
+        filter_string=f"tags.pair_id = '{pair_id}' and attributes.status = 'FINISHED' "
+        "and tags.model_uri != ''",
+        max_results=1,
+    )
+    if not runs:
         return None
+    done = runs[0]
     return TrainedRun(done.info.run_id, experiment, done.data.tags["model_uri"],
                       done.data.tags["model_id"])
 
