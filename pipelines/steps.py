@@ -155,18 +155,16 @@ def evaluate_model(spec: LoadedSpec, built: TrainingInput, run: TrainedRun) -> E
         result = evaluate.judge(spec, training, rows, registry.load_model(run.model_uri),
                                 champion_model, None if holder is None else str(holder.version),
                                 problems.load_problems(spec), eval_id)
-    except evaluate.GuardrailsFailed as exc:
-        registry.set_tags(run.run_id, {"verdict": "guardrails_failed",
-                                       "verdict_reasons": str(exc)})
+        registry.log_metrics(run.run_id, evaluate.metric_values(result))
+        registry.log_json(run.run_id, result.to_json(), "evaluation/evaluation.json")
+        registry.set_tags(run.run_id, evaluate.verdict_tags(result))
+        report.log_report(spec, run.run_id, result)
+    except BaseException as exc:
+        if isinstance(exc, evaluate.GuardrailsFailed):
+            registry.set_tags(run.run_id, {"verdict": "guardrails_failed",
+                                           "verdict_reasons": str(exc)})
         registry.end_run(run.run_id, "FAILED")
         raise
-    except BaseException:
-        registry.end_run(run.run_id, "FAILED")
-        raise
-    registry.log_metrics(run.run_id, evaluate.metric_values(result))
-    registry.log_json(run.run_id, result.to_json(), "evaluation/evaluation.json")
-    registry.set_tags(run.run_id, evaluate.verdict_tags(result))
-    report.log_report(spec, run.run_id, result)
     registry.end_run(run.run_id, "FINISHED")
     return result.summary()
 
