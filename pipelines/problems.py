@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -84,9 +84,6 @@ class ProblemScore:
     expected: int | float | str | None
     predictions: list[float | str]
     """What the model said per case: a probability or value, or the decided class."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _read_file(path: Path) -> ProblemsFile:
