@@ -198,8 +198,9 @@ def validate_command(paths: list[Path]) -> int:
             print(f"{path}: INVALID: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{path}: ok ({spec.pipeline.model.task}, {len(spec.pipeline.sources)} sources, "
-              f"{len(spec.pipeline.feature_views)} views)")
+        sources, views = len(spec.pipeline.sources), len(spec.pipeline.feature_views)
+        print(f"{path}: ok ({spec.pipeline.model.task}, {sources} source{'s' * (sources != 1)}, "
+              f"{views} view{'s' * (views != 1)})")
     return 1 if failed else 0
 
 
