@@ -225,7 +225,7 @@ def main() -> int:
         print(f"{home} has services running; `PITSTOP_HOME={home} pitstop down` first")
         return 1
     earlier = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    reuse = args.reuse and (home / "lake" / "raw").exists()
+    reuse = args.reuse and (home / "lake" / "flights_delay" / "raw").exists()
     # A reused home keeps the landing files and the lake; Airflow starts on a fresh DB.
     for stale in ([home] if not reuse else [home / "airflow", home / "logs"]):
         subprocess.run(["rm", "-rf", str(stale)], check=True)

@@ -44,7 +44,7 @@ def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[st
         lookback = max(-(-view.lookback // dt.timedelta(days=1))
                        for view in views if source in view.sources)
         first = max(spec.pipeline.start_date, start - dt.timedelta(days=lookback))
-        have = {p.day for p in lake.list_partitions("raw", source, first, end)}
+        have = {p.day for p in lake.list_partitions(spec.name, "raw", source, first, end)}
         if missing := [d for d in lake.days(first, end) if d not in have]:
             raise DataError(f"backfill: raw/{source} has no data for {len(missing)} days the "
                             f"range needs (its views read {lookback}d of history before {start}), "

@@ -147,7 +147,7 @@ def problems_command(spec: Any, args: argparse.Namespace) -> None:
             if holder is None:
                 raise DataError("problems add: no champion to take cases from; pass --dataset")
             dataset = holder.tags["dataset_id"]
-        path = lake.lake_root() / "datasets" / spec.name / dataset / lake.DATA_FILE
+        path = lake.pipeline_dir(spec.name, "datasets", dataset, lake.DATA_FILE)
         problem = problems.add_problem(spec, args.name, args.description,
                                        _expected(args.expected), args.where, path,
                                        args.tolerance, args.limit, args.order_by,

@@ -44,7 +44,7 @@ def raw_inputs(
     frames, used = {}, []
     for name in sources:
         source = spec.pipeline.sources[name]
-        partitions = lake.list_partitions("raw", name, start, end)
+        partitions = lake.list_partitions(spec.name, "raw", name, start, end)
         if source.kind == "events":
             have = {p.day for p in partitions}
             first = max(start, spec.pipeline.start_date)
@@ -112,11 +112,11 @@ def compute_view(
         def write(tmp: Path, table: pa.Table = table, day: dt.date = day,
                   reads: list[dict[str, Any]] = reads) -> dict[str, Any]:
             lake.write_parquet(table, tmp / lake.DATA_FILE)
-            return {"dataset": f"features/{view_name}", "date": day.isoformat(),
+            return {"pipeline": spec.name, "dataset": f"features/{view_name}", "date": day.isoformat(),
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
                     "produced_by": produced_by or {}}
 
-        lake.publish_dir(lake.partition_dir("features", view_name, day), write)
+        lake.publish_dir(lake.partition_dir(spec.name, "features", view_name, day), write)
         total += len(part)
     return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
                       len(lake.days(start, end)), round(time.perf_counter() - began, 3))
@@ -134,7 +134,7 @@ def feature_partitions(
     """Partitions a window's rows can see: back to the TTL (or all history), up to `end`."""
     view = spec.pipeline.feature_views[view_name]
     first = None if view.ttl is None else start - dt.timedelta(days=view.ttl.days + 1)
-    partitions = lake.list_partitions("features", view_name, first, end)
+    partitions = lake.list_partitions(spec.name, "features", view_name, first, end)
     have = {p.day for p in partitions}
     if missing := [d for d in lake.days(max(start, spec.pipeline.start_date), end)
                    if d not in have]:
@@ -149,6 +149,6 @@ def read_features(partitions: list[lake.Partition]) -> pa.Table:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con.sql(
-        f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?)",
+        f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?, hive_partitioning = false)",
         params=[[str(p.data_path) for p in partitions]],
     ).to_arrow_table()

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 from pipelines import lake, quality
 from pipelines.errors import DataError
-from pipelines.spec import LoadedSpec, Source
+from pipelines.spec import FILE_COLUMN as FILE
+from pipelines.spec import PARTITION_DAY, LoadedSpec, Source
 
 SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
              "timestamp": "TIMESTAMPTZ"}
-PARTITION_DAY = "_partition_day"
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,6 @@ def _connect(timezone: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-FILE = "__pitstop_file"
-
-
 def _header(path: Path, source: Source) -> list[str]:
     """Column names of one delivered file, read without parsing its rows."""
     try:
@@ -102,9 +99,10 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
     files = [str(p) for p in paths]
     reader = (
         f"read_csv(?, header = true, all_varchar = true, union_by_name = true, "
-        f"filename = '{FILE}')"
+        f"filename = '{FILE}', hive_partitioning = false)"
         if source.format == "csv"
-        else f"read_parquet(?, union_by_name = true, filename = '{FILE}')"
+        else f"read_parquet(?, union_by_name = true, filename = '{FILE}', "
+             f"hive_partitioning = false)"
     )
     try:
         con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {reader}", [files])
@@ -202,7 +200,7 @@ def ingest(
             spec.suite_path(source.suite),
             data_name=f"{source_name} files {delivered[0][1].name}..{delivered[-1][1].name} "
             f"under {delivered[0][1].parent}",
-            out_dir=lake.lake_root() / "_quality" / "raw" / source_name / f"{start}_{end}",
+            out_dir=lake.pipeline_dir(spec.name, "_quality", "raw", source_name, f"{start}_{end}"),
         )
         quality.require_valid(report)
 
@@ -210,12 +208,13 @@ def ingest(
     partitions = []
     for day, path, table in delivered:
         ordered = table.sort_by([(k, "ascending") for k in sort_keys])
-        folder = lake.partition_dir("raw", source_name, day)
+        folder = lake.partition_dir(spec.name, "raw", source_name, day)
 
         def write(tmp: Path, ordered: pa.Table = ordered, path: Path = path,
                   day: dt.date = day) -> dict[str, Any]:
             lake.write_parquet(ordered, tmp / lake.DATA_FILE)
             return {
+                "pipeline": spec.name,
                 "dataset": f"raw/{source_name}",
                 "date": day.isoformat(),
                 "source_file": {"path": str(path), "sha256": lake.sha256_file(path),
@@ -246,7 +245,11 @@ def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] 
 def read_raw(
     source_name: str, partitions: list[lake.Partition], columns: dict[str, str]
 ) -> pa.Table:
-    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of delivery)."""
+    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of delivery).
+
+    Hive partitioning is off: the `date=` folder name must never replace a column of the
+    source that happens to be called `date`. The day comes from the path, read explicitly.
+    """
     fields = [pa.field(c, _ARROW_TYPES[t]) for c, t in columns.items()]
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
     if not partitions:
@@ -254,12 +257,12 @@ def read_raw(
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     paths = [str(p.data_path) for p in partitions]
-    table = con.sql(
-        f"SELECT *, CAST(regexp_extract(filename, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "
-        f"AS {PARTITION_DAY} FROM read_parquet(?, filename = true)",
+    return con.sql(
+        f"SELECT * EXCLUDE ({FILE}), "
+        f"CAST(regexp_extract({FILE}, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "
+        f"AS {PARTITION_DAY} FROM read_parquet(?, filename = '{FILE}', hive_partitioning = false)",
         params=[paths],
     ).to_arrow_table()
-    return table.drop_columns(["filename"])
 
 
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),

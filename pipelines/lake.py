@@ -1,6 +1,7 @@
 """The lake: partition paths, atomic publication, manifests and content hashes.
 
-Every published unit (a raw or feature day partition, a training set) is a folder holding its
+Every pipeline owns `<lake>/<pipeline>/`. Every published unit (a raw or feature day
+partition, a training set) is a folder under it holding its
 data files and a `_manifest.json` with rows, bytes and sha256 of each file. A folder is built
 under a hidden temporary name and renamed into place, so a reader sees the old version or the
 new one, never half of either; a rerun replaces the folder whole. Readers only trust folders
@@ -45,9 +46,21 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def partition_dir(layer: str, dataset: str, day: dt.date, root: Path | None = None) -> Path:
-    """`<lake>/<layer>/<dataset>/date=YYYY-MM-DD`, e.g. raw/orders or features/customer_totals."""
-    return (root or lake_root()) / layer / dataset / f"date={day.isoformat()}"
+def pipeline_dir(pipeline: str, *parts: str, root: Path | None = None) -> Path:
+    """`<lake>/<pipeline>/<parts…>`: each pipeline owns one top-level folder of the lake.
+
+    Raw, feature, training-set and quality folders all sit under it, so two pipelines that
+    both have a source `orders` or a view `daily` never write into each other's partitions,
+    and removing one pipeline's folder leaves the others whole.
+    """
+    return (root or lake_root()).joinpath(pipeline, *parts)
+
+
+def partition_dir(
+    pipeline: str, layer: str, dataset: str, day: dt.date, root: Path | None = None
+) -> Path:
+    """`<lake>/<pipeline>/<layer>/<dataset>/date=YYYY-MM-DD`, e.g. shop/raw/orders."""
+    return pipeline_dir(pipeline, layer, dataset, f"date={day.isoformat()}", root=root)
 
 
 def relative(path: Path, root: Path | None = None) -> str:
@@ -137,6 +150,7 @@ class Partition:
 
 
 def list_partitions(
+    pipeline: str,
     layer: str,
     dataset: str,
     start: dt.date | None = None,
@@ -144,7 +158,7 @@ def list_partitions(
     root: Path | None = None,
 ) -> list[Partition]:
     """Published partitions with `start <= day < end`, in day order (unbounded when None)."""
-    folder = (root or lake_root()) / layer / dataset
+    folder = pipeline_dir(pipeline, layer, dataset, root=root)
     found = []
     for path in sorted(folder.glob("date=*")) if folder.exists() else []:
         day = dt.date.fromisoformat(path.name.removeprefix("date="))

@@ -95,11 +95,13 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, data: TableLike,
     if isinstance(data, (str, Path)):
         files = "[" + ", ".join(map(_literal, _parquet_files(data))) + "]"
         if not numbered:
-            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({files})")
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet({files}, "
+                        f"hive_partitioning = false)")
             return
         counts = con.execute(f"SELECT file_name, sum(num_rows) FROM parquet_file_metadata({files}) "
                              f"GROUP BY file_name ORDER BY file_name").fetchall()
-        scan = f"read_parquet({files}, filename = '__pitstop_file', file_row_number = true)"
+        scan = (f"read_parquet({files}, filename = '__pitstop_file', file_row_number = true, "
+                f"hive_partitioning = false)")
         if len(counts) == 1:
             con.execute(f"CREATE TEMP VIEW {name} AS SELECT * EXCLUDE (__pitstop_file, "
                         f"file_row_number), file_row_number AS {ROW} FROM {scan}")

@@ -215,7 +215,7 @@ def add_problem(spec: LoadedSpec, name: str, description: str,
     order = order_by or f'"{spec.pipeline.label.entity}"'
     try:
         cases = duckdb.sql(
-            f"SELECT * FROM read_parquet(?) WHERE {where} "
+            f"SELECT * FROM read_parquet(?, hive_partitioning = false) WHERE {where} "
             f"ORDER BY {order} LIMIT {int(limit)}",
             params=[str(training_set)]).df()
     except duckdb.Error as exc:

@@ -205,7 +205,7 @@ def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> Qualit
     report = validate(
         pd.read_parquet(folder / lake.DATA_FILE), spec.suite_path(suite),
         data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
-        out_dir=lake.lake_root() / "_quality" / "datasets" / spec.name / training_set.dataset_id,
+        out_dir=lake.pipeline_dir(spec.name, "_quality", "datasets", training_set.dataset_id),
     )
     require_valid(report)
     return report.summary()

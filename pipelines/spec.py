@@ -43,6 +43,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+PARTITION_DAY = "_partition_day"
+"""Column pitstop adds to raw rows it hands to hooks: UTC midnight of the delivery day."""
+FILE_COLUMN = "__pitstop_file"
+"""Column pitstop adds while reading files, to name the file each row came from."""
+RESERVED_PREFIX = "__pitstop"
+
+
+def _reserved(column: str) -> str | None:
+    """Why a source may not declare `column`, or None when it may."""
+    if column == PARTITION_DAY:
+        return "pitstop adds it to every raw row (the delivery day)"
+    if column.startswith(RESERVED_PREFIX):
+        return f"names starting with {RESERVED_PREFIX!r} are pitstop's own bookkeeping"
+    return None
+
+
 class Source(_Strict):
     """Files an upstream system delivers into the landing folder, one file per day.
 
@@ -68,6 +84,10 @@ class Source(_Strict):
             raise ValueError(f"event_time {self.event_time!r} must be a `timestamp` column")
         if missing := [k for k in self.keys if k not in self.columns]:
             raise ValueError(f"keys {missing} are not declared in `columns`")
+        for column in self.columns:
+            if why := _reserved(column):
+                raise ValueError(f"column {column!r} is reserved: {why}; rename that column in the "
+                                 f"landing files")
         return self
 
 

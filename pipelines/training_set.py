@@ -82,13 +82,13 @@ def build_training_set(
     frame, inputs = assemble_training_frame(spec, start, end)
     definitions = feature_definitions_hash(spec)
     dataset_id = frame_content_hash(frame, definitions)
-    folder = lake.lake_root() / "datasets" / spec.name / dataset_id
+    folder = lake.pipeline_dir(spec.name, "datasets", dataset_id)
     if lake.read_manifest(folder) is None:
 
         def write(tmp: Path) -> dict[str, Any]:
             lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
                                tmp / lake.DATA_FILE)
-            return {"dataset": f"datasets/{spec.name}", "dataset_id": dataset_id,
+            return {"pipeline": spec.name, "dataset": "datasets", "dataset_id": dataset_id,
                     "window": {"start": start.isoformat(), "end": end.isoformat()},
                     "rows": len(frame), "columns": {c: str(t) for c, t in frame.dtypes.items()},
                     "definitions_hash": definitions, "inputs": inputs,

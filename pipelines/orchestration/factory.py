@@ -41,7 +41,7 @@ from pipelines.errors import DataError, SpecError
 from pipelines.lake import month_chunks
 from pipelines.orchestration.context import date_param, run_context, triggering_spans, window
 from pipelines.orchestration.xcom import dump, load
-from pipelines.settings import MAX_BACKFILL_DAYS, lake_root
+from pipelines.settings import MAX_BACKFILL_DAYS
 from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,8 +110,14 @@ def _span(chunk: dict[str, str]) -> tuple[dt.date, dt.date]:
 
 
 def raw_asset(spec: LoadedSpec, source: str) -> Asset:
-    return Asset(name=f"{spec.name}.raw.{source}",
-                 uri=(lake_root() / "raw" / source).as_uri(), group="pitstop")
+    """The Asset of one source's raw partitions, named and addressed by pipeline and source.
+
+    The URI is lake-relative (`pitstop://<pipeline>/raw/<source>`), not the lake's absolute
+    path: a moved `PITSTOP_HOME` or a lake on another machine keeps the same Assets, and two
+    pipelines with a source of the same name never share one.
+    """
+    return Asset(name=f"{spec.name}.raw.{source}", uri=f"pitstop://{spec.name}/raw/{source}",
+                 group="pitstop")
 
 
 def raw_assets(spec: LoadedSpec) -> list[Asset]:

@@ -84,6 +84,13 @@ def test_ingest_maps_one_task_per_source_then_announces(bag: DagBag) -> None:
     assert not dag.get_task("ingest_flights").outlets  # events only once every source landed
 
 
+def test_raw_asset_uris_name_the_pipeline_not_the_home(bag: DagBag) -> None:
+    """A moved PITSTOP_HOME keeps its Assets; a same-named source elsewhere gets its own."""
+    announce = bag.dags["flights_delay_ingest"].get_task("announce_raw_data")
+    uris = {a.uri for a in announce.outlets if isinstance(a, Asset)}
+    assert uris == {f"pitstop://flights_delay/raw/{s}" for s in ("flights", "weather", "planes")}
+
+
 def test_features_run_daily_or_when_all_raw_assets_land(bag: DagBag) -> None:
     """An asset-or-time schedule that keeps a real daily interval for Airflow's Backfill."""
     timetable = scheduled(bag, "flights_delay_features").timetable

@@ -112,4 +112,5 @@ class Live:
                          params={"limit": 100, **params}).json()["dag_runs"]
 
     def lake(self) -> Path:
-        return self.home / "lake"
+        """The example pipeline's own folder of the lake."""
+        return self.home / "lake" / "flights_delay"

@@ -84,10 +84,11 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict, spec_path
 
     spec = load_spec(spec_path)
     for view in ("origin_delays", "carrier_delays"):
-        before = {p.day: p.sha256 for p in lake.list_partitions("features", view)}
+        before = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+        assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 1, 10), dt.date(2013, 1, 14)):
             features.compute_view(spec, view, day, day + dt.timedelta(days=1))
-        after = {p.day: p.sha256 for p in lake.list_partitions("features", view)}
+        after = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 
 
@@ -210,7 +211,8 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
     assert "flights_delay_ingest failed at ingest_weather" in message
     assert "2013-01-30.csv" in message and "humid" in message
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
-    assert lake.list_partitions("raw", "weather", dt.date(2013, 1, 29), dt.date(2013, 2, 1)) == []
+    assert lake.list_partitions("flights_delay", "raw", "weather",
+                               dt.date(2013, 1, 29), dt.date(2013, 2, 1)) == []
 
 
 # --- the evaluation gate: these run last, since they register more versions ---------------

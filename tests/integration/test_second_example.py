@@ -83,10 +83,11 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict) -> None:
 
     spec = load_spec(SPEC)
     for view in ("aircraft_week", "origin_conditions"):
-        before = {p.day: p.sha256 for p in lake.list_partitions("features", view)}
+        before = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+        assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 2, 6), dt.date(2013, 2, 11)):
             features.compute_view(spec, view, day, day + dt.timedelta(days=1))
-        after = {p.day: p.sha256 for p in lake.list_partitions("features", view)}
+        after = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 
 

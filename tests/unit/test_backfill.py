@@ -20,9 +20,9 @@ def test_backfill_reruns_replace_partitions(ingested: LoadedSpec) -> None:
     results = backfill.backfill(ingested, D1, D4, progress=lines.append)
     assert [(r.view, r.start, r.end, r.rows) for r in results] == [
         ("last", "2024-01-01", "2024-01-04", 216)]
-    sums = [p.sha256 for p in lake.list_partitions("features", "last")]
+    sums = [p.sha256 for p in lake.list_partitions("sensors", "features", "last")]
     backfill.backfill(ingested, D1, D4, progress=lines.append)
-    assert [p.sha256 for p in lake.list_partitions("features", "last")] == sums
+    assert [p.sha256 for p in lake.list_partitions("sensors", "features", "last")] == sums
     assert len(sums) == 3 and lines[0].startswith("[1/1] last 2024-01-01..2024-01-04: 216 rows")
     with pytest.raises(DataError, match="unknown feature views"):
         backfill.backfill(ingested, D1, D4, views=["nope"])
@@ -52,7 +52,7 @@ def test_backfill_requests_are_checked_before_writing(
         backfill.plan_backfill(ingested, start, end, views)
     with pytest.raises(DataError, match=message):
         backfill.backfill(ingested, start, end, views, progress=lambda line: None)
-    assert lake.list_partitions("features", "last") == []
+    assert lake.list_partitions("sensors", "features", "last") == []
 
 
 def test_backfill_max_days_is_two_years() -> None:
@@ -86,7 +86,7 @@ def test_a_backfill_across_months_runs_one_chunk_per_month(ingested: LoadedSpec)
         ("2024-01-30", "2024-02-01", 2), ("2024-02-01", "2024-02-03", 2)]
     assert [line.split(":")[0] for line in lines] == [
         "[1/2] last 2024-01-30..2024-02-01", "[2/2] last 2024-02-01..2024-02-03"]
-    assert [p.day for p in lake.list_partitions("features", "last")] == lake.days(JAN30, FEB3)
+    assert [p.day for p in lake.list_partitions("sensors", "features", "last")] == lake.days(JAN30, FEB3)
 
 
 def test_a_backfill_whose_lookback_has_no_raw_data_is_refused_by_the_plan(

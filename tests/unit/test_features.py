@@ -19,7 +19,7 @@ from .conftest import D1, D2, D4
 def test_view_publishes_every_day_with_created_time(ingested: LoadedSpec) -> None:
     result = features.compute_view(ingested, "last", D1, D4)
     assert result.partitions == 3 and result.rows == 3 * 72
-    part = lake.list_partitions("features", "last")[1]
+    part = lake.list_partitions("sensors", "features", "last")[1]
     frame = pd.read_parquet(part.data_path)
     assert (frame["created_time"] - frame["event_time"] == pd.Timedelta(minutes=10)).all()
     assert (frame["event_time"].dt.date == part.day).all()

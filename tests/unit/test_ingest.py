@@ -23,7 +23,7 @@ def test_ingest_publishes_a_partition_per_day(tiny: LoadedSpec) -> None:
     result = ingest.ingest(tiny, "readings", D1, dt.date(2024, 1, 4))
     assert [p["date"] for p in result.partitions] == ["2024-01-01", "2024-01-02", "2024-01-03"]
     assert result.rows == 3 * 72
-    partitions = lake.list_partitions("raw", "readings")
+    partitions = lake.list_partitions("sensors", "raw", "readings")
     assert [p.rows for p in partitions] == [72, 72, 72]
     table = pd.read_parquet(partitions[0].data_path)
     assert str(table["ts"].dtype) == "datetime64[us, UTC]"
@@ -38,7 +38,7 @@ def test_rerun_changes_no_checksum(tiny: LoadedSpec) -> None:
 
 
 def _assert_nothing_published(tiny: LoadedSpec) -> None:
-    assert lake.list_partitions("raw", "readings") == []
+    assert lake.list_partitions("sensors", "raw", "readings") == []
 
 
 @pytest.mark.parametrize(("corrupt", "message"), [

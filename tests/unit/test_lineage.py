@@ -227,16 +227,16 @@ def test_plan_pair_names_the_dataset_config_and_code(suited: LoadedSpec) -> None
 
 
 def _raw_paths() -> list[str]:
-    return [lake.relative(p.path) for p in lake.list_partitions("raw", "readings")]
+    return [lake.relative(p.path) for p in lake.list_partitions("sensors", "raw", "readings")]
 
 
 def test_raw_partitions_used_are_the_spines_and_the_features(built: TrainingInput) -> None:
     """Each raw partition once, by path, with the hash and rows its manifest records."""
     used = lineage.raw_partitions_used(built.training_set)
     assert [p["path"] for p in used] == _raw_paths() == [
-        f"raw/readings/date=2024-01-0{d}" for d in (1, 2, 3)]
+        f"sensors/raw/readings/date=2024-01-0{d}" for d in (1, 2, 3)]
     assert [(p["sha256"], p["rows"]) for p in used] == [
-        (p.sha256, p.rows) for p in lake.list_partitions("raw", "readings")]
+        (p.sha256, p.rows) for p in lake.list_partitions("sensors", "raw", "readings")]
 
 
 def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,

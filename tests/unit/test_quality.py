@@ -254,7 +254,7 @@ def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
     assert isinstance(summary, quality.QualitySummary)
     assert (summary.suite, summary.success, summary.evaluated, summary.successful) == (
         "sensors_training_set", True, 1, 1)
-    folder = f"_quality/datasets/sensors/{built.training_set.dataset_id}"
+    folder = f"sensors/_quality/datasets/{built.training_set.dataset_id}"
     assert summary.result_path == f"{folder}/{quality.RESULT_FILE}"
     assert summary.docs_dir == f"{folder}/{quality.DOCS_DIR}"
     for path in (summary.result_path, summary.docs_path):

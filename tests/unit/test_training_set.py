@@ -72,7 +72,7 @@ def test_dataset_id_is_content_addressed(ingested: LoadedSpec) -> None:
     again = training_set.build_training_set(ingested, D1, D4)
     assert first == again and len(first.dataset_id) == 64
     assert (first.rows, first.start, first.end) == (216, D1, D4)
-    assert first.path == f"datasets/sensors/{first.dataset_id}"
+    assert first.path == f"sensors/datasets/{first.dataset_id}"
     shorter = training_set.build_training_set(ingested, D1, D3)
     assert shorter.dataset_id != first.dataset_id and shorter.end == D3
     manifest = lake.read_manifest(lake.lake_root() / first.path)
@@ -136,7 +136,7 @@ def test_the_target_is_checked_when_the_set_is_built(ingested: LoadedSpec) -> No
     features.compute_view(ingested, "last", D1, D4)
     with pytest.raises(DataError, match=re.escape("use model.task: binary for two")):
         training_set.build_training_set(for_task(ingested, "multiclass"), D1, D4)
-    assert not (lake.lake_root() / "datasets").exists()
+    assert not lake.pipeline_dir("sensors", "datasets").exists()
     assert training_set.build_training_set(for_task(ingested, "regression"), D1, D4).rows == 216
 
 
@@ -165,4 +165,4 @@ def test_prepare_refuses_a_bad_split_before_building_anything(
     with pytest.raises(DataError, match=r"split: evaluation start .* must fall inside the "
                                         r"window 2024-01-01\.\.2024-01-0\d"):
         training_set.prepare(ingested, D1, end, eval_start=eval_start)
-    assert not (lake.lake_root() / "datasets").exists()
+    assert not lake.pipeline_dir("sensors", "datasets").exists()
