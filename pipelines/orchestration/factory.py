@@ -39,7 +39,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import month_chunks
-from pipelines.orchestration.context import date_param, run_context, triggering_spans, window
+from pipelines.orchestration.context import (
+    date_param,
+    run_clock,
+    run_context,
+    triggering_spans,
+    window,
+)
 from pipelines.orchestration.xcom import dump, load
 from pipelines.settings import MAX_BACKFILL_DAYS, lake_root
 from pipelines.spec import DagSettings, LoadedSpec, load_spec
@@ -131,8 +137,9 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
                 from pipelines.ingest import ingest
 
-                return ingest(spec, source, *_span(chunk),
-                              produced_by=run_context(get_current_context())).summary()
+                context = get_current_context()
+                return ingest(spec, source, *_span(chunk), produced_by=run_context(context),
+                              now=run_clock(context)).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
 
