@@ -160,7 +160,7 @@ def _check_csv_shape(path: Path, source: Source) -> None:
             width = len(next(rows, []))
             bad = next(((rows.line_num, row) for row in rows if row and len(row) != width), None)
             last = bad is not None and next(rows, None) is None
-        except csv.Error as exc:
+        except (csv.Error, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: line {rows.line_num}: {exc} (rule: a CSV file is "
                             "complete and well formed); deliver the whole file again") from exc
     if bad is None:

@@ -47,7 +47,7 @@ from pipelines.orchestration.context import (
     window,
 )
 from pipelines.orchestration.xcom import dump, load
-from pipelines.settings import MAX_BACKFILL_DAYS, lake_root
+from pipelines.settings import MAX_BACKFILL_DAYS, MAX_REASON_LENGTH, lake_root
 from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +95,7 @@ def _range_params() -> dict[str, Param]:
 
 def _reason_param(description: str) -> Param:
     """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
-    return Param(None, type=["null", "string"], maxLength=500, title="Reason",
+    return Param(None, type=["null", "string"], maxLength=MAX_REASON_LENGTH, title="Reason",
                  description=description)
 
 

@@ -70,6 +70,8 @@ def _assert_nothing_published(tiny: LoadedSpec) -> None:
     (lambda f: _set_values(f, None), "line 2 has 2 fields, the header has 3; the file is ragged"),
     (lambda f: f.write_text(f.read_text().replace("\na,", '\n"a,', 1)),
      "unexpected end of data"),
+    (lambda f: f.write_bytes(f.read_bytes().replace(b"\nb,", b"\n\xff\xfe,", 1)),
+     "'utf-8' codec can't decode byte 0xff"),
     (lambda f: f.write_bytes(b""), "file is empty (0 bytes)"),
     (lambda f: f.write_text("sensor,ts,value\n"),
      "0 rows, fewer than sensors.yaml: sources.readings.min_rows (1)"),
