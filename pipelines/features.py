@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from pipelines import ingest, lake
 from pipelines.errors import DataError
-from pipelines.lineage import feature_definitions_hash
+from pipelines.lineage import view_definitions_hash
 from pipelines.spec import LoadedSpec
 
 EVENT_TIME = "event_time"
@@ -75,11 +75,27 @@ def _check_view_output(frame: pd.DataFrame, view_name: str, keys: list[str]) -> 
     for column in [*keys, EVENT_TIME]:
         if column not in frame.columns:
             raise DataError(f"feature view {view_name}: output lacks column {column!r}")
-    if not isinstance(frame[EVENT_TIME].dtype, pd.DatetimeTZDtype):
+    for column in (EVENT_TIME, CREATED_TIME):
+        if column in frame.columns and not isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            raise DataError(
+                f"feature view {view_name}: column {column!r} must be timezone-aware UTC, "
+                f"got {frame[column].dtype}"
+            )
+
+
+def _check_created_time(frame: pd.DataFrame, view_name: str, keys: list[str]) -> None:
+    """No feature row is created before its event: a hook that says otherwise would let a
+    training row see it before `availability_lag` has passed (leakage)."""
+    early = ~(frame[CREATED_TIME] >= frame[EVENT_TIME])
+    if count := int(early.sum()):
+        row = frame.loc[early, [*keys, EVENT_TIME, CREATED_TIME]].iloc[0]
+        example = {k: v.isoformat() if isinstance(v, pd.Timestamp) else v
+                   for k, v in row.items()}
         raise DataError(
-            f"feature view {view_name}: column {EVENT_TIME!r} must be timezone-aware UTC, "
-            f"got {frame[EVENT_TIME].dtype}"
-        )
+            f"feature view {view_name}: {count} rows have {CREATED_TIME} before {EVENT_TIME} "
+            f"(or none), e.g. {example} (rule: a row is created no earlier than its event, "
+            f"else it bypasses availability_lag); fix {CREATED_TIME} in the view's function, "
+            "or leave it out and let availability_lag set it")
 
 
 def compute_view(
@@ -99,10 +115,11 @@ def compute_view(
     if CREATED_TIME not in frame.columns:
         frame[CREATED_TIME] = frame[EVENT_TIME] + view.availability_lag
     frame = frame[frame[EVENT_TIME].notna()]
+    _check_created_time(frame, view_name, view.keys)
     in_range = (frame[EVENT_TIME] >= _utc(start)) & (frame[EVENT_TIME] < _utc(end))
     frame = frame[in_range].sort_values([EVENT_TIME, *view.keys, CREATED_TIME], kind="stable")
     day_of = frame[EVENT_TIME].dt.floor("D")
-    definitions = feature_definitions_hash(spec)
+    definitions = view_definitions_hash(spec, view_name)
     total = 0
     for day in lake.days(start, end):
         part = frame[day_of == _utc(day)]
@@ -142,7 +159,28 @@ def feature_partitions(
             f"features/{view_name}: {len(missing)} day partitions missing from {missing[0]} "
             f"(rule: compute features before the training set; run `pitstop backfill`)"
         )
+    check_definitions(spec, view_name, partitions)
     return partitions
+
+
+def check_definitions(spec: LoadedSpec, view_name: str, partitions: list[lake.Partition]) -> None:
+    """Every partition holds rows of the view's current definition (its manifest's
+    `definitions_hash`), so one training set never mixes two meanings of a feature. The
+    error lists the stale days as ranges, each with the command that recomputes it."""
+    current = view_definitions_hash(spec, view_name)
+    stale = [p.day for p in partitions if p.manifest.get("definitions_hash") != current]
+    if not stale:
+        return
+    spans = lake.merge_spans([(day, day + dt.timedelta(days=1)) for day in stale])
+    ranges = ", ".join(str(lo) if hi - lo == dt.timedelta(days=1)
+                       else f"{lo}..{hi - dt.timedelta(days=1)}" for lo, hi in spans)
+    commands = "; ".join(f"`pitstop backfill {spec.path} --start {lo} --end {hi} "
+                         f"--views {view_name}`" for lo, hi in spans)
+    raise DataError(
+        f"features/{view_name}: {len(stale)} of {len(partitions)} day partitions were computed "
+        f"with another definition of the view than {spec.path.name} declares now ({ranges}) "
+        f"(rule: a training set never mixes definitions of a view); recompute them: {commands}"
+    )
 
 
 def read_features(partitions: list[lake.Partition]) -> pa.Table:

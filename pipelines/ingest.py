@@ -69,10 +69,13 @@ def _connect(timezone: str) -> duckdb.DuckDBPyConnection:
 def _header(path: Path, source: Source) -> list[str]:
     """Column names of one delivered file, read without parsing its rows."""
     try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty (0 bytes): the delivery wrote nothing; "
+                            "deliver the file again")
         if source.format == "parquet":
             return pq.read_schema(path).names
         with open(path, newline="", encoding="utf-8") as handle:
-            return next(csv.reader(handle), [])
+            return next(csv.reader(handle, delimiter=source.delimiter), [])
     except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot be read as {source.format}: {exc}") from exc
 
@@ -80,7 +83,10 @@ def _header(path: Path, source: Source) -> list[str]:
 def _check_header(path: Path, source: Source) -> None:
     found = _header(path, source)
     if missing := [c for c in source.columns if c not in found]:
-        raise DataError(f"{path}: columns {missing} declared in the spec are missing (schema drift)")
+        hint = (f"; the header has one field: is the delimiter {source.delimiter!r} right?"
+                if len(found) == 1 and source.format == "csv" else "")
+        raise DataError(f"{path}: columns {missing} declared in the spec are missing "
+                        f"(schema drift){hint}")
     if extra := [c for c in found if c not in source.columns]:
         raise DataError(f"{path}: columns {extra} are not declared in the spec (schema drift)")
 
@@ -97,8 +103,10 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
         return {}
     con = _connect(source.timezone)
     files = [str(p) for p in paths]
+    delimiter = source.delimiter.replace("'", "''")
     reader = (
         f"read_csv(?, header = true, all_varchar = true, union_by_name = true, "
+        f"delim = '{delimiter}', quote = '\"', escape = '\"', strict_mode = true, "
         f"filename = '{FILE}', hive_partitioning = false)"
         if source.format == "csv"
         else f"read_parquet(?, union_by_name = true, filename = '{FILE}', "
@@ -110,7 +118,10 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
         if len(paths) > 1:
             for path in paths:
                 read_landing_files([path], source)
-        raise DataError(f"{paths[0]}: cannot be read as {source.format}: {exc}") from exc
+        if source.format == "csv":
+            _check_csv_shape(paths[0], source)
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{paths[0]}: cannot be read as {source.format}: {first}") from exc
     bad_checks = ", ".join(
         f'count(*) FILTER (WHERE "{c}" IS NOT NULL AND TRY_CAST("{c}" AS {SQL_TYPES[t]}) IS NULL)'
         for c, t in source.columns.items()
@@ -132,6 +143,38 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
         rows = typed.filter(pc.equal(by_file, str(path)))
         tables[path] = rows.drop_columns([FILE])
     return tables
+
+
+def _check_csv_shape(path: Path, source: Source) -> None:
+    """Name the first line whose field count differs from the header's: a ragged file, or a
+    truncated one when that line is the last and the file ends mid-line.
+
+    Called only when DuckDB refused the file, whose own message names neither the line nor
+    the cause.
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = csv.reader(handle, delimiter=source.delimiter, strict=True)
+        try:
+            width = len(next(rows, []))
+            bad = next(((rows.line_num, row) for row in rows if row and len(row) != width), None)
+            last = bad is not None and next(rows, None) is None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: line {rows.line_num}: {exc} (rule: a CSV file is "
+                            "complete and well formed); deliver the whole file again") from exc
+    if bad is None:
+        return
+    line, row = bad
+    kind = ("truncated: it ends mid-line" if last and not _ends_with_newline(path)
+            else "ragged")
+    raise DataError(f"{path}: line {line} has {len(row)} fields, the header has {width}; the "
+                    f"file is {kind} (rule: every row has the header's fields, delimiter "
+                    f"{source.delimiter!r}); deliver the whole file again")
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1) in (b"\n", b"\r")
 
 
 def read_landing_file(path: Path, source: Source) -> pa.Table:
@@ -171,25 +214,56 @@ def check_rows(table: pa.Table, path: Path, source: Source, day: dt.date) -> Non
             )
 
 
+def check_values(table: pa.Table, path: Path, source: Source, field: str,
+                 now: dt.datetime) -> None:
+    """Enough rows, finite numbers, no events from the future: the rules that hold for every
+    source, with or without a GX suite. `field` names the source in the spec
+    (`sensors.yaml: sources.readings`) so each message says which setting to change."""
+    if table.num_rows < source.min_rows:
+        raise DataError(f"{path}: {table.num_rows} rows, fewer than {field}.min_rows "
+                        f"({source.min_rows}) (rule: a landing file holds a whole delivery); "
+                        f"deliver the file again, or set {field}.min_rows: {table.num_rows} "
+                        "if such a file is expected")
+    infinite = {c: pc.sum(pc.is_inf(table.column(c))).as_py() or 0
+                for c, t in source.columns.items() if t == "float"}
+    if (bad := {c: n for c, n in infinite.items() if n}) and not source.allow_infinite:
+        counts = ", ".join(f"column {c!r} has {n}" for c, n in bad.items())
+        raise DataError(f"{path}: infinite values (inf or -inf): {counts} (rule: numbers are "
+                        f"finite); fix the export upstream, or set {field}.allow_infinite: true")
+    if source.event_time and table.num_rows:
+        times = table.column(source.event_time)
+        limit = now + source.future_tolerance
+        later = pc.greater(times, pa.scalar(limit, times.type))
+        if count := pc.sum(later).as_py():
+            first = times.filter(later)[0].as_py()
+            raise DataError(
+                f"{path}: column {source.event_time!r} has {count} rows later than the run's "
+                f"clock {now.isoformat()} plus {field}.future_tolerance "
+                f"({source.future_tolerance}), e.g. {first.isoformat()} (rule: no events from "
+                f"the future); check the upstream clock and {field}.timezone")
+
+
 def ingest(
     spec: LoadedSpec,
     source_name: str,
     start: dt.date,
     end: dt.date,
     produced_by: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
 ) -> IngestResult:
-    """Ingest `[start, end)` of one source; see the module docstring for the guarantees."""
+    """Ingest `[start, end)` of one source; see the module docstring for the guarantees.
+
+    `now` is the run's clock (an Airflow task passes its run's start; default: this call's
+    time): files and events later than it plus the source's `future_tolerance` are refused.
+    """
+    now = now or dt.datetime.now(dt.UTC)
     source = spec.pipeline.sources[source_name]
-    found: dict[Path, dt.date] = {}
-    for day in lake.days(start, end):
-        path = landing_file(spec, source, day)
-        if path.exists():
-            found[path] = day
-        elif source.kind != "snapshot":
-            raise DataError(f"{path}: missing: source {source_name!r} delivers a file every day")
+    field = f"{spec.path.name}: sources.{source_name}"
+    found = _landed(spec, source_name, start, end, now)
     delivered = []
     for path, table in read_landing_files(list(found), source).items():
         check_rows(table, path, source, found[path])
+        check_values(table, path, source, field, now)
         delivered.append((found[path], path, table))
 
     report = None
@@ -233,6 +307,27 @@ def ingest(
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
         quality=_quality_summary(report),
     )
+
+
+def _landed(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,
+            now: dt.datetime) -> dict[Path, dt.date]:
+    """The landing files of `[start, end)` by day: every day's for an events source. A file
+    named for a day that starts after `now` plus the source's `future_tolerance` is refused."""
+    source = spec.pipeline.sources[source_name]
+    found: dict[Path, dt.date] = {}
+    for day in lake.days(start, end):
+        path = landing_file(spec, source, day)
+        if path.exists() and dt.datetime.combine(day, dt.time(), dt.UTC) > (
+                now + source.future_tolerance):
+            raise DataError(f"{path}: dated {day}, after the run's clock {now.isoformat()} plus "
+                            f"{spec.path.name}: sources.{source_name}.future_tolerance "
+                            f"({source.future_tolerance}) (rule: no files from the future); "
+                            "check the upstream clock, or ingest a range that has happened")
+        if path.exists():
+            found[path] = day
+        elif source.kind != "snapshot":
+            raise DataError(f"{path}: missing: source {source_name!r} delivers a file every day")
+    return found
 
 
 def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from pipelines.lake import sha256_file, sha256_json
 
 if TYPE_CHECKING:
     from pipelines.quality import QualitySummary
-    from pipelines.spec import LoadedSpec
+    from pipelines.spec import FeatureView, Label, LoadedSpec
     from pipelines.training_set import TrainingInput, TrainingSet
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -45,14 +45,25 @@ def frame_content_hash(frame: pd.DataFrame, definitions_hash: str) -> str:
 def feature_definitions_hash(spec: LoadedSpec) -> str:
     """Hash of every view's and the label's declaration plus the source of its hook module."""
     pipeline = spec.pipeline
-    parts: dict[str, Any] = {}
-    for name, view in pipeline.feature_views.items():
-        parts[f"view:{name}"] = {"spec": view.model_dump(mode="json"),
-                                 "code": sha256_file(spec.hook_file(view.function))}
-    parts["label"] = {"spec": pipeline.label.model_dump(mode="json"),
-                      "code": sha256_file(spec.hook_file(pipeline.label.function))}
+    parts: dict[str, Any] = {f"view:{name}": _declaration(spec, view)
+                             for name, view in pipeline.feature_views.items()}
+    parts["label"] = _declaration(spec, pipeline.label)
     parts["sources"] = {n: s.model_dump(mode="json") for n, s in pipeline.sources.items()}
     return sha256_json(parts)
+
+
+def view_definitions_hash(spec: LoadedSpec, view_name: str) -> str:
+    """Hash of what one view's rows mean: its declaration, its hook module and the sources it
+    reads. Each feature partition records it, so a training set can refuse to mix rows of an
+    old definition with rows of the current one; other views' changes leave it alone."""
+    view = spec.pipeline.feature_views[view_name]
+    return sha256_json({**_declaration(spec, view), "sources": {
+        name: spec.pipeline.sources[name].model_dump(mode="json") for name in view.sources}})
+
+
+def _declaration(spec: LoadedSpec, hooked: FeatureView | Label) -> dict[str, Any]:
+    return {"spec": hooked.model_dump(mode="json"),
+            "code": sha256_file(spec.hook_file(hooked.function))}
 
 
 def _tree_files(folder: Path, label: str) -> dict[str, Path]:

@@ -39,11 +39,23 @@ class Failure:
     observed: dict[str, Any]
 
     def describe(self) -> str:
+        """The expectation, its column and what GX observed, whatever types GX used."""
         where = f" on column {self.column!r}" if self.column else ""
-        seen = {k: v for k, v in self.observed.items()
+        seen = {k: plain for k, v in self.observed.items()
                 if k in ("observed_value", "unexpected_count", "unexpected_percent",
-                         "partial_unexpected_list") and v not in (None, [])}
+                         "partial_unexpected_list")
+                and (plain := _plain(v)) is not None and plain != []}
         return f"{self.expectation}{where} {seen}"
+
+
+def _plain(value: Any) -> Any:
+    """A GX observed value as plain Python: numpy scalars and arrays (which cannot be
+    compared with `==` or printed briefly) become numbers and lists, inside lists and dicts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 @dataclass(frozen=True)

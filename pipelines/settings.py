@@ -12,6 +12,9 @@ from pathlib import Path
 
 MAX_BACKFILL_DAYS = 731
 """Longest range one feature backfill request may cover: split longer ones."""
+MAX_REASON_LENGTH = 500
+"""Longest `reason` a run or backfill may give: the DAG forms' limit (Airflow refuses a
+longer one), well inside MLflow's tag values, where the train DAG keeps it."""
 
 
 def home() -> Path:

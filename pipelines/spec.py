@@ -75,9 +75,26 @@ class Source(_Strict):
     keys: list[str] = Field(min_length=1)
     columns: dict[str, ColumnType] = Field(min_length=1)
     suite: str | None = None
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    """CSV only: the character between fields. Never guessed from the file, so a truncated
+    or ragged file fails as what it is instead of being read with another delimiter."""
+    min_rows: int = Field(1, ge=0)
+    """Fewest rows one landing file may hold; a file with fewer fails ingest. Set 0 for a
+    source whose days may legitimately be empty (a header-only file then passes)."""
+    allow_infinite: bool = False
+    """Let `float` columns hold `inf`/`-inf`. Off by default: an infinite value fails ingest
+    (it breaks means, scalers and most estimators), with or without a GX suite."""
+    future_tolerance: Duration = dt.timedelta(days=1)
+    """How far past the run's clock an event time, or the day a landing file is named for,
+    may be; anything later fails ingest (an upstream clock or time-zone mistake)."""
 
     @model_validator(mode="after")
     def _check(self) -> Source:
+        if self.delimiter in ('"', "\n", "\r"):
+            raise ValueError(f"delimiter {self.delimiter!r} cannot separate fields; use , ; | "
+                             "or a tab")
+        if self.format != "csv" and "delimiter" in self.model_fields_set:
+            raise ValueError("`delimiter` applies to csv sources only; remove it")
         if self.kind == "events" and not self.event_time:
             raise ValueError("an events source needs `event_time` (the column that dates each row)")
         if self.event_time and self.columns.get(self.event_time) != "timestamp":

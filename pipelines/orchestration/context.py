@@ -26,6 +26,13 @@ def run_context(context: Mapping[str, Any]) -> dict[str, Any]:
             "reason": context["params"].get("reason")}
 
 
+def run_clock(context: Mapping[str, Any]) -> dt.datetime:
+    """The run's "now": when the run started (the same for every task and retry of it), else
+    when it was due. Ingest refuses data later than this plus a source's tolerance."""
+    dag_run = context["dag_run"]
+    return dag_run.start_date or dag_run.run_after
+
+
 def window(context: Mapping[str, Any], default_start: dt.date | None = None
            ) -> tuple[dt.date, dt.date]:
     """The run's `[start, end)`: the `start`/`end` params if given, else the data interval.

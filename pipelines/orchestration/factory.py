@@ -39,9 +39,15 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import month_chunks
-from pipelines.orchestration.context import date_param, run_context, triggering_spans, window
+from pipelines.orchestration.context import (
+    date_param,
+    run_clock,
+    run_context,
+    triggering_spans,
+    window,
+)
 from pipelines.orchestration.xcom import dump, load
-from pipelines.settings import MAX_BACKFILL_DAYS
+from pipelines.settings import MAX_BACKFILL_DAYS, MAX_REASON_LENGTH
 from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +95,7 @@ def _range_params() -> dict[str, Param]:
 
 def _reason_param(description: str) -> Param:
     """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
-    return Param(None, type=["null", "string"], maxLength=500, title="Reason",
+    return Param(None, type=["null", "string"], maxLength=MAX_REASON_LENGTH, title="Reason",
                  description=description)
 
 
@@ -137,8 +143,9 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
                 from pipelines.ingest import ingest
 
-                return ingest(spec, source, *_span(chunk),
-                              produced_by=run_context(get_current_context())).summary()
+                context = get_current_context()
+                return ingest(spec, source, *_span(chunk), produced_by=run_context(context),
+                              now=run_clock(context)).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
 

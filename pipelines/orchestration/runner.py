@@ -8,8 +8,10 @@ caller gets one line per stage and, on failure, the failed tasks and their error
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import settings
+from pipelines.errors import DataError
+from pipelines.settings import MAX_REASON_LENGTH
 from pipelines.spec import LoadedSpec, load_spec
+from pipelines.training_set import split_window
 
 
 def configure_airflow() -> Path:
@@ -75,41 +80,104 @@ def task_results(dag_run: Any) -> dict[str, list[Any]]:
     return results
 
 
+def _task_name(task_id: str, map_index: int) -> str:
+    return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+
+
 def failed_tasks(dag_run: Any) -> list[str]:
-    """The tasks that failed; those that only did not run because of them (upstream_failed,
-    e.g. ingest's closing *announce_raw_data*) are named only when nothing else failed."""
+    """The tasks that failed, first failure first; those that only did not run because of
+    them (upstream_failed, e.g. ingest's closing *announce_raw_data*) are named only when
+    nothing else failed."""
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
 
     with create_session() as session:
         instances = dag_run.get_task_instances(session=session)
-    names = {state: sorted(f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id
-                           for ti in instances if ti.state == state)
+    ended = sorted(instances, key=lambda ti: (ti.end_date is None, ti.end_date or 0,
+                                              ti.task_id, ti.map_index))
+    names = {state: [_task_name(ti.task_id, ti.map_index) for ti in ended if ti.state == state]
              for state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)}
     return names[TaskInstanceState.FAILED] or names[TaskInstanceState.UPSTREAM_FAILED]
 
 
-def error_lines(log_file: Path, since: int) -> list[str]:
-    """The bad-data and exception messages the failed tasks logged."""
-    text = log_file.read_bytes()[since:].decode(errors="replace").splitlines()
-    keys = ("DataError", "ValidationFailed", "AirflowFailException", "Error:", "Exception:")
-    seen: list[str] = []
-    for line in text:
-        if any(k in line for k in keys) and line.strip() not in seen:
-            seen.append(line.strip())
-    return seen[-8:]
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Failed|Timeout): .+)$")
+
+
+def task_errors(log_text: str) -> dict[str, str]:
+    """The exception each task failed with (the last one its section of the log shows, i.e.
+    the outermost), by task name. `dag.test()` runs one task at a time, so the sections
+    that its "starting task_id=" lines open never interleave."""
+    errors: dict[str, str] = {}
+    task = None
+    for line in log_text.splitlines():
+        if start := _TASK_START.search(line):
+            task = _task_name(start.group(1), int(start.group(2)))
+        elif task and (error := _EXCEPTION.match(line)):
+            errors[task] = error.group(1)
+    return errors
+
+
+def failure_report(dag_id: str, failed: list[str], errors: dict[str, str], seconds: float,
+                   log_file: Path) -> tuple[str, list[str]]:
+    """A short message naming the first failure and its error ("and N more"), and the full
+    list of failed tasks with their errors, which goes to the end of the log."""
+    first = failed[0] if failed else next(iter(errors), "unknown task")
+    error = errors.get(first) or next(iter(errors.values()), "no error in the log")
+    clipped = error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS] + " … (see the log)"
+    more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+    message = (f"{dag_id} failed at {first}{more} after {seconds:.0f}s:\n  {clipped}\n"
+               + ("  every failed task and its error are listed at the end of the log\n"
+                  if more else "") + f"full log: {log_file}")
+    listing = [f"pitstop: {dag_id}: {len(failed)} failed tasks, first failure first:",
+               *(f"  {name}: {errors.get(name, 'no error logged')}" for name in failed)]
+    return message, listing
+
+
+ERROR_CHARS = 600
+"""The first failure's error is clipped to this in the summary; the log has all of it."""
+
+
+def check_request(spec: LoadedSpec, start: dt.date, end: dt.date, eval_start: dt.date | None,
+                  reason: str) -> None:
+    """Refuse a run whose arguments cannot succeed before anything runs: a stage that
+    fails on them (the train DAG's split or its `reason` param) would otherwise fail only
+    after ingest and features had run."""
+    if not start < end:
+        raise DataError(f"run: --end {end} must be after --start {start} (end is exclusive)")
+    split_window(spec, start, end, eval_start)
+    if len(reason) > MAX_REASON_LENGTH:
+        raise DataError(f"run: --reason is {len(reason)} characters, longer than the "
+                        f"{MAX_REASON_LENGTH} the train DAG's `reason` param takes (it is kept "
+                        "in the MLflow run's tags); shorten it")
+
+
+def _check_params(dags: dict[str, Any], stages: list[tuple[str, dict[str, Any]]],
+                  name: str) -> None:
+    """Each stage's conf against its DAG's params, as `dag.test()` would check it later."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for stage, run_conf in stages:
+        params = copy.deepcopy(dags[f"{name}_{stage}"].params)
+        try:
+            params.update(run_conf)
+        except ParamValidationError as exc:
+            raise DataError(f"run: {name}_{stage} refuses its params: {str(exc)[:300]}") from exc
 
 
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
                  echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
     """Ingest, compute features and train for `[start, end)` through `dag.test()`.
 
-    Returns the train run's summary (`steps.RunSummary` as JSON) plus the log file.
+    The arguments are checked first (`check_request`, then every stage's params), so a bad
+    one fails before any stage runs. Returns the train run's summary (`steps.RunSummary` as
+    JSON) plus the log file.
     """
+    spec = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    check_request(spec, start, end, eval_start, reason)
     configure_airflow()
     from pipelines.orchestration.factory import build_dags
 
-    spec = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
     dags = build_dags(spec)
     log_dir = settings.home() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +186,7 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
     train_conf = {**conf, "reason": reason,
                   "eval_start": eval_start.isoformat() if eval_start else None}
     stages = [("ingest", conf), ("features", conf), ("train", train_conf)]
+    _check_params(dags, stages, spec.name)
     results: dict[str, Any] = {}
     for number, (stage, run_conf) in enumerate(stages, start=1):
         dag = dags[f"{spec.name}_{stage}"]
@@ -127,10 +196,12 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
             dag_run = dag.test(run_conf=run_conf)
         seconds = time.perf_counter() - began
         if str(dag_run.state) != "success":
-            failed = failed_tasks(dag_run)
-            details = "\n  ".join(error_lines(log_file, since))
-            raise RuntimeError(f"{dag.dag_id} failed at {', '.join(failed) or 'unknown task'} "
-                               f"after {seconds:.0f}s:\n  {details}\nfull log: {log_file}")
+            errors = task_errors(log_file.read_bytes()[since:].decode(errors="replace"))
+            message, listing = failure_report(dag.dag_id, failed_tasks(dag_run), errors,
+                                              seconds, log_file)
+            with open(log_file, "a") as handle:
+                handle.write("\n".join(listing) + "\n")
+            raise RuntimeError(message)
         results[stage] = task_results(dag_run)
         tasks = sum(len(v) for v in results[stage].values())
         echo(f"      done in {seconds:.1f}s ({tasks} task results)")

@@ -16,6 +16,8 @@ from airflow.serialization.serialized_objects import DagSerialization
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from pipelines.errors import DataError, SpecError, ValidationFailed
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -182,3 +184,26 @@ def test_dag_settings_come_from_the_spec_or_the_caller(spec_path: Path) -> None:
     assert (task.retries, task.owner) == (0, "data-eng")
     assert task.execution_timeout == dt.timedelta(minutes=30)
     assert custom["flights_delay_backfill"].get_task("plan_backfill").retries == 0
+
+
+@pytest.mark.parametrize(("error", "retried"), [
+    (DataError("a.csv: line 6 has 2 fields, the header has 3; the file is truncated"), False),
+    (DataError("features/last: 2 of 3 day partitions were computed with another definition"),
+     False),
+    (ValidationFailed("GX suite 'labels' failed"), False),
+    (SpecError("sensors.yaml: sources.readings.delimiter"), False),
+    (OSError("disk full"), True),
+])
+def test_bad_data_fails_once_infrastructure_may_retry(error: Exception, retried: bool) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.orchestration.factory import fail_on_bad_data
+
+    @fail_on_bad_data
+    def task() -> None:
+        raise error
+
+    with pytest.raises(Exception) as caught:
+        task()
+    assert isinstance(caught.value, AirflowFailException) is not retried
+    assert str(error) in str(caught.value)

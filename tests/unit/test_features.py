@@ -13,7 +13,7 @@ from pipelines import features, ingest, lake
 from pipelines.errors import DataError
 from pipelines.spec import LoadedSpec
 
-from .conftest import D1, D2, D4
+from .conftest import D1, D2, D4, amend
 
 
 def test_view_publishes_every_day_with_created_time(ingested: LoadedSpec) -> None:
@@ -31,3 +31,51 @@ def test_view_needs_its_raw_partitions(tiny: LoadedSpec) -> None:
     ingest.ingest(tiny, "readings", D1, D2)
     with pytest.raises(DataError, match="raw/readings: 2 day partitions missing from 2024-01-02"):
         features.compute_view(tiny, "last", D1, D4)
+
+
+HOOKS = '''
+
+def created_early(raw):
+    """Sensor b's rows claim to exist 5 minutes before their event."""
+    frame = last_value(raw)
+    shift = pd.to_timedelta((frame["sensor"] == "b").astype(int) * 5, unit="min")
+    return frame.assign(created_time=frame["event_time"] - shift)
+
+
+def created_at_event(raw):
+    return last_value(raw).assign(created_time=lambda f: f["event_time"])
+
+
+def created_naive(raw):
+    frame = last_value(raw)
+    return frame.assign(created_time=frame["event_time"].dt.tz_localize(None))
+'''
+
+
+def _hooked(spec: LoadedSpec, function: str) -> LoadedSpec:
+    """The spec with view `last` computed by another function of the hooks module."""
+    with open(spec.hook_file("hooks:last_value"), "a") as handle:
+        handle.write(HOOKS)
+    view = spec.pipeline.feature_views["last"].model_copy(update={"function": function})
+    return amend(spec, feature_views={"last": view})
+
+
+def test_a_row_created_before_its_event_fails_the_view(ingested: LoadedSpec) -> None:
+    with pytest.raises(DataError) as error:
+        features.compute_view(_hooked(ingested, "hooks:created_early"), "last", D1, D4)
+    assert str(error.value).startswith(
+        "feature view last: 72 rows have created_time before event_time (or none), e.g. "
+        "{'sensor': 'b', 'event_time': '2024-01-01T00:00:00+00:00', "
+        "'created_time': '2023-12-31T23:55:00+00:00'}")
+    assert lake.list_partitions("features", "last") == []
+
+
+def test_created_time_must_be_timezone_aware(ingested: LoadedSpec) -> None:
+    with pytest.raises(DataError, match="'created_time' must be timezone-aware UTC"):
+        features.compute_view(_hooked(ingested, "hooks:created_naive"), "last", D1, D4)
+
+
+def test_a_row_created_at_its_event_is_accepted(ingested: LoadedSpec) -> None:
+    result = features.compute_view(_hooked(ingested, "hooks:created_at_event"), "last", D1, D4)
+    frame = pd.read_parquet(lake.list_partitions("features", "last")[0].data_path)
+    assert result.rows == 3 * 72 and (frame["created_time"] == frame["event_time"]).all()

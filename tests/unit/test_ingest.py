@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from pipelines import ingest, lake
 from pipelines.errors import DataError
 from pipelines.spec import LoadedSpec
+from tests.unit.conftest import amend
 
 D1, D2, D4 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 4)
 
@@ -37,6 +39,14 @@ def test_rerun_changes_no_checksum(tiny: LoadedSpec) -> None:
     assert [p["sha256"] for p in first.partitions] == [p["sha256"] for p in second.partitions]
 
 
+def _set_values(path: Path, *values: str | None) -> None:
+    """Replace the `value` of the first rows with these texts (None drops the field)."""
+    text = path.read_text()
+    for value in values:
+        text = re.sub(r"Z,0\.\d+\n", "Z\n" if value is None else f"Z,{value}#\n", text, count=1)
+    path.write_text(text.replace("#", ""))
+
+
 def _assert_nothing_published(tiny: LoadedSpec) -> None:
     assert lake.list_partitions("sensors", "raw", "readings") == []
 
@@ -55,6 +65,19 @@ def _assert_nothing_published(tiny: LoadedSpec) -> None:
     (lambda f: f.write_text(f.read_text().replace("2024-01-02T05", "2024-02-02T05")),
      "rows outside 2024-01-02"),
     (lambda f: f.write_bytes(b"\x00\xff\xfe garbage" * 10), "readings/2024-01-02.csv"),
+    (lambda f: f.write_text(f.read_text()[:f.read_text().index("\nb,") + 5]),
+     "line 26 has 2 fields, the header has 3; the file is truncated: it ends mid-line"),
+    (lambda f: _set_values(f, None), "line 2 has 2 fields, the header has 3; the file is ragged"),
+    (lambda f: f.write_text(f.read_text().replace("\na,", '\n"a,', 1)),
+     "unexpected end of data"),
+    (lambda f: f.write_bytes(f.read_bytes().replace(b"\nb,", b"\n\xff\xfe,", 1)),
+     "'utf-8' codec can't decode byte 0xff"),
+    (lambda f: f.write_bytes(b""), "file is empty (0 bytes)"),
+    (lambda f: f.write_text("sensor,ts,value\n"),
+     "0 rows, fewer than sensors.yaml: sources.readings.min_rows (1)"),
+    (lambda f: _set_values(f, "inf", "-inf", "Infinity"),
+     "column 'value' has 3 (rule: numbers are finite)"),
+    (lambda f: f.write_text(f.read_text().replace(",", ";")), "is the delimiter ',' right?"),
 ])
 def test_bad_file_fails_naming_file_and_rule(tiny: LoadedSpec, corrupt: callable,
                                              message: str) -> None:
@@ -75,3 +98,77 @@ def test_naive_timestamps_are_read_in_the_source_zone(tiny: LoadedSpec, tmp_path
     ny = tiny.pipeline.sources["readings"].model_copy(update={"timezone": "America/New_York"})
     shifted = ingest.read_landing_file(path, ny)
     assert shifted.column("ts")[0].as_py() == dt.datetime(2024, 1, 1, 5, tzinfo=dt.UTC)
+
+
+def _with(spec: LoadedSpec, **fields: object) -> LoadedSpec:
+    """The tiny spec with these fields of its `readings` source changed."""
+    source = spec.pipeline.sources["readings"].model_copy(update=fields)
+    return amend(spec, sources={"readings": source})
+
+
+def test_the_declared_delimiter_is_used_never_a_guessed_one(tiny: LoadedSpec) -> None:
+    for day in (D1, D2, dt.date(2024, 1, 3)):
+        path = _file(tiny, day)
+        path.write_text(path.read_text().replace(",", ";").replace("\na;", '\n"a;x";', 1))
+    semicolons = _with(tiny, delimiter=";")
+    result = ingest.ingest(semicolons, "readings", D1, D4)
+    assert result.rows == 3 * 72
+    sensors = pd.read_parquet(lake.list_partitions("raw", "readings")[0].data_path)["sensor"]
+    assert sensors.iloc[0] == "a;x"  # a quoted delimiter is data
+    with pytest.raises(DataError, match="is the delimiter ',' right"):
+        ingest.ingest(tiny, "readings", D1, D4)
+
+
+def test_min_rows_zero_accepts_a_day_without_rows(tiny: LoadedSpec) -> None:
+    _file(tiny, D2).write_text("sensor,ts,value\n")
+    result = ingest.ingest(_with(tiny, min_rows=0), "readings", D1, D4)
+    assert [p["rows"] for p in result.partitions] == [72, 0, 72]
+    with pytest.raises(DataError, match=r"72 rows, fewer than .*min_rows \(100\)"):
+        ingest.ingest(_with(tiny, min_rows=100), "readings", D1, D4)
+
+
+def test_infinite_values_pass_only_when_the_source_allows_them(tiny: LoadedSpec) -> None:
+    _set_values(_file(tiny, D2), "inf")
+    assert ingest.ingest(_with(tiny, allow_infinite=True), "readings", D1, D4).rows == 3 * 72
+    with pytest.raises(DataError, match="set sensors.yaml: sources.readings.allow_infinite: true"):
+        ingest.ingest(tiny, "readings", D1, D4)
+
+
+def test_infinite_values_fail_a_source_without_a_suite(tiny: LoadedSpec) -> None:
+    """Parquet keeps inf as a float: the rule holds for every format, suite or not."""
+    assert tiny.pipeline.sources["readings"].suite is None
+    path = _file(tiny, D1)
+    frame = pd.read_csv(path)
+    frame.loc[4, "value"] = float("-inf")
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    parquet = path.with_suffix(".parquet")
+    frame.to_parquet(parquet)
+    source = _with(tiny, format="parquet", path="readings/{date}.parquet")
+    with pytest.raises(DataError) as error:
+        ingest.ingest(source, "readings", D1, D2)
+    assert str(parquet) in str(error.value) and "column 'value' has 1" in str(error.value)
+
+
+NOON_D2 = dt.datetime(2024, 1, 2, 12, tzinfo=dt.UTC)
+
+
+def test_events_later_than_the_clock_and_tolerance_fail(tiny: LoadedSpec) -> None:
+    with pytest.raises(DataError) as error:
+        ingest.ingest(tiny, "readings", D1, dt.date(2024, 1, 3),
+                      now=NOON_D2 - dt.timedelta(days=1))
+    message = str(error.value)
+    assert str(_file(tiny, D2)) in message
+    assert "'ts' has 33 rows later than the run's clock 2024-01-01T12:00:00+00:00" in message
+    assert "sources.readings.future_tolerance (1 day, 0:00:00)" in message
+    assert "e.g. 2024-01-02T13:00:00+00:00" in message
+    _assert_nothing_published(tiny)
+    later = _with(tiny, future_tolerance=dt.timedelta(hours=12))
+    assert ingest.ingest(later, "readings", D1, D2, now=NOON_D2).rows == 72
+    assert ingest.ingest(tiny, "readings", D1, D4, now=NOON_D2 + dt.timedelta(days=1)).rows == 216
+
+
+def test_a_file_dated_beyond_the_tolerance_is_refused_by_name(tiny: LoadedSpec) -> None:
+    with pytest.raises(DataError) as error:
+        ingest.ingest(tiny, "readings", D1, D4, now=NOON_D2 - dt.timedelta(days=1))
+    assert f"{_file(tiny, dt.date(2024, 1, 3))}: dated 2024-01-03, after the run's clock" \
+        in str(error.value)

@@ -71,6 +71,28 @@ def test_frame_hash_changes_with_the_definitions_hash() -> None:
             != lineage.frame_content_hash(frame, "b" * 64))
 
 
+def _changed(spec: LoadedSpec, section: str, name: str | None = None, **fields: object
+             ) -> LoadedSpec:
+    """The spec with some fields of one section (or of one entry of a mapping) changed."""
+    value = getattr(spec.pipeline, section)
+    if name is None:
+        return amend(spec, **{section: value.model_copy(update=fields)})
+    return amend(spec, **{section: {**value, name: value[name].model_copy(update=fields)}})
+
+
+@pytest.mark.parametrize(("change", "changes_view"), [
+    (lambda s: _changed(s, "feature_views", "last", lookback=pd.Timedelta("2d")), True),
+    (lambda s: _changed(s, "sources", "readings", timezone="Europe/Paris"), True),
+    (lambda s: _changed(s, "label", target="low"), False),
+    (lambda s: amend(s, model={"seed": 8}), False),
+], ids=["view", "its-source", "label", "model"])
+def test_a_view_definition_hash_sees_only_what_its_rows_depend_on(
+        tiny: LoadedSpec, change: Callable[[LoadedSpec], LoadedSpec], changes_view: bool) -> None:
+    before = lineage.view_definitions_hash(tiny, "last")
+    assert (lineage.view_definitions_hash(change(tiny), "last") != before) is changes_view
+    assert lineage.view_definitions_hash(tiny, "last") == before
+
+
 @pytest.mark.parametrize(("column", "dtype"), [
     ("id", "float64"), ("id", "int32"), ("id", "Int64"), ("sensor", "category"),
     ("value", "float32"),

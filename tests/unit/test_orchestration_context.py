@@ -16,7 +16,7 @@ import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.orchestration.context import run_context, triggering_spans, window
+from pipelines.orchestration.context import run_clock, run_context, triggering_spans, window
 
 D = dt.date
 
@@ -134,3 +134,9 @@ def test_run_context_without_a_user_or_reason() -> None:
 def test_run_context_names_the_run_type_when_nobody_triggered(run_type: DagRunType) -> None:
     recorded = run_context(context(interval=DAY, triggering_user_name=None, run_type=run_type))
     assert recorded["triggered_by"] == run_type.value
+
+
+def test_the_run_clock_is_when_the_run_started_else_when_it_was_due() -> None:
+    started = context(start_date=at("2013-03-05T12:03:00"))
+    assert run_clock(started) == at("2013-03-05T12:03:00")
+    assert run_clock(context(start_date=None)) == at("2013-03-05T12:00:00")

@@ -116,6 +116,35 @@ def test_failure_names_suite_expectation_and_column(
     assert str(report.result_path) in message
 
 
+@pytest.mark.parametrize(("observed", "shown"), [
+    (np.float64(0.0), "{'observed_value': 0.0}"),
+    (np.int64(3), "{'observed_value': 3}"),
+    (np.array([0, 0]), "{'observed_value': [0, 0]}"),
+    (np.array([]), "{}"),
+    ([np.int64(1), "b"], "{'observed_value': [1, 'b']}"),
+    ({"values": np.array([1.5]), "n": np.int64(2)},
+     "{'observed_value': {'values': [1.5], 'n': 2}}"),
+    (0.25, "{'observed_value': 0.25}"),
+    (None, "{}"),
+])
+def test_a_failure_describes_any_observed_value(observed: Any, shown: str) -> None:
+    failure = quality.Failure("expect_x", "label", {}, {"observed_value": observed,
+                                                          "unexpected_count": None})
+    assert failure.describe() == f"expect_x on column 'label' {shown}"
+
+
+def test_a_single_class_label_fails_the_gate_with_its_mean(tmp_path: Path,
+                                                           lake_dir: Path) -> None:
+    """GX reports a column mean as a numpy scalar: the gate names it, it does not crash."""
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps({"name": "labels", "expectations": [
+        {"type": "expect_column_mean_to_be_between",
+         "kwargs": {"column": "late", "min_value": 0.05, "max_value": 0.6}}]}))
+    report = quality.validate(pd.DataFrame({"late": [0] * 50}), path, "one class", lake_dir / "q")
+    with pytest.raises(ValidationFailed, match=r"on column 'late' \{'observed_value': 0\.0\}"):
+        quality.require_valid(report)
+
+
 def test_revalidating_replaces_out_dir_whole(suite_path: Path, lake_dir: Path) -> None:
     """A second run swaps the folder: only its own result, page and manifest, no temp dirs."""
     out_dir = lake_dir / "_quality" / "readings"

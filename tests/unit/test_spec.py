@@ -39,7 +39,14 @@ def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
 
 @pytest.mark.parametrize(("change", "field"), [
     (lambda d: d.update(colour="red"), "colour"),
-    (lambda d: d["sources"]["flights"].update(delimiter=";"), "sources.flights.delimiter"),
+    (lambda d: d["sources"]["flights"].update(delimiter=";;"), "sources.flights.delimiter"),
+    (lambda d: d["sources"]["flights"].update(delimiter='"'),
+     "sources.flights: Value error, delimiter '\"' cannot separate fields"),
+    (lambda d: d["sources"]["flights"].update(format="parquet", delimiter=","),
+     "sources.flights: Value error, `delimiter` applies to csv sources only"),
+    (lambda d: d["sources"]["flights"].update(min_rows=-1), "sources.flights.min_rows"),
+    (lambda d: d["sources"]["flights"].update(future_tolerance="later"),
+     "sources.flights.future_tolerance"),
     (lambda d: d["sources"]["flights"].pop("event_time"), "sources.flights"),
     (lambda d: d["sources"]["flights"].update(path="flights.csv"), "sources.flights.path"),
     (lambda d: d["feature_views"]["plane"].update(sources=["nope"]), "feature_views.plane.sources"),

@@ -51,6 +51,35 @@ def test_a_longer_availability_lag_sees_older_rows_until_the_ttl(
         assert (later["cutoff"] - later["last__as_of"] == age).all()
 
 
+@pytest.mark.parametrize(("recomputed", "stale", "commands"), [
+    ((D3, D4), "2 of 3 day partitions were computed with another definition of the view than "
+     "sensors.yaml declares now (2024-01-01..2024-01-02)",
+     [("2024-01-01", "2024-01-03")]),
+    ((D2, D3), "2 of 3 day partitions were computed with another definition of the view than "
+     "sensors.yaml declares now (2024-01-01, 2024-01-03)",
+     [("2024-01-01", "2024-01-02"), ("2024-01-03", "2024-01-04")]),
+], ids=["one-range", "two-ranges"])
+def test_a_training_set_never_mixes_definitions_of_a_view(
+        ingested: LoadedSpec, recomputed: tuple[dt.date, dt.date], stale: str,
+        commands: list[tuple[str, str]]) -> None:
+    """Days computed before the view changed are named as ranges, each with its backfill."""
+    features.compute_view(ingested, "last", D1, D4)
+    view = ingested.pipeline.feature_views["last"]
+    changed = amend(ingested, feature_views={"last": view.model_copy(
+        update={"availability_lag": dt.timedelta(minutes=20)})})
+    features.compute_view(changed, "last", *recomputed)
+    with pytest.raises(DataError) as error:
+        training_set.assemble_training_frame(changed, D1, D4)
+    message = str(error.value)
+    assert message.startswith(f"features/last: {stale} (rule: a training set never mixes")
+    for lo, hi in commands:
+        assert (f"`pitstop backfill {changed.path} --start {lo} --end {hi} --views last`"
+                in message)
+    assert message.count("pitstop backfill") == len(commands)
+    features.compute_view(changed, "last", D1, D4)  # what the commands do
+    assert len(training_set.assemble_training_frame(changed, D1, D4)[0]) == 3 * 72
+
+
 def test_future_data_never_changes_past_rows(ingested: LoadedSpec) -> None:
     """Rewrite the whole last day: rows whose cutoff precedes it must not change."""
     features.compute_view(ingested, "last", D1, D4)

@@ -1,0 +1,127 @@
+"""`pitstop run` refuses bad arguments before anything runs, and a failed stage is reported
+by its first failure, briefly, with every failure listed in the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines import cli
+from pipelines.errors import DataError
+from pipelines.orchestration import runner
+from pipelines.spec import LoadedSpec
+
+from .conftest import D1, D4
+
+LOG = """\
+2026-12-02T01:26:45.77Z [info] [DAG TEST] starting task_id=plan_chunks map_index=-1 [dag]
+2026-12-02T01:26:45.78Z [info] [DAG TEST] starting task_id=ingest_readings map_index=0 [dag]
+2026-12-02T01:26:46.09Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
+Traceback (most recent call last):
+  File "/work/pipelines/ingest.py", line 118, in read_landing_files
+_duckdb.InvalidInputException: Invalid Input Error: Error when sniffing file "a.csv".
+It was not possible to automatically detect the CSV parsing dialect
+pipelines.errors.DataError: a.csv: line 6 has 2 fields, the header has 3
+    raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+airflow.sdk.exceptions.AirflowFailException: DataError: a.csv: line 6 has 2 fields, the header has 3
+2026-12-02T01:26:46.12Z [info] [DAG TEST] starting task_id=ingest_readings map_index=1 [dag]
+2026-12-02T01:26:46.37Z [error    ] Task failed with exception     [task] loc=task_runner.py:1639
+ValueError: something else
+2026-12-02T01:26:46.40Z [info] [DAG TEST] starting task_id=announce_raw_data map_index=-1 [dag]
+"""
+
+
+def test_each_task_is_given_the_exception_it_failed_with() -> None:
+    assert runner.task_errors(LOG) == {
+        "ingest_readings[0]": "AirflowFailException: DataError: a.csv: line 6 has 2 fields, "
+                              "the header has 3",
+        "ingest_readings[1]": "ValueError: something else"}
+
+
+def test_a_stage_with_many_failures_is_summed_up_by_its_first(tmp_path: Path) -> None:
+    failed = [f"ingest_flights[{i}]" for i in range(12)]
+    errors = {name: f"DataError: {name}: " + "x" * 400 for name in reversed(failed)}
+    errors["ingest_flights[0]"] = "DataError: flights/2013-01-05.csv: " + "y" * 5000
+    message, listing = runner.failure_report("flights_delay_ingest", failed, errors, 61.2,
+                                             tmp_path / "run.log")
+    first, error, note, log = message.splitlines()
+    assert first == "flights_delay_ingest failed at ingest_flights[0] and 11 more after 61s:"
+    assert error.startswith("  DataError: flights/2013-01-05.csv: yyy")
+    assert error.endswith(" … (see the log)") and len(error) < 700
+    assert note == "  every failed task and its error are listed at the end of the log"
+    assert log == f"full log: {tmp_path / 'run.log'}"
+    assert listing[0] == "pitstop: flights_delay_ingest: 12 failed tasks, first failure first:"
+    assert [line.split(":")[0].strip() for line in listing[1:]] == failed
+    assert listing[1].endswith("y" * 100)  # the log keeps the whole error
+
+
+def test_one_failure_needs_no_note(tmp_path: Path) -> None:
+    message, _ = runner.failure_report("d", ["t"], {"t": "DataError: bad"}, 3, tmp_path / "l")
+    assert message.splitlines() == ["d failed at t after 3s:", "  DataError: bad",
+                                    f"full log: {tmp_path / 'l'}"]
+
+
+def test_failed_tasks_come_first_failure_first() -> None:
+    from airflow.utils.state import TaskInstanceState as State
+
+    def ti(task_id: str, map_index: int, state: State, minute: int | None) -> SimpleNamespace:
+        end = None if minute is None else dt.datetime(2024, 1, 1, 0, minute, tzinfo=dt.UTC)
+        return SimpleNamespace(task_id=task_id, map_index=map_index, state=state, end_date=end)
+
+    instances = [ti("ingest_a", 10, State.FAILED, 3), ti("ingest_a", 2, State.FAILED, 1),
+                 ti("ingest_b", 0, State.FAILED, 2), ti("announce", -1, State.UPSTREAM_FAILED, 4),
+                 ti("ingest_b", 1, State.SUCCESS, 0)]
+    run = SimpleNamespace(get_task_instances=lambda session: instances)
+    assert runner.failed_tasks(run) == ["ingest_a[2]", "ingest_b[0]", "ingest_a[10]"]
+    only_upstream = SimpleNamespace(get_task_instances=lambda session: instances[3:])
+    assert runner.failed_tasks(only_upstream) == ["announce"]
+
+
+@pytest.mark.parametrize(("start", "end", "eval_start", "reason", "message"), [
+    (D4, D1, None, "why", "run: --end 2024-01-01 must be after --start 2024-01-04"),
+    (D1, D4, D4, "why", "split: evaluation start 2024-01-04 must fall inside the window"),
+    (D1, D4, None, "w" * 501, "run: --reason is 501 characters, longer than the 500"),
+])
+def test_a_request_that_cannot_succeed_is_refused(tiny: LoadedSpec, start: dt.date,
+                                                  end: dt.date, eval_start: dt.date | None,
+                                                  reason: str, message: str) -> None:
+    with pytest.raises(DataError) as error:
+        runner.check_request(tiny, start, end, eval_start, reason)
+    assert str(error.value).startswith(message)
+
+
+def test_a_good_request_passes(tiny: LoadedSpec) -> None:
+    runner.check_request(tiny, D1, D4, None, "w" * 500)
+
+
+@pytest.fixture
+def nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a run gets as far as setting up Airflow."""
+    def configure() -> None:
+        raise AssertionError("the run started")
+    monkeypatch.setattr(runner, "configure_airflow", configure)
+
+
+def test_a_long_reason_fails_before_anything_runs(tiny: LoadedSpec, nothing_runs: None,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", str(tiny.path), "--start", "2024-01-01", "--end", "2024-01-04",
+                     "--reason", "r" * 600])
+    assert code == 1
+    assert ("pitstop: run: --reason is 600 characters, longer than the 500 the train DAG's "
+            "`reason` param takes") in capsys.readouterr().err
+
+
+def test_every_stage_params_are_checked_before_the_first_runs(tiny: LoadedSpec) -> None:
+    from pipelines.orchestration.factory import build_dags
+
+    dags = build_dags(tiny)
+    good = {"start": "2024-01-01", "end": "2024-01-04"}
+    runner._check_params(dags, [("ingest", good), ("train", {**good, "reason": "why"})],
+                         "sensors")
+    with pytest.raises(DataError, match="run: sensors_train refuses its params: Invalid input "
+                       "for param reason"):
+        runner._check_params(dags, [("ingest", good), ("train", {**good, "reason": 5})],
+                             "sensors")
