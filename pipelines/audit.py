@@ -292,7 +292,7 @@ def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reprod
     out = Reproduction(subject.name, subject.version)
     spec = load_spec(spec_path or Path(rec["spec"]["path"]))
     out.checks["spec unchanged"] = lake.sha256_file(spec.path) == rec["spec"]["sha256"]
-    now_files = {n: lake.sha256_file(p) for n, p in lineage.code_files(spec).items()}
+    now_files = lineage.code_digests(spec)
     changed = sorted(n for n in {*now_files, *rec["code"]["files"]}
                      if now_files.get(n) != rec["code"]["files"].get(n))
     out.checks["code unchanged"] = not changed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pipelines import lake
 from pipelines.errors import DataError
@@ -60,12 +61,16 @@ def backfill(
     end: dt.date,
     views: list[str] | None = None,
     progress: Callable[[str], None] = print,
+    produced_by: dict[str, Any] | None = None,
 ) -> list[ViewResult]:
-    """Recompute views over `[start, end)` in month chunks; reruns replace partitions whole."""
+    """Recompute views over `[start, end)` in month chunks; reruns replace partitions whole.
+
+    `produced_by` (who, why, which command) goes into every partition's manifest.
+    """
     chunks = plan_backfill(spec, start, end, views)
     results, began = [], time.perf_counter()
     for done, (view_name, (lo, hi)) in enumerate(chunks, start=1):
-        results.append(compute_view(spec, view_name, lo, hi))
+        results.append(compute_view(spec, view_name, lo, hi, produced_by=produced_by))
         rows = sum(r.rows for r in results)
         elapsed = time.perf_counter() - began
         progress(f"[{done}/{len(chunks)}] {view_name} {lo}..{hi}: {results[-1].rows} rows "

@@ -204,6 +204,19 @@ def validate_command(paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def command_context(reason: str, argv: list[str] | None) -> dict[str, Any]:
+    """Who and what produced an output from the command line, as `run_context` says it for a
+    task: recorded as `produced_by` in every manifest the command writes."""
+    import getpass
+    import shlex
+    import socket
+
+    words = sys.argv[1:] if argv is None else argv
+    return {"command": shlex.join(["pitstop", *words]), "user": getpass.getuser(),
+            "host": socket.gethostname(), "triggered_by": getpass.getuser(),
+            "reason": reason}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pitstop", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True, help="exclusive")
     backfill.add_argument("--views", help="comma-separated feature views (default: all)")
+    backfill.add_argument("--reason", required=True,
+                          help="why the range is recomputed (kept in every manifest written)")
     for name, text in (("trace", "show what a model version was made from"),
                        ("verify", "re-hash everything a model version was made from"),
                        ("reproduce", "rebuild the training set and refit; compare")):
@@ -292,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.backfill import backfill as run_backfill
 
             views = args.views.split(",") if args.views else None
-            results = run_backfill(spec, args.start, args.end, views)
+            results = run_backfill(spec, args.start, args.end, views,
+                                   produced_by=command_context(args.reason, argv))
             print(f"backfilled {sum(r.rows for r in results)} feature rows in "
                   f"{sum(r.partitions for r in results)} partitions")
     except (DataError, SpecError, RuntimeError) as exc:

@@ -175,7 +175,8 @@ def check_definitions(spec: LoadedSpec, view_name: str, partitions: list[lake.Pa
     ranges = ", ".join(str(lo) if hi - lo == dt.timedelta(days=1)
                        else f"{lo}..{hi - dt.timedelta(days=1)}" for lo, hi in spans)
     commands = "; ".join(f"`pitstop backfill {spec.path} --start {lo} --end {hi} "
-                         f"--views {view_name}`" for lo, hi in spans)
+                         f"--views {view_name} --reason 'view definition changed'`"
+                         for lo, hi in spans)
     raise DataError(
         f"features/{view_name}: {len(stale)} of {len(partitions)} day partitions were computed "
         f"with another definition of the view than {spec.path.name} declares now ({ranges}) "

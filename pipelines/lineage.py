@@ -93,9 +93,32 @@ def code_files(spec: LoadedSpec) -> dict[str, Path]:
     }
 
 
+NOT_CODE = {"evaluation": {"problems"}, "airflow": True, "description": True, "model": True,
+            "split": True}
+"""Spec fields left out of the spec's part of `code_version`: where the known problems live,
+how Airflow schedules the DAGs and the prose description do not decide the model, and
+`model` and `split` are hashed as the training config beside it."""
+
+
+def spec_digest(spec: LoadedSpec) -> str:
+    """Hash of what the spec declares, not of its text, and without `NOT_CODE`.
+
+    Comments, key order and formatting never change it, nor does pointing the spec at a
+    problems file for the first time: known problems judge models, they do not make them.
+    """
+    return sha256_json(spec.pipeline.model_dump(mode="json", exclude=NOT_CODE))
+
+
+def code_digests(spec: LoadedSpec) -> dict[str, str]:
+    """A digest per `code_files` entry: the file's sha256, the spec's `spec_digest`."""
+    spec_name = f"spec/{spec.path.name}"
+    return {name: spec_digest(spec) if name == spec_name else sha256_file(path)
+            for name, path in code_files(spec).items()}
+
+
 def code_version(spec: LoadedSpec) -> str:
-    """Content hash of `code_files`: unlike a commit, it is exact even in a dirty checkout."""
-    return sha256_json({name: sha256_file(path) for name, path in code_files(spec).items()})
+    """Hash of `code_digests`: unlike a commit, it is exact even in a dirty checkout."""
+    return sha256_json(code_digests(spec))
 
 
 def git_commit(path: Path) -> str | None:
@@ -208,7 +231,6 @@ def lineage_record(
     suites = {name: sha256_file(spec.suite_path(name)) for name in {
         *(s.suite for s in spec.pipeline.sources.values() if s.suite),
         spec.pipeline.training_suite}}
-    files = code_files(spec)
     return {
         "format": 1,
         "pipeline": spec.name,
@@ -231,7 +253,7 @@ def lineage_record(
             "suites": suites,
         },
         "code": {"version": pair.code_version, "git_commit": git_commit(spec.path.parent),
-                 "files": {name: sha256_file(path) for name, path in files.items()}},
+                 "files": code_digests(spec)},
         "packages": package_versions(),
         "training": {"config": training_config(spec),
                      "split": {k: v.isoformat() for k, v in vars(built.split).items()}},

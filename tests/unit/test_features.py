@@ -67,7 +67,7 @@ def test_a_row_created_before_its_event_fails_the_view(ingested: LoadedSpec) -> 
         "feature view last: 72 rows have created_time before event_time (or none), e.g. "
         "{'sensor': 'b', 'event_time': '2024-01-01T00:00:00+00:00', "
         "'created_time': '2023-12-31T23:55:00+00:00'}")
-    assert lake.list_partitions("features", "last") == []
+    assert lake.list_partitions("sensors", "features", "last") == []
 
 
 def test_created_time_must_be_timezone_aware(ingested: LoadedSpec) -> None:
@@ -77,5 +77,5 @@ def test_created_time_must_be_timezone_aware(ingested: LoadedSpec) -> None:
 
 def test_a_row_created_at_its_event_is_accepted(ingested: LoadedSpec) -> None:
     result = features.compute_view(_hooked(ingested, "hooks:created_at_event"), "last", D1, D4)
-    frame = pd.read_parquet(lake.list_partitions("features", "last")[0].data_path)
+    frame = pd.read_parquet(lake.list_partitions("sensors", "features", "last")[0].data_path)
     assert result.rows == 3 * 72 and (frame["created_time"] == frame["event_time"]).all()

@@ -113,7 +113,7 @@ def test_the_declared_delimiter_is_used_never_a_guessed_one(tiny: LoadedSpec) ->
     semicolons = _with(tiny, delimiter=";")
     result = ingest.ingest(semicolons, "readings", D1, D4)
     assert result.rows == 3 * 72
-    sensors = pd.read_parquet(lake.list_partitions("raw", "readings")[0].data_path)["sensor"]
+    sensors = pd.read_parquet(lake.list_partitions("sensors", "raw", "readings")[0].data_path)["sensor"]
     assert sensors.iloc[0] == "a;x"  # a quoted delimiter is data
     with pytest.raises(DataError, match="is the delimiter ',' right"):
         ingest.ingest(tiny, "readings", D1, D4)

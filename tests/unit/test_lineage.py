@@ -202,6 +202,21 @@ def test_code_version_ignores_bytecode_caches(library: Path, tmp_path: Path) -> 
     assert lineage.code_version(spec) == version
 
 
+@pytest.mark.parametrize("edit", [
+    lambda text: text + "\n# a comment\n",
+    lambda text: text.replace("split:", "evaluation: {problems: sensors/problems.yaml}\nsplit:"),
+    lambda text: text.replace("name: sensors", "name: sensors\ndescription: Sensors, again"),
+    lambda text: text + "airflow: {retries: 5}\n",
+], ids=["comment", "first-problems-line", "description", "airflow-settings"])
+def test_code_version_ignores_what_does_not_make_the_model(
+        tmp_path: Path, edit: Callable[[str], str]) -> None:
+    spec = _write_pipeline(tmp_path / "a")
+    version = lineage.code_version(spec)
+    spec.path.write_text(edit(spec.path.read_text()))
+    changed = load_spec(spec.path)
+    assert lineage.code_version(changed) == version
+
+
 def _append(relative: str) -> Callable[[Path, Path], None]:
     def change(pipeline: Path, library: Path) -> None:
         base = library if relative.startswith("pipelines/") else pipeline
@@ -210,12 +225,17 @@ def _append(relative: str) -> Callable[[Path, Path], None]:
     return change
 
 
+def _edit_spec(pipeline: Path, library: Path) -> None:
+    path = pipeline / "sensors.yaml"
+    path.write_text(path.read_text().replace("lookback: 1d", "lookback: 2d"))
+
+
 def _add_hook_module(pipeline: Path, library: Path) -> None:
     (pipeline / "sensors" / "extra.py").write_text("X = 1\n")
 
 
 @pytest.mark.parametrize("change", [
-    _append("sensors.yaml"), _append("sensors/hooks.py"),
+    _edit_spec, _append("sensors/hooks.py"),
     _append("expectations/sensors_training_set.json"), _append("pipelines/train.py"),
     _add_hook_module,
 ], ids=["spec", "hook", "suite", "library", "new-hook-module"])

@@ -73,7 +73,8 @@ def test_a_training_set_never_mixes_definitions_of_a_view(
     message = str(error.value)
     assert message.startswith(f"features/last: {stale} (rule: a training set never mixes")
     for lo, hi in commands:
-        assert (f"`pitstop backfill {changed.path} --start {lo} --end {hi} --views last`"
+        assert (f"`pitstop backfill {changed.path} --start {lo} --end {hi} --views last "
+                f"--reason 'view definition changed'`"
                 in message)
     assert message.count("pitstop backfill") == len(commands)
     features.compute_view(changed, "last", D1, D4)  # what the commands do
