@@ -27,6 +27,9 @@ from pipelines import settings
 
 USERS = {"admin": "admin", "engineer": "op", "scientist": "user", "auditor": "viewer"}
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+EXTRA_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
+"""Airflow's log server binds every interface, with no setting to change it. Every process
+here shares one log folder, which the api-server reads directly, so it is not started."""
 STOP_GRACE_SECONDS = 20.0
 # Task processes at a time. On 2 cores each task spends much of its life importing Airflow,
 # pandas and the spec, so 4 keeps both cores busy; bench/BACKFILL.md has the measurements.
@@ -152,7 +155,8 @@ def up(project: Path, ports: Ports = Ports(), echo: Callable[[str], None] = prin
     bin_dir = Path(sys.executable).parent
     for process in AIRFLOW_PROCESSES:
         if process not in running():
-            _start(process, [str(bin_dir / "airflow"), process], env)
+            _start(process, [str(bin_dir / "airflow"), process, *EXTRA_ARGS.get(process, ())],
+                   env)
     if "mlflow" not in running():
         settings.mlflow_artifact_root().mkdir(parents=True, exist_ok=True)
         _start("mlflow", [

@@ -10,6 +10,7 @@ leave no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -60,6 +61,23 @@ def test_landing_raw_data_runs_features_over_exactly_its_days(ingested: Live) ->
         for day in _days(START, END):
             manifest = json.loads((folder / f"date={day}" / "_manifest.json").read_text())
             assert manifest["produced_by"]["run_id"] == run["dag_run_id"]
+
+
+def test_every_listening_socket_is_on_loopback(ingested: Live) -> None:
+    """Nothing `pitstop up` starts (nor its children: workers, Airflow's log server) listens
+    beyond 127.0.0.1. Checked after a run, when the scheduler has run tasks."""
+    import psutil
+
+    listening = []
+    for pid_file in (ingested.home / "run").glob("*.pid"):
+        parent = psutil.Process(int(pid_file.read_text()))
+        for process in [parent, *parent.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                listening += [(pid_file.stem, c.laddr.ip, c.laddr.port)
+                              for c in process.net_connections(kind="inet")
+                              if c.status == psutil.CONN_LISTEN]
+    assert {name for name, _, _ in listening} >= {"api-server", "mlflow"}
+    assert [s for s in listening if s[1] not in ("127.0.0.1", "::1")] == []
 
 
 def test_auditor_is_read_only(live: Live) -> None:
