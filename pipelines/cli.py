@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -204,6 +205,18 @@ def validate_command(paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def _exit_code(exc: BaseException) -> int:
+    """128 + the signal's number when a signal stopped the command (as a shell reports a
+    process killed by it), else 1."""
+    import signal
+
+    from pipelines.orchestration import stopping
+
+    if name := stopping.requested():
+        return 128 + signal.Signals[name].value
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
 def command_context(reason: str, argv: list[str] | None) -> dict[str, Any]:
     """Who and what produced an output from the command line, as `run_context` says it for a
     task: recorded as `produced_by` in every manifest the command writes."""
@@ -215,6 +228,39 @@ def command_context(reason: str, argv: list[str] | None) -> dict[str, Any]:
     return {"command": shlex.join(["pitstop", *words]), "user": getpass.getuser(),
             "host": socket.gethostname(), "triggered_by": getpass.getuser(),
             "reason": reason}
+
+
+def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`run`, `backfill` and `problems`: the commands that act on one spec."""
+    from pipelines.spec import load_spec
+
+    try:
+        spec = load_spec(args.spec)
+        if args.command == "run":
+            echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
+            start = args.start or spec.pipeline.start_date
+            end = args.end or start + dt.timedelta(days=28)
+            from pipelines.orchestration.runner import run_pipeline
+
+            summary = run_pipeline(spec, start, end, args.reason, echo, args.eval_start)
+            if args.json:
+                print(json.dumps(summary, indent=2, default=str))
+            else:
+                print_summary(summary, echo)
+        elif args.command == "problems":
+            problems_command(spec, args)
+        elif args.command == "backfill":
+            from pipelines.backfill import backfill as run_backfill
+
+            views = args.views.split(",") if args.views else None
+            results = run_backfill(spec, args.start, args.end, views,
+                                   produced_by=command_context(args.reason, argv))
+            print(f"backfilled {sum(r.rows for r in results)} feature rows in "
+                  f"{sum(r.partitions for r in results)} partitions")
+    except (DataError, SpecError, RuntimeError, KeyboardInterrupt) as exc:
+        print(f"pitstop: {exc or 'interrupted'}", file=sys.stderr)
+        return _exit_code(exc)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,35 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "problems" and args.action == "add" and None in (args.name, args.where):
         parser.error("problems add needs --name and --where")
 
-    from pipelines.spec import load_spec
+    from pipelines.orchestration.stopping import stop_on_signals
 
-    try:
-        spec = load_spec(args.spec)
-        if args.command == "run":
-            echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
-            start = args.start or spec.pipeline.start_date
-            end = args.end or start + dt.timedelta(days=28)
-            from pipelines.orchestration.runner import run_pipeline
-
-            summary = run_pipeline(spec, start, end, args.reason, echo, args.eval_start)
-            if args.json:
-                print(json.dumps(summary, indent=2, default=str))
-            else:
-                print_summary(summary, echo)
-        elif args.command == "problems":
-            problems_command(spec, args)
-        elif args.command == "backfill":
-            from pipelines.backfill import backfill as run_backfill
-
-            views = args.views.split(",") if args.views else None
-            results = run_backfill(spec, args.start, args.end, views,
-                                   produced_by=command_context(args.reason, argv))
-            print(f"backfilled {sum(r.rows for r in results)} feature rows in "
-                  f"{sum(r.partitions for r in results)} partitions")
-    except (DataError, SpecError, RuntimeError) as exc:
-        print(f"pitstop: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    # before anything starts a thread: see pipelines/orchestration/stopping.py
+    with stop_on_signals() if args.command in ("run", "backfill") else contextlib.nullcontext():
+        return spec_command(args, argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import month_chunks
+from pipelines.orchestration import stopping
 from pipelines.orchestration.context import (
     date_param,
     run_clock,
@@ -56,14 +57,21 @@ OPTIONAL_DATE = ["null", "string"]
 
 def fail_on_bad_data(func: F) -> F:
     """Bad data, spec and hook errors fail the task without retries; anything else (a
-    service down, a full disk) may be retried."""
+    service down, a full disk) may be retried. A local run asked to stop by a signal
+    (`stopping`) fails the running task without retry, and every later one before it starts."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if signal_name := stopping.requested():
+            raise AirflowFailException(f"not started: the run was stopped by {signal_name}")
         try:
             return func(*args, **kwargs)
         except (DataError, SpecError) as exc:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        except KeyboardInterrupt as exc:
+            if signal_name := stopping.requested():
+                raise AirflowFailException(f"stopped by {signal_name}") from exc
+            raise
 
     return wrapper  # type: ignore[return-value]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines import settings
 from pipelines.errors import DataError
+from pipelines.orchestration import stopping
 from pipelines.settings import MAX_REASON_LENGTH
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import split_window
@@ -165,6 +166,61 @@ def _check_params(dags: dict[str, Any], stages: list[tuple[str, dict[str, Any]]]
             raise DataError(f"run: {name}_{stage} refuses its params: {str(exc)[:300]}") from exc
 
 
+def _published(results: dict[str, Any], start: dt.date, end: dt.date) -> str:
+    """What the finished stages of a run left in the lake, for a failure's message."""
+    done = [stage for stage in ("ingest", "features") if stage in results]
+    if not done:
+        return "nothing was published"
+    return f"{' and '.join(done)} of {start}..{end} are published (re-running redoes them safely)"
+
+
+def fail_running(dag_id: str, since: dt.datetime) -> int:
+    """Mark this process's runs of `dag_id` still `running` (started at `since` or later),
+    and their unfinished tasks, failed: what a stopped `dag.test()` leaves behind."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(
+            DagRun.dag_id == dag_id, DagRun.state == DagRunState.RUNNING,
+            DagRun.start_date >= since)).all()
+        for run in runs:
+            for ti in run.get_task_instances(session=session):
+                if ti.state not in State.finished:
+                    ti.state = TaskInstanceState.FAILED
+            run.state = DagRunState.FAILED
+    return len(runs)
+
+
+def _run_stage(dag: Any, run_conf: dict[str, Any], log_file: Path,
+               published: str) -> dict[str, list[Any]]:
+    """One DAG through `dag.test()`; its task results, or an error saying what failed first,
+    or that a signal stopped it, and in both cases what earlier stages published."""
+    began, since = time.perf_counter(), log_file.stat().st_size if log_file.exists() else 0
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    try:
+        with output_to(log_file):
+            dag_run = dag.test(run_conf=run_conf)
+    except KeyboardInterrupt:
+        dag_run = None
+    if signal_name := stopping.requested():
+        fail_running(dag.dag_id, started)
+        raise RuntimeError(f"{dag.dag_id} stopped by {signal_name} after "
+                           f"{time.perf_counter() - began:.0f}s; {published}; full log: {log_file}")
+    if dag_run is None:
+        raise KeyboardInterrupt
+    if str(dag_run.state) != "success":
+        errors = task_errors(log_file.read_bytes()[since:].decode(errors="replace"))
+        message, listing = failure_report(dag.dag_id, failed_tasks(dag_run), errors,
+                                          time.perf_counter() - began, log_file)
+        with open(log_file, "a") as handle:
+            handle.write("\n".join(listing) + "\n")
+        raise RuntimeError(f"{message}\n{published}")
+    return task_results(dag_run)
+
+
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
                  echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
     """Ingest, compute features and train for `[start, end)` through `dag.test()`.
@@ -188,23 +244,14 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
     stages = [("ingest", conf), ("features", conf), ("train", train_conf)]
     _check_params(dags, stages, spec.name)
     results: dict[str, Any] = {}
-    for number, (stage, run_conf) in enumerate(stages, start=1):
-        dag = dags[f"{spec.name}_{stage}"]
-        echo(f"[{number}/3] {dag.dag_id} {start}..{end} ...")
-        began, since = time.perf_counter(), log_file.stat().st_size if log_file.exists() else 0
-        with output_to(log_file):
-            dag_run = dag.test(run_conf=run_conf)
-        seconds = time.perf_counter() - began
-        if str(dag_run.state) != "success":
-            errors = task_errors(log_file.read_bytes()[since:].decode(errors="replace"))
-            message, listing = failure_report(dag.dag_id, failed_tasks(dag_run), errors,
-                                              seconds, log_file)
-            with open(log_file, "a") as handle:
-                handle.write("\n".join(listing) + "\n")
-            raise RuntimeError(message)
-        results[stage] = task_results(dag_run)
-        tasks = sum(len(v) for v in results[stage].values())
-        echo(f"      done in {seconds:.1f}s ({tasks} task results)")
+    with stopping.stop_on_signals():
+        for number, (stage, run_conf) in enumerate(stages, start=1):
+            dag = dags[f"{spec.name}_{stage}"]
+            echo(f"[{number}/3] {dag.dag_id} {start}..{end} ...")
+            began = time.perf_counter()
+            results[stage] = _run_stage(dag, run_conf, log_file, _published(results, start, end))
+            tasks = sum(len(v) for v in results[stage].values())
+            echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
     summary = results["train"]["summarize"][0]
     summary["log"] = str(log_file)
     return summary

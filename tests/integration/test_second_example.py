@@ -99,7 +99,7 @@ def test_trace_names_its_own_sources(first_run: dict) -> None:
     assert record["pair_id"] == first_run["pair_id"]
     assert record["dataset_id"] == first_run["dataset_id"]
     assert {p["path"].split("/date=")[0] for p in record["raw_partitions"]} == {
-        "raw/legs", "raw/observations", "raw/fleet"}
+        f"{NAME}/raw/legs", f"{NAME}/raw/observations", f"{NAME}/raw/fleet"}
     assert {p["view"] for p in record["feature_partitions"]} == VIEWS
     assert record["checks"]["training_set"]["success"] is True
 
