@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import ValidationError
 
 from pipelines.errors import DataError, SpecError
-from pipelines.spec import PATH_PLACEHOLDERS, LoadedSpec, load_spec, load_suite, path_placeholders
+from pipelines.spec import (
+    PARTITION_DAY,
+    PATH_PLACEHOLDERS,
+    LoadedSpec,
+    load_spec,
+    load_suite,
+    path_placeholders,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -333,7 +340,7 @@ def landed_sample(spec: LoadedSpec, source_name: str) -> tuple[pd.DataFrame, Pat
 
     import pandas as pd
 
-    from pipelines.ingest import PARTITION_DAY, landing_file, read_landing_file
+    from pipelines.ingest import landing_file, read_landing_file
     from pipelines.lake import days
 
     source = spec.pipeline.sources[source_name]

@@ -260,7 +260,7 @@ def test_pitstop_run_without_a_dag_file_says_what_to_create(
     from tests.example_copy import copy_example
 
     spec = copy_example(tmp_path, "undeclared_fleet")
-    assert cli.main(["run", str(spec), "--start", "2013-01-01", "--end", "2013-01-02"]) == 1
+    assert cli.main(["run", str(spec), "--start", "2013-01-01", "--end", "2013-02-01"]) == 1
     err = capsys.readouterr().err
     assert "pitstop: undeclared_fleet_ingest: Airflow found no such DAG" in err
     assert f"{DAGS / 'undeclared_fleet.py'} does not exist. Create it" in err
