@@ -180,28 +180,26 @@ def _expected(text: str | None) -> int | float | str | None:
 
 
 def validate_command(paths: list[Path]) -> int:
-    """`pitstop validate SPEC...`: every check that needs no data, per spec; exit 1 on any."""
-    from pipelines import problems, quality
+    """`pitstop validate SPEC...`: every finding of every spec (`pipelines/validation.py`);
+    exit 1 on any error, warnings alone pass."""
+    from pipelines import validation
     from pipelines.spec import load_spec
 
     failed = 0
     for path in paths:
-        try:
-            spec = load_spec(path)
-            for ref in [v.function for v in spec.pipeline.feature_views.values()] + [
-                    spec.pipeline.label.function]:
-                spec.resolve(ref)
-            for suite in {s.suite for s in spec.pipeline.sources.values() if s.suite} | {
-                    spec.pipeline.training_suite}:
-                quality.load_suite(spec.suite_path(suite))
-            problems.load_problems(spec)
-        except (SpecError, DataError) as exc:
-            print(f"{path}: INVALID: {exc}", file=sys.stderr)
+        findings = validation.validate(path)
+        for finding in findings:
+            print(finding, file=sys.stderr)
+        errors = sum(f.severity == "error" for f in findings)
+        warned = f", {len(findings) - errors} warning(s)" if len(findings) > errors else ""
+        if errors:
+            print(f"{path}: INVALID ({errors} error(s){warned})", file=sys.stderr)
             failed += 1
             continue
+        spec = load_spec(path, check=False)
         sources, views = len(spec.pipeline.sources), len(spec.pipeline.feature_views)
         print(f"{path}: ok ({spec.pipeline.model.task}, {sources} source{'s' * (sources != 1)}, "
-              f"{views} view{'s' * (views != 1)})")
+              f"{views} view{'s' * (views != 1)}{warned})")
     return 1 if failed else 0
 
 

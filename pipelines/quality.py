@@ -19,6 +19,7 @@ import pandas as pd
 
 from pipelines import lake
 from pipelines.errors import SpecError, ValidationFailed
+from pipelines.spec import load_suite
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
@@ -96,20 +97,6 @@ class QualitySummary:
     """The Data Docs site of this validation."""
     docs_path: str
     """Its page for this validation."""
-
-
-def load_suite(path: Path) -> dict[str, Any]:
-    """A suite file as a dict; a missing or malformed file is a spec error naming the file."""
-    try:
-        suite = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: GX suite file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: not valid JSON: {exc}") from exc
-    if suite.get("name") != path.stem or not isinstance(suite.get("expectations"), list):
-        raise SpecError(f"{path}: a suite needs `name` equal to the file stem "
-                        f"({path.stem!r}) and a list of `expectations`")
-    return suite
 
 
 def _context(docs_dir: Path) -> Any:

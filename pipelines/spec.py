@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 import os
 import re
+import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +39,18 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 ColumnType = Literal["int", "float", "str", "bool", "timestamp"]
 FunctionRef = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+
+PATH_PLACEHOLDERS = {"date": "the UTC day the file holds, YYYY-MM-DD"}
+"""Every placeholder a source `path` may contain, with what it stands for. The one list:
+`pitstop validate` refuses a path naming any other, which ingest could not fill."""
+
+
+def path_placeholders(path: str) -> list[str]:
+    """The placeholders `path` names, in order (`legs/{date}.parquet` gives `['date']`).
+
+    Raises ValueError on an unbalanced brace, as `str.format` would at ingest.
+    """
+    return [name for _, name, _, _ in string.Formatter().parse(path) if name is not None]
 
 
 class _Strict(BaseModel):
@@ -124,6 +138,13 @@ class FeatureView(_Strict):
     lookback: Duration = dt.timedelta(0)
     ttl: Duration | None = None
     description: str = ""
+    columns: list[str] | None = Field(None, min_length=1, exclude=True)
+    """The feature columns the function returns besides keys, `event_time` and
+    `created_time`; the training set names them `<view>__<column>`. Optional: `pitstop
+    validate` checks `model.features` against them, and without them runs the function on a
+    few landed rows to learn them. A declaration, not a definition: it is left out of the
+    feature-definition hash (the function's code is in it), so declaring changes no
+    `dataset_id`."""
 
 
 class Label(_Strict):
@@ -345,6 +366,22 @@ class Pipeline(_Strict):
                     f"use {sorted(known)} (model.task is {self.model.task!r})")
         return self
 
+    def hook_refs(self) -> dict[str, str]:
+        """Every function the spec names in the hooks package, by the field naming it."""
+        refs = {f"feature_views.{name}.function": view.function
+                for name, view in self.feature_views.items()}
+        refs["label.function"] = self.label.function
+        if self.model.build is not None:
+            refs["model.build"] = self.model.build
+        return refs
+
+    def suite_refs(self) -> dict[str, str]:
+        """Every GX suite the spec names, by the field naming it."""
+        refs = {f"sources.{name}.suite": source.suite
+                for name, source in self.sources.items() if source.suite}
+        refs["training_suite"] = self.training_suite
+        return refs
+
 
 class LoadedSpec:
     """A validated spec plus where it came from, so paths and hooks resolve next to it."""
@@ -414,10 +451,59 @@ class LoadedSpec:
         return self.hooks_dir / (ref.partition(":")[0].replace(".", "/") + ".py")
 
 
+def _parsed(path: Path, parse: Callable[[str], Any], malformed: type[Exception], what: str,
+            form: str) -> Any:
+    """The content of a spec or suite file; missing or malformed is a SpecError naming it."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: {what} file not found") from exc
+    except malformed as exc:
+        raise SpecError(f"{path}: not valid {form}: {exc}") from exc
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    """A GX 1.x suite file as a dict; a missing or malformed file is a spec error naming it.
+
+    Read without GX, whose import takes seconds, so that the DAG factory can check every
+    suite a spec names each time it parses the DAG file; whether GX knows each expectation
+    is left to the full check of `pitstop validate` (`pipelines/validation.py`).
+    """
+    suite = _parsed(path, json.loads, json.JSONDecodeError, "GX suite", "JSON")
+    if (not isinstance(suite, dict) or suite.get("name") != path.stem
+            or not isinstance(suite.get("expectations"), list)):
+        old = isinstance(suite, dict) and "expectation_suite_name" in suite
+        raise SpecError(f"{path}: a suite needs `name` equal to the file stem "
+                        f"({path.stem!r}) and a list of `expectations`"
+                        + (" (this is GX 0.x's `expectation_suite_name`)" if old else ""))
+    for index, item in enumerate(suite["expectations"]):
+        if (not isinstance(item, dict) or not isinstance(item.get("type"), str)
+                or not isinstance(item.get("kwargs"), dict)):
+            old = isinstance(item, dict) and "expectation_type" in item
+            raise SpecError(f"{path}: expectations[{index}]: a GX 1.x expectation needs a "
+                            "`type` string and a `kwargs` mapping"
+                            + (" (GX 0.x's `expectation_type` is `type`)" if old else ""))
+    return suite
+
+
 def estimator_class(ref: str) -> type:
     """The class an import path names; ImportError/AttributeError say what is missing."""
     module_name, _, class_name = ref.rpartition(".")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def _import_problem(exc: ImportError | AttributeError) -> str:
+    """Why an estimator path does not import: a package that is not installed (say which,
+    and to install it) or a path that names nothing in an installed one."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    top = (missing or "").partition(".")[0]
+    if top and importlib.util.find_spec(top) is None:
+        return (f"needs the package that provides module {top!r}, which is not installed; "
+                f"install it into this environment (e.g. `uv pip install {top}`; the "
+                "distribution name can differ from the module's) or choose an installed "
+                "estimator")
+    return (f"cannot be imported ({exc}); use an import path such as "
+            "sklearn.ensemble.RandomForestRegressor")
 
 
 def make_estimator(spec: LoadedSpec) -> Any:
@@ -436,9 +522,7 @@ def make_estimator(spec: LoadedSpec) -> Any:
         try:
             cls = estimator_class(model.estimator)
         except (ImportError, AttributeError) as exc:
-            raise SpecError(f"{spec.path}: {where} cannot be imported ({exc}); use an import "
-                            "path such as sklearn.ensemble.RandomForestRegressor and install its "
-                            "package") from exc
+            raise SpecError(f"{spec.path}: {where} {_import_problem(exc)}") from exc
         try:
             estimator = cls(**model.params)
         except TypeError as exc:
@@ -480,12 +564,7 @@ def load_spec(path: str | Path, check: bool = True) -> LoadedSpec:
     scikit-learn imports the first time).
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: spec file not found") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    data = _parsed(path, yaml.safe_load, yaml.YAMLError, "spec", "YAML")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec is a mapping of fields, got {type(data).__name__}")
     try:

@@ -37,6 +37,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipelines import validation
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import month_chunks
 from pipelines.orchestration import stopping
@@ -360,11 +361,14 @@ def build_dags(spec: LoadedSpec | str | Path, **settings: Any) -> dict[str, DAG]
     """All DAGs of one pipeline, by dag_id; a DAG file puts them in its globals.
 
     `spec` is a loaded spec or its path (loaded without the estimator check, which imports
-    scikit-learn; `pitstop validate` and the train tasks run it). `settings` override the
-    spec's `airflow:` section (retries, retry_delay, max_active_runs, catchup, owner,
-    execution_timeout).
+    scikit-learn; `pitstop validate` and the train tasks run it). The cheap checks of
+    `pipelines.validation` run first, so a broken spec raises a SpecError naming every
+    mistake: in the dag-processor, an import error of this pipeline's DAG file only.
+    `settings` override the spec's `airflow:` section (retries, retry_delay,
+    max_active_runs, catchup, owner, execution_timeout).
     """
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec, check=False)
+    validation.refuse_errors(loaded, validation.check(loaded, full=False))
     dag_settings = DagSettings.model_validate(
         {**loaded.pipeline.airflow.model_dump(), **settings})
     return {dag.dag_id: dag for dag in (ingest_dag(loaded, dag_settings),

@@ -194,7 +194,7 @@ def fail_running(dag_id: str, since: dt.datetime) -> int:
     return len(runs)
 
 
-def _run_stage(dag: Any, run_conf: dict[str, Any], log_file: Path,
+def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: Path,
                published: str) -> dict[str, list[Any]]:
     """One DAG through `dag.test()`; its task results, or an error saying what failed first,
     or that a signal stopped it, and in both cases what earlier stages published."""
@@ -202,7 +202,7 @@ def _run_stage(dag: Any, run_conf: dict[str, Any], log_file: Path,
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     try:
         with output_to(log_file):
-            dag_run = dag.test(run_conf=run_conf)
+            dag_run = run_dag_test(spec, dag, run_conf)
     except KeyboardInterrupt:
         dag_run = None
     if signal_name := stopping.requested():
@@ -219,6 +219,49 @@ def _run_stage(dag: Any, run_conf: dict[str, Any], log_file: Path,
             handle.write("\n".join(listing) + "\n")
         raise RuntimeError(f"{message}\n{published}")
     return task_results(dag_run)
+
+
+DAG_FILE = '''"""Airflow DAGs of the {name} pipeline, built from {name}.yaml beside this file."""
+
+from pathlib import Path
+
+from pipelines.orchestration.factory import build_dags
+
+globals().update(build_dags(Path(__file__).with_suffix(".yaml")))
+'''
+"""The DAG file of a pipeline, as the README shows it."""
+
+
+def run_dag_test(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any]) -> Any:
+    """`dag.test()`, which runs only DAGs Airflow found in its DAGs folder: when this one is
+    not there, say which file to create instead of Airflow's "dag is not serialized"."""
+    from airflow.exceptions import AirflowException
+    from airflow.models.dag_version import DagVersion
+
+    try:
+        return dag.test(run_conf=run_conf)
+    except AirflowException as exc:
+        if DagVersion.get_latest_version(dag.dag_id) is not None:
+            raise
+        raise RuntimeError(missing_dag(spec, dag.dag_id)) from exc
+
+
+def missing_dag(spec: LoadedSpec, dag_id: str) -> str:
+    """What to do when Airflow's DAGs folder did not yield `dag_id`."""
+    from airflow.configuration import conf
+
+    folder = Path(conf.get("core", "dags_folder")).resolve()
+    dag_file = folder / f"{spec.name}.py"
+    if dag_file.exists():
+        return (f"{dag_id}: Airflow found no such DAG although {dag_file} exists; its import "
+                f"error is in `airflow dags list-import-errors`, or run `pitstop validate "
+                f"{spec.path}`")
+    move = ("" if spec.path.parent == folder else f", and move {spec.path.name} and its hooks "
+            f"folder {spec.name}/ there (the DAG file reads the spec beside it)")
+    return (f"{dag_id}: Airflow found no such DAG in its DAGs folder {folder}: the pipeline's "
+            f"DAG file {dag_file} does not exist. Create it with these lines{move}:\n\n"
+            f"{DAG_FILE.format(name=spec.name)}\nand add the line `{spec.name}/` to "
+            f"{folder / '.airflowignore'} so the dag-processor never imports the hooks.")
 
 
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
@@ -249,7 +292,8 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
             dag = dags[f"{spec.name}_{stage}"]
             echo(f"[{number}/3] {dag.dag_id} {start}..{end} ...")
             began = time.perf_counter()
-            results[stage] = _run_stage(dag, run_conf, log_file, _published(results, start, end))
+            results[stage] = _run_stage(spec, dag, run_conf, log_file,
+                                        _published(results, start, end))
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
     summary = results["train"]["summarize"][0]

@@ -207,3 +207,61 @@ def test_bad_data_fails_once_infrastructure_may_retry(error: Exception, retried:
         task()
     assert isinstance(caught.value, AirflowFailException) is not retried
     assert str(error) in str(caught.value)
+
+
+def _pipeline(folder: Path, name: str, edit=None) -> Path:  # noqa: ANN001 - an Edit or None
+    """A copy of the second example named `name` with its three-line DAG file and ignore line."""
+    from pipelines.orchestration.runner import DAG_FILE
+    from tests.example_copy import copy_example
+
+    spec = copy_example(folder, name, edit)
+    (folder / f"{name}.py").write_text(DAG_FILE.format(name=name))
+    with open(folder / ".airflowignore", "a") as ignore:
+        ignore.write(f"{name}/\n")
+    return spec
+
+
+def test_a_broken_spec_fails_only_its_own_dag_file(tmp_path: Path) -> None:
+    """The factory's cheap checks make a bad spec an import error of its DAG file alone."""
+    def edit(data: dict) -> None:
+        data["feature_views"]["airframe"]["function"] = "features:airfame"
+        data["sources"]["legs"]["timezone"] = "America/NewYork"
+
+    _pipeline(tmp_path, "good_fleet")
+    bad = _pipeline(tmp_path, "bad_fleet", edit)
+    bag = DagBag(dag_folder=str(tmp_path))
+    assert set(bag.dag_ids) == {f"good_fleet_{stage}"
+                                for stage in ("ingest", "features", "train", "backfill")}
+    assert list(bag.import_errors) == [str(tmp_path / "bad_fleet.py")]
+    error = bag.import_errors[str(tmp_path / "bad_fleet.py")]
+    assert f"{bad}: error: feature_views.airframe.function:" in error
+    assert f"{bad}: error: sources.legs.timezone:" in error
+
+
+def test_a_missing_dag_file_says_what_to_create(tmp_path: Path) -> None:
+    from pipelines.orchestration.runner import missing_dag
+    from pipelines.spec import load_spec
+
+    spec = load_spec(DAGS / "flights_delay.yaml", check=False)
+    assert "flights_delay.py exists" in missing_dag(spec, "flights_delay_ingest")
+    elsewhere = load_spec(_pipeline(tmp_path, "new_fleet"), check=False)
+    message = missing_dag(elsewhere, "new_fleet_ingest")
+    assert f"DAG file {DAGS / 'new_fleet.py'} does not exist" in message
+    assert "globals().update(build_dags(Path(__file__).with_suffix(\".yaml\")))" in message
+    assert "move new_fleet.yaml and its hooks folder new_fleet/ there" in message
+    assert f"`new_fleet/` to {DAGS / '.airflowignore'}" in message
+
+
+@pytest.mark.integration
+def test_pitstop_run_without_a_dag_file_says_what_to_create(
+        airflow_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not Airflow's "dag is not serialized": `dag.test()` runs only DAGs of its folder."""
+    from pipelines import cli
+    from tests.example_copy import copy_example
+
+    spec = copy_example(tmp_path, "undeclared_fleet")
+    assert cli.main(["run", str(spec), "--start", "2013-01-01", "--end", "2013-02-01"]) == 1
+    err = capsys.readouterr().err
+    assert "pitstop: undeclared_fleet_ingest: Airflow found no such DAG" in err
+    assert f"{DAGS / 'undeclared_fleet.py'} does not exist. Create it" in err
+    assert "Traceback" not in err and "not serialized" not in err

@@ -103,7 +103,7 @@ def test_landing_can_be_overridden(spec_path: Path, tmp_path: Path,
      "HistGradientBoostingRegressor is a regressor, but model.task is 'binary'"),
     ({"estimator": "sklearn.ensemble.NoSuchForest"}, "model.estimator "
      "'sklearn.ensemble.NoSuchForest' cannot be imported"),
-    ({"estimator": "nosuchpackage.models.Thing"}, "cannot be imported"),
+    ({"estimator": "nosuchpackage.models.Thing"}, "module 'nosuchpackage', which is not installed"),
     ({"params": {"n_trees": 3}}, "model.params do not fit"),
     ({"estimator": "sklearn.svm.SVC", "params": {}}, "SVC has no predict_proba"),
     ({"estimator": "sklearn.preprocessing.StandardScaler", "params": {}},
