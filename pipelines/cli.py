@@ -315,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     problems.add_argument("--dataset", help="add: dataset_id to select from (default: champion's)")
     validate = commands.add_parser("validate", help="check specs before anything runs")
     validate.add_argument("specs", type=Path, nargs="+")
+    from pipelines import scaffold
+
+    new = commands.add_parser("new", help="scaffold a pipeline that runs on generated data")
+    new.add_argument("name", help="the pipeline's name, a lowercase Python identifier")
+    new.add_argument("--dags", type=Path, default=Path("dags"), help="its folder (default: dags)")
+    new.add_argument("--task", choices=sorted(scaffold.TASKS), default="binary")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
     args = parser.parse_args(argv)
@@ -323,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return services(args.command)
     if args.command == "validate":
         return validate_command(args.specs)
+    if args.command == "new":
+        return scaffold.new_command(args.name, args.dags, args.task)
     if args.command in ("trace", "verify", "reproduce"):
         return audit_command(args.command, args.ref, args.json)
     if args.command in ("promote", "rollback", "history"):

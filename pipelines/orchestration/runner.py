@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines import settings
+from pipelines import scaffold, settings
 from pipelines.errors import DataError
 from pipelines.orchestration import stopping
 from pipelines.settings import MAX_REASON_LENGTH
@@ -221,17 +221,6 @@ def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: P
     return task_results(dag_run)
 
 
-DAG_FILE = '''"""Airflow DAGs of the {name} pipeline, built from {name}.yaml beside this file."""
-
-from pathlib import Path
-
-from pipelines.orchestration.factory import build_dags
-
-globals().update(build_dags(Path(__file__).with_suffix(".yaml")))
-'''
-"""The DAG file of a pipeline, as the README shows it."""
-
-
 def run_dag_test(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any]) -> Any:
     """`dag.test()`, which runs only DAGs Airflow found in its DAGs folder: when this one is
     not there, say which file to create instead of Airflow's "dag is not serialized"."""
@@ -260,7 +249,7 @@ def missing_dag(spec: LoadedSpec, dag_id: str) -> str:
             f"folder {spec.name}/ there (the DAG file reads the spec beside it)")
     return (f"{dag_id}: Airflow found no such DAG in its DAGs folder {folder}: the pipeline's "
             f"DAG file {dag_file} does not exist. Create it with these lines{move}:\n\n"
-            f"{DAG_FILE.format(name=spec.name)}\nand add the line `{spec.name}/` to "
+            f"{scaffold.dag_file(spec.name)}\nand add the line `{spec.name}/` to "
             f"{folder / '.airflowignore'} so the dag-processor never imports the hooks.")
 
 

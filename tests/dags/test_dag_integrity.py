@@ -211,11 +211,11 @@ def test_bad_data_fails_once_infrastructure_may_retry(error: Exception, retried:
 
 def _pipeline(folder: Path, name: str, edit=None) -> Path:  # noqa: ANN001 - an Edit or None
     """A copy of the second example named `name` with its three-line DAG file and ignore line."""
-    from pipelines.orchestration.runner import DAG_FILE
+    from pipelines.scaffold import dag_file
     from tests.example_copy import copy_example
 
     spec = copy_example(folder, name, edit)
-    (folder / f"{name}.py").write_text(DAG_FILE.format(name=name))
+    (folder / f"{name}.py").write_text(dag_file(name))
     with open(folder / ".airflowignore", "a") as ignore:
         ignore.write(f"{name}/\n")
     return spec
