@@ -102,7 +102,7 @@ def test_trace_names_the_whole_chain(first_run: dict, capsys: pytest.CaptureFixt
     assert record["pair_id"] == first_run["pair_id"]
     assert record["dataset_id"] == first_run["dataset_id"]
     assert {p["path"].split("/date=")[0] for p in record["raw_partitions"]} == {
-        "raw/flights", "raw/weather", "raw/planes"}
+        "flights_delay/raw/flights", "flights_delay/raw/weather", "flights_delay/raw/planes"}
     assert {p["view"] for p in record["feature_partitions"]} == {
         "origin_weather", "origin_delays", "carrier_delays", "plane"}
     assert record["checks"]["training_set"]["success"] is True
