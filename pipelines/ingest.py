@@ -275,6 +275,7 @@ def ingest(
             data_name=f"{source_name} files {delivered[0][1].name}..{delivered[-1][1].name} "
             f"under {delivered[0][1].parent}",
             out_dir=lake.pipeline_dir(spec.name, "_quality", "raw", source_name, f"{start}_{end}"),
+            pipeline=spec.name,
         )
         quality.require_valid(report)
 

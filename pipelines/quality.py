@@ -138,11 +138,11 @@ def _failures(result: dict[str, Any]) -> list[Failure]:
 
 
 def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
-             out_dir: Path) -> ValidationReport:
+             out_dir: Path, pipeline: str | None = None) -> ValidationReport:
     """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
 
     Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
-    passed: callers decide with `require_valid`.
+    passed: callers decide with `require_valid`. `pipeline` is recorded in the manifest.
     """
     import great_expectations as gx
 
@@ -166,7 +166,8 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
         (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
         outcome.update(result=result)
         return {"suite": suite.name, "suite_sha256": lake.sha256_file(suite_path),
-                "data_name": data_name, "success": bool(result["success"])}
+                "data_name": data_name, "success": bool(result["success"]),
+                **({"pipeline": pipeline} if pipeline else {})}
 
     lake.publish_dir(out_dir, write)
     result = outcome["result"]
@@ -205,6 +206,7 @@ def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> Qualit
         pd.read_parquet(folder / lake.DATA_FILE), spec.suite_path(suite),
         data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
         out_dir=lake.pipeline_dir(spec.name, "_quality", "datasets", training_set.dataset_id),
+        pipeline=spec.name,
     )
     require_valid(report)
     return report.summary()

