@@ -200,6 +200,108 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     return dag
 
 
+def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
+    """The train DAG's first tasks: build and validate the set, plan its pair, skip if known."""
+
+    @task
+    @fail_on_bad_data
+    def build_training_set() -> dict[str, Any]:
+        from pipelines import steps
+
+        context = get_current_context()
+        return dump(steps.build_training_set(
+            spec, window(context, default_start=spec.pipeline.start_date),
+            date_param(context, "eval_start"), run_context(context)))
+
+    @task
+    @fail_on_bad_data
+    def validate_training_set(built: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import steps
+        from pipelines.training_set import TrainingInput
+
+        return dump(steps.validate_training_set(spec, load(TrainingInput, built)))
+
+    @task
+    def plan_pair(built: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import steps
+        from pipelines.training_set import TrainingInput
+
+        return dump(steps.plan_pair(spec, load(TrainingInput, built)))
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def is_new_pair(pair: dict[str, Any]) -> bool:
+        """Skip training when this exact model/dataset pair is already registered."""
+        return pair["registered_version"] is None
+
+    return build_training_set, validate_training_set, plan_pair, is_new_pair
+
+
+def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
+    """Train the candidate, re-score every version on the known problems, evaluate."""
+
+    @task
+    @fail_on_bad_data
+    def train_model(built: dict[str, Any], report: dict[str, Any],
+                    pair: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import steps
+        from pipelines.lineage import Pair
+        from pipelines.quality import QualitySummary
+        from pipelines.training_set import TrainingInput
+
+        return dump(steps.train_model(spec, load(TrainingInput, built),
+                                      load(QualitySummary, report), load(Pair, pair),
+                                      run_context(get_current_context())))
+
+    @task
+    @fail_on_bad_data
+    def rescore_known_problems() -> list[Any]:
+        """Every registered version scored on every known problem it lacks a score for."""
+        from pipelines import steps
+
+        return [list(scored) for scored in steps.rescore_known_problems(spec)]
+
+    @task
+    @fail_on_bad_data
+    def evaluate_model(built: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import steps
+        from pipelines.registry import TrainedRun
+        from pipelines.training_set import TrainingInput
+
+        return dump(steps.evaluate_model(spec, load(TrainingInput, built),
+                                         load(TrainedRun, run)))
+
+    return train_model, rescore_known_problems, evaluate_model
+
+
+def _closing_tasks(spec: LoadedSpec) -> tuple[Any, Any]:
+    """Register the evaluated candidate, then summarise what the run produced or found."""
+
+    @task
+    def register_model(pair: dict[str, Any], run: dict[str, Any],
+                       evaluation: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import steps
+        from pipelines.evaluate import EvaluationSummary
+        from pipelines.lineage import Pair
+        from pipelines.registry import TrainedRun
+
+        return dump(steps.register_model(spec, load(Pair, pair), load(TrainedRun, run),
+                                         load(EvaluationSummary, evaluation)))
+
+    @task(trigger_rule="none_failed")
+    def summarize(built: dict[str, Any], report: dict[str, Any],
+                  pair: dict[str, Any]) -> dict[str, Any]:
+        """What this run produced or found already registered: read back from MLflow."""
+        from pipelines import steps
+        from pipelines.lineage import Pair
+        from pipelines.quality import QualitySummary
+        from pipelines.training_set import TrainingInput
+
+        return dump(steps.summarize(spec, load(TrainingInput, built),
+                                    load(QualitySummary, report), load(Pair, pair)))
+
+    return register_model, summarize
+
+
 def train_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     params = {
         **_range_params(),
@@ -208,94 +310,12 @@ def train_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                             f"{spec.pipeline.split.eval_days} days"),
         "reason": _reason_param("Why this model is being (re)trained; kept in MLflow"),
     }
+    build_training_set, validate_training_set, plan_pair, is_new_pair = _training_set_tasks(spec)
+    train_model, rescore_known_problems, evaluate_model = _model_tasks(spec)
+    register_model, summarize = _closing_tasks(spec)
     with DAG(**_dag_kwargs(spec, settings, "train", spec.pipeline.schedules.train,
                            "Build the training set, validate, train, evaluate, register."),
              params=params) as dag:
-
-        @task
-        @fail_on_bad_data
-        def build_training_set() -> dict[str, Any]:
-            from pipelines import steps
-
-            context = get_current_context()
-            return dump(steps.build_training_set(
-                spec, window(context, default_start=spec.pipeline.start_date),
-                date_param(context, "eval_start"), run_context(context)))
-
-        @task
-        @fail_on_bad_data
-        def validate_training_set(built: dict[str, Any]) -> dict[str, Any]:
-            from pipelines import steps
-            from pipelines.training_set import TrainingInput
-
-            return dump(steps.validate_training_set(spec, load(TrainingInput, built)))
-
-        @task
-        def plan_pair(built: dict[str, Any]) -> dict[str, Any]:
-            from pipelines import steps
-            from pipelines.training_set import TrainingInput
-
-            return dump(steps.plan_pair(spec, load(TrainingInput, built)))
-
-        @task.short_circuit(ignore_downstream_trigger_rules=False)
-        def is_new_pair(pair: dict[str, Any]) -> bool:
-            """Skip training when this exact model/dataset pair is already registered."""
-            return pair["registered_version"] is None
-
-        @task
-        @fail_on_bad_data
-        def train_model(built: dict[str, Any], report: dict[str, Any],
-                        pair: dict[str, Any]) -> dict[str, Any]:
-            from pipelines import steps
-            from pipelines.lineage import Pair
-            from pipelines.quality import QualitySummary
-            from pipelines.training_set import TrainingInput
-
-            return dump(steps.train_model(spec, load(TrainingInput, built),
-                                          load(QualitySummary, report), load(Pair, pair),
-                                          run_context(get_current_context())))
-
-        @task
-        @fail_on_bad_data
-        def rescore_known_problems() -> list[Any]:
-            """Every registered version scored on every known problem it lacks a score for."""
-            from pipelines import steps
-
-            return [list(scored) for scored in steps.rescore_known_problems(spec)]
-
-        @task
-        @fail_on_bad_data
-        def evaluate_model(built: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-            from pipelines import steps
-            from pipelines.registry import TrainedRun
-            from pipelines.training_set import TrainingInput
-
-            return dump(steps.evaluate_model(spec, load(TrainingInput, built),
-                                             load(TrainedRun, run)))
-
-        @task
-        def register_model(pair: dict[str, Any], run: dict[str, Any],
-                           evaluation: dict[str, Any]) -> dict[str, Any]:
-            from pipelines import steps
-            from pipelines.evaluate import EvaluationSummary
-            from pipelines.lineage import Pair
-            from pipelines.registry import TrainedRun
-
-            return dump(steps.register_model(spec, load(Pair, pair), load(TrainedRun, run),
-                                             load(EvaluationSummary, evaluation)))
-
-        @task(trigger_rule="none_failed")
-        def summarize(built: dict[str, Any], report: dict[str, Any],
-                      pair: dict[str, Any]) -> dict[str, Any]:
-            """What this run produced or found already registered: read back from MLflow."""
-            from pipelines import steps
-            from pipelines.lineage import Pair
-            from pipelines.quality import QualitySummary
-            from pipelines.training_set import TrainingInput
-
-            return dump(steps.summarize(spec, load(TrainingInput, built),
-                                        load(QualitySummary, report), load(Pair, pair)))
-
         built = build_training_set()
         report = validate_training_set(built)
         pair = plan_pair(built)
