@@ -261,9 +261,8 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pitstop", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def _spec_parsers(commands: Any) -> None:
+    """`run`, `backfill` and `problems`: the commands that act on one spec."""
     run = commands.add_parser("run", help="ingest, compute features and train through Airflow")
     run.add_argument("spec", type=Path)
     run.add_argument("--start", type=_date)
@@ -279,25 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--views", help="comma-separated feature views (default: all)")
     backfill.add_argument("--reason", required=True,
                           help="why the range is recomputed (kept in every manifest written)")
-    for name, text in (("trace", "show what a model version was made from"),
-                       ("verify", "re-hash everything a model version was made from"),
-                       ("reproduce", "rebuild the training set and refit; compare")):
-        audit = commands.add_parser(name, help=text)
-        audit.add_argument("ref", help="NAME@ALIAS, NAME/VERSION, a pair_id or a dataset_id")
-        audit.add_argument("--json", action="store_true", help="print the result as JSON")
-    import getpass
-
-    promote = commands.add_parser("promote", help="make a model version champion by hand")
-    promote.add_argument("name", help="registered model name")
-    promote.add_argument("version")
-    rollback = commands.add_parser("rollback", help="give champion back to the previous holder")
-    rollback.add_argument("name", help="registered model name")
-    for moving in (promote, rollback):
-        moving.add_argument("--reason", required=True, help="why; kept in the champion history")
-        moving.add_argument("--by", default=getpass.getuser(), help="who (default: you)")
-    history = commands.add_parser("history", help="every move of champion: who, when, why")
-    history.add_argument("name", help="registered model name")
-    history.add_argument("--json", action="store_true")
     problems = commands.add_parser("problems", help="known-problem regression cases")
     problems.add_argument("action", choices=["add", "rescore", "list"])
     problems.add_argument("spec", type=Path)
@@ -313,17 +293,58 @@ def main(argv: list[str] | None = None) -> int:
     problems.add_argument("--tolerance", type=float, default=0.0,
                           help="add: allowed drop in score against the champion")
     problems.add_argument("--dataset", help="add: dataset_id to select from (default: champion's)")
-    validate = commands.add_parser("validate", help="check specs before anything runs")
-    validate.add_argument("specs", type=Path, nargs="+")
+
+
+def _version_parsers(commands: Any) -> None:
+    """The auditor's commands and the champion's moves: they act on model versions."""
+    import getpass
+
+    for name, text in (("trace", "show what a model version was made from"),
+                       ("verify", "re-hash everything a model version was made from"),
+                       ("reproduce", "rebuild the training set and refit; compare")):
+        audit = commands.add_parser(name, help=text)
+        audit.add_argument("ref", help="NAME@ALIAS, NAME/VERSION, a pair_id or a dataset_id")
+        audit.add_argument("--json", action="store_true", help="print the result as JSON")
+    promote = commands.add_parser("promote", help="make a model version champion by hand")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version")
+    rollback = commands.add_parser("rollback", help="give champion back to the previous holder")
+    rollback.add_argument("name", help="registered model name")
+    for moving in (promote, rollback):
+        moving.add_argument("--reason", required=True, help="why; kept in the champion history")
+        moving.add_argument("--by", default=getpass.getuser(), help="who (default: you)")
+    history = commands.add_parser("history", help="every move of champion: who, when, why")
+    history.add_argument("name", help="registered model name")
+    history.add_argument("--json", action="store_true")
+
+
+def _other_parsers(commands: Any) -> None:
+    """Checking and scaffolding specs, and the local services."""
     from pipelines import scaffold
 
+    validate = commands.add_parser("validate", help="check specs before anything runs")
+    validate.add_argument("specs", type=Path, nargs="+")
     new = commands.add_parser("new", help="scaffold a pipeline that runs on generated data")
     new.add_argument("name", help="the pipeline's name, a lowercase Python identifier")
     new.add_argument("--dags", type=Path, default=Path("dags"), help="its folder (default: dags)")
     new.add_argument("--task", choices=sorted(scaffold.TASKS), default="binary")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
-    args = parser.parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitstop", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_spec_parsers, _version_parsers, _other_parsers):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipelines import scaffold
+
+    cli = parser()
+    args = cli.parse_args(argv)
 
     if args.command in ("up", "down"):
         return services(args.command)
@@ -336,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("promote", "rollback", "history"):
         return champion_command(args)
     if args.command == "problems" and args.action == "add" and None in (args.name, args.where):
-        parser.error("problems add needs --name and --where")
+        cli.error("problems add needs --name and --where")
 
     from pipelines.orchestration.stopping import stop_on_signals
 
