@@ -108,13 +108,15 @@ _EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Z]\w*(?:Error|Exception|Failed
 def task_errors(log_text: str) -> dict[str, str]:
     """The exception each task failed with (the last one its section of the log shows, i.e.
     the outermost), by task name. `dag.test()` runs one task at a time, so the sections
-    that its "starting task_id=" lines open never interleave."""
+    that its "starting task_id=" lines open never interleave. Where the log has no such
+    lines (a host such as pytest keeps Airflow's own log records), errors are filed under
+    "" and the report names the first failed task with the last of them."""
     errors: dict[str, str] = {}
-    task = None
+    task = ""
     for line in log_text.splitlines():
         if start := _TASK_START.search(line):
             task = _task_name(start.group(1), int(start.group(2)))
-        elif task and (error := _EXCEPTION.match(line)):
+        elif error := _EXCEPTION.match(line):
             errors[task] = error.group(1)
     return errors
 

@@ -41,6 +41,18 @@ def test_each_task_is_given_the_exception_it_failed_with() -> None:
         "ingest_readings[1]": "ValueError: something else"}
 
 
+def test_a_log_without_task_markers_still_gives_the_error(tmp_path: Path) -> None:
+    """Under a host that keeps Airflow's own log records (pytest), only the tracebacks reach
+    the file: the report then names the first failed task with the error it found."""
+    bare = "\n".join(line for line in LOG.splitlines() if "[DAG TEST]" not in line)
+    errors = runner.task_errors(bare)
+    assert errors == {"": "ValueError: something else"}
+    message, _ = runner.failure_report("sensors_ingest", ["ingest_readings[0]"], errors, 1.0,
+                                       tmp_path / "run.log")
+    assert message.splitlines()[:2] == ["sensors_ingest failed at ingest_readings[0] after 1s:",
+                                        "  ValueError: something else"]
+
+
 def test_a_stage_with_many_failures_is_summed_up_by_its_first(tmp_path: Path) -> None:
     failed = [f"ingest_flights[{i}]" for i in range(12)]
     errors = {name: f"DataError: {name}: " + "x" * 400 for name in reversed(failed)}
