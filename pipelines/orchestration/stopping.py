@@ -31,7 +31,7 @@ _active: list[bool] = []
 
 
 def requested() -> str | None:
-    """The name of the signal that asked the run to stop, or None."""
+    """The name of the signal that asked the running block to stop, or None."""
     return _request[0] if _request else None
 
 
@@ -79,3 +79,4 @@ def stop_on_signals() -> Iterator[None]:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
         _active.clear()
+        _request.clear()  # a request ends with its block: later work in the process runs

@@ -31,6 +31,7 @@ def test_a_signal_becomes_one_stop_request(signum: signal.Signals) -> None:
             _wait_for_interrupt(signum)
         assert stopping.requested() == signum.name
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+    assert stopping.requested() is None
 
 
 CLI_LIKE = """
