@@ -203,8 +203,8 @@ def verify_file(path: Path, expected: str | None, repair: str) -> tuple[int, ...
         size = f"{identity[2]} bytes" if identity else "no file"
         raise DataError(
             f"{path}: sha256 {found} ({size}) is not {expected or 'none'}, the sha256 its "
-            f"manifest records (rule: data is read only as published; this file was changed, truncated "
-            f"or removed since, and nothing was read from it); {repair}")
+            f"manifest records (rule: data is read only as published; this file was changed, "
+            f"truncated or removed since, and nothing was read from it); {repair}")
     return identity
 
 
