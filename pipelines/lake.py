@@ -214,7 +214,7 @@ def _repair(partition: Partition) -> str:
     day, after = partition.day, partition.day + dt.timedelta(days=1)
     if layer == "features":
         return (f"recompute that day: `pitstop backfill <{pipeline} spec> --start {day} "
-                f"--end {after} --views {dataset}`")
+                f"--end {after} --views {dataset} --reason 'corrupt partition'`")
     return (f"re-ingest that day from its landing file: trigger {pipeline}_ingest with start "
             f"{day} and end {after}, then recompute the features that read it")
 

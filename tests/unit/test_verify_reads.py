@@ -100,7 +100,7 @@ def test_a_damaged_feature_partition_stops_the_training_set(ingested: LoadedSpec
         training_set.build_training_set(ingested, D1, D4)
     _says(error, part.data_path, part.sha256, found)
     assert ("recompute that day: `pitstop backfill <sensors spec> --start 2024-01-02 "
-            "--end 2024-01-03 --views last`") in str(error.value)
+            "--end 2024-01-03 --views last --reason 'corrupt partition'`") in str(error.value)
     assert _raised_in(error, "read_features")
     assert not lake.pipeline_dir("sensors", "datasets").exists()
 
