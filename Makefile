@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill bench-bootstrap up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify up down clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ bench-backfill: install
 # Paired bootstrap of metric changes: per-resample sklearn loop vs bootstrap_deltas (~5 min; see bench/README.md)
 bench-bootstrap: install
 	$(BIN)/python bench/bootstrap.py
+
+# Feature reads re-hashed against their manifests vs the same reads without (~5 min; see bench/README.md)
+bench-verify: install
+	$(BIN)/python bench/verify_reads.py
 
 clean:
 	rm -rf $(PITSTOP_HOME)

@@ -212,7 +212,7 @@ def _lake_sha(path: str) -> str:
 
 def verify_subject(subject: Subject) -> Verification:
     """Re-hash every stored input and artifact of one version against its record."""
-    from pipelines.lineage import frame_content_hash
+    from pipelines.lineage import stored_content_hash
 
     rec, result = subject.record, Verification(subject.name, subject.version)
     result.expect("lineage.json (tag lineage_sha256)", subject.tags.get("lineage_sha256"),
@@ -225,15 +225,8 @@ def verify_subject(subject: Subject) -> Verification:
         result.expect(file, part["sha256"], _lake_sha(file))
     data_file = lake.lake_root() / training["path"] / training["file"]
     if data_file.exists():
-        import pandas as pd
-        import pyarrow
-
-        try:
-            content = frame_content_hash(pd.read_parquet(data_file),
-                                         rec["feature_definitions_hash"])
-        except (OSError, pyarrow.ArrowException) as exc:  # bytes no longer decode
-            content = f"unreadable ({type(exc).__name__})"
-        result.expect("dataset_id (content of the training set)", rec["dataset_id"], content)
+        result.expect("dataset_id (content of the training set)", rec["dataset_id"],
+                      stored_content_hash(data_file, rec["feature_definitions_hash"]))
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
         spec_copy = _download(subject.run_id, rec["spec"]["artifact"], Path(tmp))
         result.expect(f"run artifact {rec['spec']['artifact']}", rec["spec"]["sha256"],

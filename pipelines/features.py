@@ -36,7 +36,8 @@ def _utc(day: dt.date) -> pd.Timestamp:
 def raw_inputs(
     spec: LoadedSpec, sources: Iterable[str], start: dt.date, end: dt.date
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
-    """Raw rows of `[start, end)` per source, and the partitions read (path, sha256, rows).
+    """Raw rows of `[start, end)` per source, and the partitions read (path, sha256, rows):
+    `read_raw` verified each file against that sha256 as it read it.
 
     Every day of an events source since the pipeline's start must be ingested; a gap is an
     error that says which partition to ingest, never a silently thinner feature.
@@ -185,9 +186,11 @@ def check_definitions(spec: LoadedSpec, view_name: str, partitions: list[lake.Pa
 
 
 def read_features(partitions: list[lake.Partition]) -> pa.Table:
+    """Rows of the partitions with `as_of`, each file re-hashed against its manifest as it is
+    read (`lake.read_verified`): a corrupt partition fails here, before any join or fit."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    return con.sql(
+    return lake.read_verified(partitions, lambda paths: con.sql(
         f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?, hive_partitioning = false)",
-        params=[[str(p.data_path) for p in partitions]],
-    ).to_arrow_table()
+        params=[paths],
+    ).to_arrow_table())

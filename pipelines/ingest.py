@@ -345,6 +345,7 @@ def read_raw(
 
     Hive partitioning is off: the `date=` folder name must never replace a column of the
     source that happens to be called `date`. The day comes from the path, read explicitly.
+    Every file is re-hashed against its manifest as it is read (`lake.read_verified`).
     """
     fields = [pa.field(c, _ARROW_TYPES[t]) for c, t in columns.items()]
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
@@ -352,13 +353,12 @@ def read_raw(
         return pa.schema(fields).empty_table()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    paths = [str(p.data_path) for p in partitions]
-    return con.sql(
+    return lake.read_verified(partitions, lambda paths: con.sql(
         f"SELECT * EXCLUDE ({FILE}), "
         f"CAST(regexp_extract({FILE}, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "
         f"AS {PARTITION_DAY} FROM read_parquet(?, filename = '{FILE}', hive_partitioning = false)",
         params=[paths],
-    ).to_arrow_table()
+    ).to_arrow_table())
 
 
 _ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),

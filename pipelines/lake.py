@@ -18,14 +18,15 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.errors import DataError, LineageError
 from pipelines.settings import lake_root
 
 MANIFEST = "_manifest.json"
@@ -167,6 +168,84 @@ def list_partitions(
         if (manifest := read_manifest(path)) is not None:
             found.append(Partition(path, day, manifest))
     return found
+
+
+def data_sha256(manifest: dict[str, Any]) -> str | None:
+    """The sha256 a published folder's manifest records for its data file (None: not listed)."""
+    return next((f["sha256"] for f in manifest.get("files", []) if f["name"] == DATA_FILE), None)
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What replacing or writing a file changes: device, inode, size, mtime and ctime (ns).
+
+    ctime is part of it because `os.utime` can put mtime back after a write, never ctime.
+    """
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def verify_file(path: Path, expected: str | None, repair: str) -> tuple[int, ...]:
+    """Re-hash `path` against the sha256 its manifest records; DataError naming the file, both
+    hashes and `repair` (what to run) when they differ. Returns the identity it was hashed at.
+
+    The whole file is hashed on every call, on purpose without a cache of earlier results: a
+    cache keyed on stat trusts a file written in place within the file system's timestamp
+    granularity and one changed beneath it (a bit flipped on disk), and the hash costs little
+    next to the parse that follows, which reads the same bytes again from the page cache
+    (`make bench-verify`, bench/README.md).
+    """
+    try:
+        with open(path, "rb") as handle:
+            identity = _identity(os.fstat(handle.fileno()))
+            found = hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        identity, found = (), "missing"
+    if found != expected:
+        size = f"{identity[2]} bytes" if identity else "no file"
+        raise DataError(
+            f"{path}: sha256 {found} ({size}) is not {expected or 'none'}, the sha256 its "
+            f"manifest records (rule: data is read only as published; this file was changed, "
+            f"truncated or removed since, and nothing was read from it); {repair}")
+    return identity
+
+
+def _repair(partition: Partition) -> str:
+    """What republishes a day partition from what it was made of, by its layer."""
+    pipeline, layer, dataset = partition.path.parts[-4:-1]
+    day, after = partition.day, partition.day + dt.timedelta(days=1)
+    if layer == "features":
+        return (f"recompute that day: `pitstop backfill <{pipeline} spec> --start {day} "
+                f"--end {after} --views {dataset} --reason 'corrupt partition'`")
+    return (f"re-ingest that day from its landing file: trigger {pipeline}_ingest with start "
+            f"{day} and end {after}, then recompute the features that read it")
+
+
+def verify(partition: Partition) -> tuple[int, ...]:
+    """`verify_file` for a day partition, saying how to republish it when it fails."""
+    return verify_file(partition.data_path, partition.sha256, _repair(partition))
+
+
+T = TypeVar("T")
+
+
+def read_verified(partitions: Sequence[Partition], read: Callable[[list[str]], T]) -> T:
+    """`read(paths)` of the partitions' data files, every file verified just before and found
+    unchanged just after: what `read` parsed are the bytes the manifests name, so each
+    partition's `sha256`, which lineage records, is the hash of the bytes actually read.
+
+    Every reader of raw and feature partitions goes through here. A file replaced during the
+    read (a concurrent backfill republished it) is a LineageError, which a retry resolves.
+    """
+    before = [verify(p) for p in partitions]
+    result = read([str(p.data_path) for p in partitions])
+    for partition, identity in zip(partitions, before, strict=True):
+        try:
+            after = _identity(os.stat(partition.data_path))
+        except FileNotFoundError:
+            after = ()
+        if after != identity:
+            raise LineageError(f"{partition.data_path}: replaced while it was read, so what "
+                               "was read is not what its manifest names; run the task again")
+    return result
 
 
 def days(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 
 from pipelines import lake
 from pipelines.errors import DataError
@@ -40,6 +41,18 @@ def frame_content_hash(frame: pd.DataFrame, definitions_hash: str) -> str:
     digest.update(definitions_hash.encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()
+
+
+def stored_content_hash(data_file: Path, definitions_hash: str) -> str:
+    """`frame_content_hash` of a stored training set, as a content ID to compare with its
+    `dataset_id`, or why there is none (`missing`, `unreadable (…)`): bytes that no longer
+    decode are a mismatch to report, not a crash."""
+    try:
+        return frame_content_hash(pd.read_parquet(data_file), definitions_hash)
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, pa.ArrowException) as exc:
+        return f"unreadable ({type(exc).__name__})"
 
 
 def feature_definitions_hash(spec: LoadedSpec) -> str:
@@ -191,12 +204,18 @@ def raw_partitions_used(training_set: TrainingSet) -> list[dict[str, Any]]:
     return sorted(used.values(), key=lambda p: p["path"])
 
 
-def _partition(path: str, **extra: Any) -> dict[str, Any]:
-    """A partition as lineage names it: path, data file, rows, sha256, who produced it."""
+def _partition(path: str, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A partition as lineage names it: path, data file, rows, sha256, who produced it.
+
+    `sha256` is the hash of the bytes read when the partition was used (verified then, and
+    kept in the reader's manifest `inputs`); the manifest's own is used only for the training
+    set, which its reader has just verified.
+    """
     manifest = _manifest(path)
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
     return {"path": path, "file": lake.DATA_FILE, "rows": data.get("rows"),
-            "sha256": data["sha256"], "produced_by": manifest.get("produced_by", {}), **extra}
+            "sha256": sha256 or data["sha256"], "produced_by": manifest.get("produced_by", {}),
+            **extra}
 
 
 def lineage_record(
@@ -213,13 +232,13 @@ def lineage_record(
     """
     training_set = built.training_set
     manifest = _manifest(training_set.path)
-    features = [_partition(p["path"], view=view)
+    features = [_partition(p["path"], p["sha256"], view=view)
                 for view, parts in sorted(manifest["inputs"]["features"].items())
                 for p in parts]
     raw = []
     checks: dict[str, dict[str, Any]] = {}
     for used in raw_partitions_used(training_set):
-        part = _partition(used["path"])
+        part = _partition(used["path"], used["sha256"])
         raw_manifest = _manifest(used["path"])
         part["source_file"] = raw_manifest.get("source_file")
         if quality := raw_manifest.get("quality"):

@@ -10,6 +10,7 @@ hash (`dataset_id`); the same content always gets the same ID. `split_window` an
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,13 @@ from pipelines.features import (
     raw_inputs,
     read_features,
 )
-from pipelines.lineage import feature_definitions_hash, frame_content_hash
+from pipelines.lineage import feature_definitions_hash, frame_content_hash, stored_content_hash
 from pipelines.pit import point_in_time_join
 from pipelines.spec import LoadedSpec
+
+log = logging.getLogger(__name__)
+
+REBUILT = "it is published again from the inputs it was just built from"
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,16 @@ def build_training_set(
     end: dt.date,
     produced_by: dict[str, Any] | None = None,
 ) -> TrainingSet:
-    """Build, hash and publish the training set of `[start, end)`; same content, same ID."""
+    """Build, hash and publish the training set of `[start, end)`; same content, same ID.
+
+    A set already published under its ID is reused only when it still holds that content
+    (`_holds`); otherwise it is published again over the bad folder, so a re-run repairs it.
+    """
     frame, inputs = assemble_training_frame(spec, start, end)
     definitions = feature_definitions_hash(spec)
     dataset_id = frame_content_hash(frame, definitions)
     folder = lake.pipeline_dir(spec.name, "datasets", dataset_id)
-    if lake.read_manifest(folder) is None:
+    if not _holds(folder, dataset_id, definitions):
 
         def write(tmp: Path) -> dict[str, Any]:
             lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
@@ -96,6 +105,26 @@ def build_training_set(
 
         lake.publish_dir(folder, write)
     return TrainingSet(dataset_id, lake.relative(folder), len(frame), start, end)
+
+
+def _holds(folder: Path, dataset_id: str, definitions: str) -> bool:
+    """Whether a published training set still holds the content its `dataset_id` names: its
+    data file hashes to its manifest's sha256 and its rows to `dataset_id`. A folder that does
+    not is logged and not trusted; the caller republishes it from the frame just built."""
+    if (manifest := lake.read_manifest(folder)) is None:
+        return False
+    data_file = folder / lake.DATA_FILE
+    try:
+        lake.verify_file(data_file, lake.data_sha256(manifest), REBUILT)
+    except DataError as exc:
+        log.warning("training set %s is corrupt: %s", dataset_id, exc)
+        return False
+    if (content := stored_content_hash(data_file, definitions)) != dataset_id:
+        log.warning("training set %s is corrupt: %s holds content %s, not %s (rule: a set holds "
+                    "the content its ID names); %s", dataset_id, data_file, content, dataset_id,
+                    REBUILT)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -174,4 +203,12 @@ def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
 
 
 def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
-    return pd.read_parquet(lake.lake_root() / training_set.path / lake.DATA_FILE)
+    """The published set's rows, its data file re-hashed against its manifest first: a set
+    corrupted after it was built fails here, before anything is fitted on it."""
+    folder = lake.lake_root() / training_set.path
+    manifest = lake.read_manifest(folder) or {}
+    data_file = folder / lake.DATA_FILE
+    lake.verify_file(data_file, lake.data_sha256(manifest),
+                     f"rebuild it: run the train DAG over {training_set.start}..{training_set.end} "
+                     "again, whose build_training_set republishes a corrupt set")
+    return pd.read_parquet(data_file)
