@@ -174,4 +174,4 @@ def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
 
 
 def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
-    return pd.read_parquet(lake.lake_root() / training_set.path / lake.DATA_FILE)
+    return pd.read_parquet(lake.committed_file(lake.lake_root() / training_set.path))
