@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
+import pipelines.lake  # noqa: E402
 from tests.integration.live import DAG_IDS, Live, free_port, service_env  # noqa: E402
 
 PITSTOP = Path(sys.executable).parent / "pitstop"
@@ -103,8 +104,9 @@ def feature_rows_and_hashes(lake: Path) -> tuple[int, dict[str, str]]:
     for view in VIEWS:
         for day in range((END - START).days):
             date = (START + dt.timedelta(days=day)).isoformat()
-            data = lake / "features" / view / f"date={date}" / "data.parquet"
-            if data.exists():
+            folder = lake / "features" / view / f"date={date}"
+            if pipelines.lake.read_manifest(folder) is not None:
+                data = pipelines.lake.committed_file(folder)
                 rows += pq.read_metadata(data).num_rows
                 hashes[f"{view}/{date}"] = hashlib.sha256(data.read_bytes()).hexdigest()
     return rows, hashes

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import lake, registry, settings
-from pipelines.errors import LineageError
+from pipelines.errors import DataError, LineageError
 from pipelines.lineage import LINEAGE_ARTIFACT
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -205,9 +205,19 @@ class Verification:
         return {**asdict(self), "intact": self.intact}
 
 
-def _lake_sha(path: str) -> str:
-    file = lake.lake_root() / path
-    return lake.sha256_file(file) if file.exists() else "missing"
+def _lake_file(part: dict[str, Any]) -> Path | None:
+    """The recorded file of a partition as its manifest names it now, or None if gone: a
+    re-publication writes new files, so only the manifest knows where the bytes are."""
+    try:
+        file = lake.committed_file(lake.lake_root() / part["path"], part["file"])
+    except DataError:
+        return None
+    return file if file.exists() else None
+
+
+def _lake_sha(part: dict[str, Any]) -> str:
+    file = _lake_file(part)
+    return lake.sha256_file(file) if file else "missing"
 
 
 def verify_subject(subject: Subject) -> Verification:
@@ -221,10 +231,8 @@ def verify_subject(subject: Subject) -> Verification:
     result.expect("tag dataset_id", subject.tags.get("dataset_id"), rec["dataset_id"])
     training = rec["training_set"]
     for part in [training, *rec["feature_partitions"], *rec["raw_partitions"]]:
-        file = f"{part['path']}/{part['file']}"
-        result.expect(file, part["sha256"], _lake_sha(file))
-    data_file = lake.lake_root() / training["path"] / training["file"]
-    if data_file.exists():
+        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _lake_sha(part))
+    if data_file := _lake_file(training):
         result.expect("dataset_id (content of the training set)", rec["dataset_id"],
                       stored_content_hash(data_file, rec["feature_definitions_hash"]))
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
@@ -291,7 +299,7 @@ def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reprod
     out.checks["code unchanged"] = not changed
     out.details["code files changed"] = changed
     for part in rec["raw_partitions"]:
-        actual = _lake_sha(f"{part['path']}/{part['file']}")
+        actual = _lake_sha(part)
         if actual != part["sha256"]:
             raise LineageError(f"{part['path']}/{part['file']}: sha256 {actual} is not the "
                                f"recorded {part['sha256']}; run `pitstop verify` first")

@@ -148,7 +148,7 @@ def problems_command(spec: Any, args: argparse.Namespace) -> None:
             if holder is None:
                 raise DataError("problems add: no champion to take cases from; pass --dataset")
             dataset = holder.tags["dataset_id"]
-        path = lake.pipeline_dir(spec.name, "datasets", dataset, lake.DATA_FILE)
+        path = lake.committed_file(lake.pipeline_dir(spec.name, "datasets", dataset))
         problem = problems.add_problem(spec, args.name, args.description,
                                        _expected(args.expected), args.where, path,
                                        args.tolerance, args.limit, args.order_by,
@@ -177,6 +177,21 @@ def _expected(text: str | None) -> int | float | str | None:
         except ValueError:
             continue
     return text
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """`pitstop doctor [--fix]`: exit 1 while something is left that --fix did not clear."""
+    from dataclasses import asdict
+
+    from pipelines import doctor, lake
+    from pipelines.orchestration.abandoned import dag_run_findings
+
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(hours=args.older_than)
+    found = (doctor.examine(lake.lake_root(), before, args.fix)
+             + dag_run_findings(before, args.fix))
+    print(json.dumps([asdict(f) for f in found], indent=2) if args.json
+          else "\n".join(doctor.lines(found, args.fix)))
+    return 1 if any(not f.action for f in found) else 0
 
 
 def validate_command(paths: list[Path]) -> int:
@@ -328,6 +343,12 @@ def _other_parsers(commands: Any) -> None:
     new.add_argument("name", help="the pipeline's name, a lowercase Python identifier")
     new.add_argument("--dags", type=Path, default=Path("dags"), help="its folder (default: dags)")
     new.add_argument("--task", choices=sorted(scaffold.TASKS), default="binary")
+    doctor = commands.add_parser("doctor", help="find (--fix: clear) what killed writers left")
+    doctor.add_argument("--fix", action="store_true", help="remove leftovers, fail stale runs")
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--older-than", type=float, default=2.0, metavar="HOURS",
+                        help="runs started longer ago are abandoned (default 2: the default "
+                        "execution_timeout)")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
 
@@ -352,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate_command(args.specs)
     if args.command == "new":
         return scaffold.new_command(args.name, args.dags, args.task)
+    if args.command == "doctor":
+        return doctor_command(args)
     if args.command in ("trace", "verify", "reproduce"):
         return audit_command(args.command, args.ref, args.json)
     if args.command in ("promote", "rollback", "history"):

@@ -1,11 +1,14 @@
 """The lake: partition paths, atomic publication, manifests and content hashes.
 
 Every pipeline owns `<lake>/<pipeline>/`. Every published unit (a raw or feature day
-partition, a training set) is a folder under it holding its
-data files and a `_manifest.json` with rows, bytes and sha256 of each file. A folder is built
-under a hidden temporary name and renamed into place, so a reader sees the old version or the
-new one, never half of either; a rerun replaces the folder whole. Readers only trust folders
-that have a manifest, and hidden (`.`-prefixed) folders are leftovers of interrupted writers.
+partition, a training set, a quality result) is a folder under it that stays in place. Each
+publication writes its files into a new generation `g-<uuid>/` inside the folder, then commits
+by replacing `_manifest.json` in one atomic step; the manifest names its generation and lists
+rows, bytes and sha256 of each file. A reader sees the old manifest or the new one, never none,
+and reads only the files the manifest names. No folder is renamed, so the same protocol works
+on an object store, where a PUT of the manifest is the commit. Anything in a folder that its
+manifest does not name is uncommitted: a writer killed mid-way leaves it, `pitstop doctor`
+lists and removes it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +35,11 @@ from pipelines.settings import lake_root
 
 MANIFEST = "_manifest.json"
 DATA_FILE = "data.parquet"
+LOCK = ".lock"
+GENERATION = re.compile(r"g-[0-9a-f]{32}")
+"""Name of one publication's subfolder: `g-` and a uuid4 in hex."""
+MANIFEST_TMP = MANIFEST + ".tmp-"
+"""Prefix of a manifest being committed; left behind only by a writer killed mid-commit."""
 
 
 def sha256_file(path: Path) -> str:
@@ -69,51 +78,118 @@ def relative(path: Path, root: Path | None = None) -> str:
     return str(Path(path).resolve().relative_to((root or lake_root()).resolve()))
 
 
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def locked(folder: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold `folder/.lock` exclusively; yields False when `wait` is off and another holds it.
+
+    The holder deletes the file before it lets go, so a lock file on disk while no process
+    holds it was left by a killed writer (`pitstop doctor` removes it). A waiter that gets
+    the lock on a file that has since been deleted or replaced starts over on the current one,
+    so deleting a lock file never lets two holders in at once.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = folder / LOCK
+    while True:
+        handle = open(path, "a")
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            yield False
+            return
+        if _same_file(handle, path):
+            break
+        handle.close()
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, mode: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)
+
+
+def held(path: Path) -> bool:
+    """Whether a live process holds a flock on `path` (a lock file or a generation being
+    written); the kernel drops a killed process's locks, so False means nobody is working."""
+    try:
+        with _flocked(path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            return False
+    except BlockingIOError:
+        return True
+
+
+def _describe(folder: Path) -> list[dict[str, Any]]:
+    """Name (relative to the generation), bytes, sha256 and Parquet rows of every file."""
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        entry: dict[str, Any] = {"name": path.relative_to(folder).as_posix(),
+                                 "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        if path.suffix == ".parquet":
+            entry["rows"] = pq.ParquetFile(path).metadata.num_rows
+        files.append(entry)
+    return files
+
+
+def _commit(final: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest beside the old one, then put it in the old one's place in one step
+    (`os.replace` is atomic on POSIX: a reader opens the old file or the new one). This holds
+    against a killed writer; durability across a power loss is left to the file system."""
+    tmp = final / f"{MANIFEST_TMP}{uuid.uuid4().hex}"
+    try:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, final / MANIFEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def publish_dir(final: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Build a folder with `write(tmp)` (which returns manifest fields), then swap it in.
+    """Write a new generation of `final` with `write(folder)` (which returns manifest
+    fields), then commit it by replacing the manifest; returns the committed manifest.
 
-    The manifest gets `files`: name, rows (Parquet), bytes and sha256 of every file written.
-    Concurrent publishers of the same folder serialize on a lock; the last one wins whole.
+    The manifest gets `generation`, `previous` (the generation it replaced) and `files`:
+    name, rows (Parquet), bytes and sha256 of every file written. Concurrent publishers of
+    one folder serialize their commits on its lock; the last one wins whole. The replaced
+    generation stays until the next commit, so a reader that read the old manifest just
+    before has one whole publication's time to finish; the one before it is removed. A
+    failed write removes its own files and leaves the committed partition as it was.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    final.mkdir(parents=True, exist_ok=True)
+    generation = f"g-{uuid.uuid4().hex}"
+    folder = final / generation
+    folder.mkdir()
+    committed = False
     try:
-        manifest = dict(write(tmp))
-        files = []
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != MANIFEST):
-            entry: dict[str, Any] = {
-                "name": path.relative_to(tmp).as_posix(),
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-            if path.suffix == ".parquet":
-                entry["rows"] = pq.ParquetFile(path).metadata.num_rows
-            files.append(entry)
-        manifest["files"] = files
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        with _locked(final.parent):
-            if final.exists():
-                trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex}"
-                os.rename(final, trash)
-                os.rename(tmp, final)
-                shutil.rmtree(trash)
-            else:
-                os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # a shared flock on the generation until it is committed tells `pitstop doctor` a
+        # live writer owns it (doctor removes only generations nobody holds)
+        with _flocked(folder, fcntl.LOCK_SH):
+            manifest = {**write(folder), "generation": generation, "files": _describe(folder)}
+            with locked(final):
+                replaced = read_manifest(final) or {}
+                manifest["previous"] = replaced.get("generation")
+                _commit(final, manifest)
+                committed = True
+    finally:
+        if not committed:
+            shutil.rmtree(folder, ignore_errors=True)
+    if GENERATION.fullmatch(replaced.get("previous") or ""):
+        shutil.rmtree(final / replaced["previous"], ignore_errors=True)
     return manifest
 
 
@@ -123,10 +199,46 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The committed manifest of `folder`, or None when nothing was ever committed there."""
     try:
         return json.loads((folder / MANIFEST).read_text())
     except FileNotFoundError:
         return None
+
+
+def generation_dir(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Where the files of `folder`'s committed publication are. A manifest written before
+    generations (no `generation`) names files in the folder itself, so an older lake reads."""
+    return folder / manifest.get("generation", "")
+
+
+def committed_file(folder: Path, name: str = DATA_FILE,
+                   manifest: dict[str, Any] | None = None) -> Path:
+    """The file `name` of the publication committed at `folder` (its manifest is read unless
+    given): how every reader finds a file, since each publication writes new ones."""
+    manifest = manifest if manifest is not None else read_manifest(folder)
+    if manifest is None:
+        raise DataError(f"{folder}: no {MANIFEST}, nothing was published here; publish it "
+                        "(ingest, backfill or build the training set) first")
+    if all(entry["name"] != name for entry in manifest["files"]):
+        raise DataError(f"{folder / MANIFEST}: lists no file {name!r}; republish the folder")
+    return generation_dir(folder, manifest) / name
+
+
+def committed_parquet(folder: Path) -> list[Path]:
+    """Every Parquet file a reader may read under `folder`: in a published folder those its
+    manifest names, elsewhere each file found, never inside an uncommitted generation or a
+    hidden folder (both are leftovers of writers)."""
+    if (manifest := read_manifest(folder)) is not None:
+        return [committed_file(folder, f["name"], manifest) for f in manifest["files"]
+                if f["name"].endswith(".parquet")]
+    found = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and not (child.name.startswith(".") or GENERATION.fullmatch(child.name)):
+            found += committed_parquet(child)
+        elif child.is_file() and child.suffix == ".parquet":
+            found.append(child)
+    return found
 
 
 @dataclass(frozen=True)
@@ -139,15 +251,20 @@ class Partition:
 
     @property
     def data_path(self) -> Path:
-        return self.path / DATA_FILE
+        """The data file this partition's manifest names (in its committed generation)."""
+        return committed_file(self.path, DATA_FILE, self.manifest)
 
     @property
     def sha256(self) -> str:
-        return next(f["sha256"] for f in self.manifest["files"] if f["name"] == DATA_FILE)
+        return self._data_entry["sha256"]
 
     @property
     def rows(self) -> int:
-        return int(next(f["rows"] for f in self.manifest["files"] if f["name"] == DATA_FILE))
+        return int(self._data_entry["rows"])
+
+    @property
+    def _data_entry(self) -> dict[str, Any]:
+        return next(f for f in self.manifest["files"] if f["name"] == DATA_FILE)
 
 
 def list_partitions(

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import settings
+from pipelines import lake, settings
 from pipelines.errors import DataError
 
 __all__ = ["TableLike", "point_in_time_join"]
@@ -76,7 +76,7 @@ def _parquet_files(path: str | Path) -> list[str]:
         return [text]
     folder = Path(text)
     if folder.is_dir():
-        files = sorted(str(p) for p in folder.rglob("*.parquet"))
+        files = [str(p) for p in lake.committed_parquet(folder)]
         if not files:
             raise DataError(f"{folder}: no Parquet files in this folder")
         return files

@@ -169,16 +169,16 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
                 "data_name": data_name, "success": bool(result["success"]),
                 **({"pipeline": pipeline} if pipeline else {})}
 
-    lake.publish_dir(out_dir, write)
+    published = lake.generation_dir(out_dir, lake.publish_dir(out_dir, write))
     result = outcome["result"]
     stats = result["statistics"]
-    pages = sorted((out_dir / DOCS_DIR / "validations").rglob("*.html"))
+    pages = sorted((published / DOCS_DIR / "validations").rglob("*.html"))
     return ValidationReport(
         suite=suite_json["name"], data_name=data_name, success=bool(result["success"]),
         evaluated=int(stats["evaluated_expectations"]),
         successful=int(stats["successful_expectations"]),
-        result_path=out_dir / RESULT_FILE,
-        docs_path=pages[0] if pages else out_dir / DOCS_DIR / "index.html",
+        result_path=published / RESULT_FILE,
+        docs_path=pages[0] if pages else published / DOCS_DIR / "index.html",
         failures=_failures(result),
     )
 
@@ -203,7 +203,7 @@ def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> Qualit
                         f"unvalidated data)")
     folder = lake.lake_root() / training_set.path
     report = validate(
-        pd.read_parquet(folder / lake.DATA_FILE), spec.suite_path(suite),
+        pd.read_parquet(lake.committed_file(folder)), spec.suite_path(suite),
         data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
         out_dir=lake.pipeline_dir(spec.name, "_quality", "datasets", training_set.dataset_id),
         pipeline=spec.name,

@@ -95,7 +95,7 @@ def training_log(spec: LoadedSpec, built: TrainingInput, quality_report: Quality
                 **_flat("preprocessing", model.preprocessing.model_dump(mode="json")),
                 "train_start": split.train_start, "eval_start": split.eval_start,
                 "end": split.end, "features": ",".join(model.features)},
-        dataset_uri=(folder / lake.DATA_FILE).as_uri(), dataset_name=f"{spec.name}-training-set",
+        dataset_uri=lake.committed_file(folder).as_uri(), dataset_name=f"{spec.name}-training-set",
         dataset_id=training_set.dataset_id, target=spec.pipeline.label.target,
         artifacts={"lineage/spec": spec.path,
                    "quality": lake.lake_root() / quality_report.result_path},

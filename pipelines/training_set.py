@@ -113,8 +113,8 @@ def _holds(folder: Path, dataset_id: str, definitions: str) -> bool:
     not is logged and not trusted; the caller republishes it from the frame just built."""
     if (manifest := lake.read_manifest(folder)) is None:
         return False
-    data_file = folder / lake.DATA_FILE
     try:
+        data_file = lake.committed_file(folder, manifest=manifest)
         lake.verify_file(data_file, lake.data_sha256(manifest), REBUILT)
     except DataError as exc:
         log.warning("training set %s is corrupt: %s", dataset_id, exc)
@@ -207,7 +207,7 @@ def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
     corrupted after it was built fails here, before anything is fitted on it."""
     folder = lake.lake_root() / training_set.path
     manifest = lake.read_manifest(folder) or {}
-    data_file = folder / lake.DATA_FILE
+    data_file = lake.committed_file(folder, manifest=manifest)
     lake.verify_file(data_file, lake.data_sha256(manifest),
                      f"rebuild it: run the train DAG over {training_set.start}..{training_set.end} "
                      "again, whose build_training_set republishes a corrupt set")

@@ -68,7 +68,7 @@ def test_run_logged_model_and_dataset_carry_ids(first_run: dict) -> None:
 def test_training_set_is_point_in_time(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.lake_root() / first_run["training_set"]["path"] / lake.DATA_FILE)
+    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 20_000
     for view in ("origin_weather", "origin_delays", "carrier_delays", "plane"):
         as_of = frame[f"{view}__as_of"]
@@ -120,7 +120,7 @@ def test_verify_catches_one_flipped_byte(first_run: dict) -> None:
     assert clean.intact and clean.checked > 100
     record = audit.trace(first_run["pair_id"])["versions"][0]["lineage"]
     victim = record["raw_partitions"][len(record["raw_partitions"]) // 2]
-    path = lake.lake_root() / victim["path"] / victim["file"]
+    path = lake.committed_file(lake.lake_root() / victim["path"], victim["file"])
     original = path.read_bytes()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x01

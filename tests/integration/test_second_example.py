@@ -64,7 +64,7 @@ def test_logs_regression_metrics(first_run: dict) -> None:
 def test_training_set_is_point_in_time(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.lake_root() / first_run["training_set"]["path"] / lake.DATA_FILE)
+    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 25_000
     assert frame["aircraft_day"].is_unique and frame["tailnum"].notna().all()
     for view in VIEWS:

@@ -37,7 +37,7 @@ def _files(pipeline: str, source: str) -> dict[str, str]:
     """sha256 of every file of a pipeline's raw partitions of `source`, read from disk."""
     root = lake.pipeline_dir(pipeline, "raw", source)
     return {p.relative_to(root).as_posix(): lake.sha256_file(p)
-            for p in sorted(root.glob("date=*/*")) if p.is_file()}
+            for p in sorted(root.glob("date=*/**/*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_logs_multiclass_metrics(first_run: dict) -> None:
 def test_training_set_is_one_row_per_airport_hour_three_hours_ahead(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.lake_root() / first_run["training_set"]["path"] / lake.DATA_FILE)
+    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 4_000
     assert frame["station_hour"].is_unique
     assert not frame.duplicated(["origin", "target_time"]).any()
@@ -132,7 +132,7 @@ def test_every_manifest_of_the_lineage_is_this_pipelines(lineage: dict) -> None:
     folders.append(lineage["training_set"]["path"])
     results = [c["result"] for c in lineage["checks"]["raw"]]
     results.append(lineage["checks"]["training_set"]["result"])
-    folders += [str(Path(r).parent) for r in results]
+    folders += [str(Path(r).parents[1]) for r in results]  # <folder>/g-<uuid>/<result>
     assert {p["path"].split("/date=")[0] for p in lineage["raw_partitions"]} == {
         f"{NAME}/raw/weather", f"{NAME}/raw/flights"}
     assert {p["view"] for p in lineage["feature_partitions"]} == VIEWS

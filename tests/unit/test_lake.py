@@ -26,7 +26,8 @@ def test_publish_records_rows_bytes_sha(tmp_path: Path) -> None:
     manifest = lake.publish_dir(folder, _write(5))
     (entry,) = manifest["files"]
     assert entry["rows"] == 5
-    assert entry["sha256"] == lake.sha256_file(folder / lake.DATA_FILE)
+    assert entry["sha256"] == lake.sha256_file(lake.committed_file(folder))
+    assert lake.committed_file(folder) == folder / manifest["generation"] / lake.DATA_FILE
     assert lake.read_manifest(folder)["dataset"] == "raw/t"
 
 
@@ -35,9 +36,12 @@ def test_rerun_replaces_whole_and_is_deterministic(tmp_path: Path) -> None:
     first = lake.publish_dir(folder, _write(5))
     second = lake.publish_dir(folder, _write(5))
     assert first["files"] == second["files"]
-    lake.publish_dir(folder, _write(3))
+    assert second["generation"] != first["generation"] and second["previous"] == first["generation"]
+    third = lake.publish_dir(folder, _write(3))
     assert lake.read_manifest(folder)["files"][0]["rows"] == 3
-    assert sorted(p.name for p in folder.iterdir()) == [lake.MANIFEST, lake.DATA_FILE]
+    # the replaced generation stays for readers that opened its manifest; the one before goes
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [lake.MANIFEST, second["generation"], third["generation"]])
 
 
 def test_failed_write_leaves_old_version_and_no_debris(tmp_path: Path) -> None:
@@ -45,8 +49,9 @@ def test_failed_write_leaves_old_version_and_no_debris(tmp_path: Path) -> None:
     lake.publish_dir(folder, _write(5))
     with pytest.raises(OSError, match="disk full"):
         lake.publish_dir(folder, _write(7, fail=True))
-    assert lake.read_manifest(folder)["files"][0]["rows"] == 5
-    assert [p.name for p in tmp_path.iterdir() if p.name != ".lock"] == ["p"]
+    manifest = lake.read_manifest(folder)
+    assert manifest["files"][0]["rows"] == 5
+    assert sorted(p.name for p in folder.iterdir()) == [lake.MANIFEST, manifest["generation"]]
 
 
 def test_concurrent_publishers_leave_one_complete_version(tmp_path: Path) -> None:
@@ -58,8 +63,10 @@ def test_concurrent_publishers_leave_one_complete_version(tmp_path: Path) -> Non
     for thread in threads:
         thread.join()
     manifest = lake.read_manifest(folder)
-    assert manifest["files"][0]["sha256"] == lake.sha256_file(folder / lake.DATA_FILE)
-    assert [p.name for p in tmp_path.iterdir() if p.name != ".lock"] == ["p"]
+    assert manifest["files"][0]["sha256"] == lake.sha256_file(lake.committed_file(folder))
+    # eight commits in one line: each replaced the one before, so only the last two remain
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [lake.MANIFEST, manifest["generation"], manifest["previous"]])
 
 
 def test_list_partitions_skips_unpublished(tmp_path: Path) -> None:

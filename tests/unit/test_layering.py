@@ -38,7 +38,7 @@ def test_library_knows_nothing_of_the_example(path: Path) -> None:
 LAYERS = ["errors", "settings", "metrics", "lake", "spec", "spec_reference", "scaffold", "pit",
           "lineage", "quality", "ingest", "features", "training_set", "backfill", "train",
           "differential", "registry", "problems", "validation", "evaluate", "report", "champion",
-          "steps", "audit", "cli"]
+          "steps", "audit", "doctor", "cli"]
 """Library modules, lowest first: each may import only modules before it (orchestration/ may
 import any). Type-only imports (`if TYPE_CHECKING:`) do not count: they run nothing."""
 

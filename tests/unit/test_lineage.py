@@ -291,7 +291,7 @@ def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
     training_set = built.training_set
     assert (record["pipeline"], record["pair_id"], record["dataset_id"]) == (
         "sensors", pair.pair_id, training_set.dataset_id)
-    data = lake.lake_root() / training_set.path / lake.DATA_FILE
+    data = lake.committed_file(lake.lake_root() / training_set.path)
     assert record["training_set"]["path"] == training_set.path
     assert record["training_set"]["sha256"] == lake.sha256_file(data)
     assert record["training_set"]["window"] == {"start": "2024-01-01", "end": "2024-01-04"}

@@ -66,27 +66,30 @@ def test_valid_frame_passes_and_publishes_result_docs_and_manifest(
     assert (report.evaluated, report.successful) == (3, 3)
     assert report.suite == "readings_check"
 
-    assert report.result_path == out_dir / quality.RESULT_FILE
+    manifest = lake.read_manifest(out_dir)
+    assert manifest is not None
+    published = out_dir / manifest["generation"]
+    assert report.result_path == lake.committed_file(out_dir, quality.RESULT_FILE)
+    assert report.result_path == published / quality.RESULT_FILE
     result = json.loads(report.result_path.read_text())
     assert result["success"] is True
     assert report.docs_path.suffix == ".html" and report.docs_path.is_file()
-    assert report.docs_path.is_relative_to(out_dir / quality.DOCS_DIR / "validations")
+    assert report.docs_path.is_relative_to(published / quality.DOCS_DIR / "validations")
 
-    manifest = lake.read_manifest(out_dir)
-    assert manifest is not None
     assert manifest["suite"] == "readings_check" and manifest["success"] is True
     assert manifest["suite_sha256"] == lake.sha256_file(suite_path)
     listed = {f["name"]: f for f in manifest["files"]}
-    assert set(listed) == _files_under(out_dir) - {lake.MANIFEST}
+    assert set(listed) == _files_under(published)
+    assert _files_under(out_dir) - {lake.MANIFEST} == {f"{published.name}/{n}" for n in listed}
     assert quality.RESULT_FILE in listed
-    assert report.docs_path.relative_to(out_dir).as_posix() in listed
+    assert report.docs_path.relative_to(published).as_posix() in listed
     for name, entry in listed.items():
-        assert entry["sha256"] == lake.sha256_file(out_dir / name)
+        assert entry["sha256"] == lake.sha256_file(published / name)
 
     assert report.summary() == quality.QualitySummary(
         suite="readings_check", success=True, evaluated=3, successful=3,
-        result_path=f"_quality/readings/{quality.RESULT_FILE}",
-        docs_dir=f"_quality/readings/{quality.DOCS_DIR}",
+        result_path=f"_quality/readings/{published.name}/{quality.RESULT_FILE}",
+        docs_dir=f"_quality/readings/{published.name}/{quality.DOCS_DIR}",
         docs_path=report.docs_path.relative_to(lake_dir).as_posix())
 
 
@@ -146,7 +149,8 @@ def test_a_single_class_label_fails_the_gate_with_its_mean(tmp_path: Path,
 
 
 def test_revalidating_replaces_out_dir_whole(suite_path: Path, lake_dir: Path) -> None:
-    """A second run swaps the folder: only its own result, page and manifest, no temp dirs."""
+    """A second run commits a new generation: its manifest names only its own result and
+    page; the first generation stays (for readers still on it) until the next commit."""
     out_dir = lake_dir / "_quality" / "readings"
     first = quality.validate(_readings(), suite_path, "first", out_dir)
     bad = _readings()
@@ -155,13 +159,15 @@ def test_revalidating_replaces_out_dir_whole(suite_path: Path, lake_dir: Path) -
 
     assert first.success and not second.success
     assert json.loads(second.result_path.read_text())["success"] is False
-    pages = sorted((out_dir / quality.DOCS_DIR / "validations").rglob("*.html"))
-    assert pages == [second.docs_path]
     manifest = lake.read_manifest(out_dir)
     assert manifest is not None and manifest["success"] is False
-    assert {f["name"] for f in manifest["files"]} == _files_under(out_dir) - {lake.MANIFEST}
-    leftovers = [p.name for p in out_dir.parent.iterdir() if p.name.startswith((".tmp", ".trash"))]
-    assert leftovers == []
+    published = out_dir / manifest["generation"]
+    pages = sorted((published / quality.DOCS_DIR / "validations").rglob("*.html"))
+    assert pages == [second.docs_path]
+    assert {f["name"] for f in manifest["files"]} == _files_under(published)
+    assert first.result_path.parent.name == manifest["previous"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        [lake.MANIFEST, manifest["generation"], manifest["previous"]])
 
 
 @pytest.mark.parametrize(("content", "problem"), [
@@ -284,8 +290,9 @@ def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
     assert (summary.suite, summary.success, summary.evaluated, summary.successful) == (
         "sensors_training_set", True, 1, 1)
     folder = f"sensors/_quality/datasets/{built.training_set.dataset_id}"
-    assert summary.result_path == f"{folder}/{quality.RESULT_FILE}"
-    assert summary.docs_dir == f"{folder}/{quality.DOCS_DIR}"
+    generation = lake.read_manifest(lake.lake_root() / folder)["generation"]
+    assert summary.result_path == f"{folder}/{generation}/{quality.RESULT_FILE}"
+    assert summary.docs_dir == f"{folder}/{generation}/{quality.DOCS_DIR}"
     for path in (summary.result_path, summary.docs_path):
         assert (lake.lake_root() / path).is_file()
     result = json.loads((lake.lake_root() / summary.result_path).read_text())

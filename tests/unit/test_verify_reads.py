@@ -137,7 +137,7 @@ def test_a_verified_read_reads_what_the_manifests_name(ingested: LoadedSpec) -> 
 
 
 def _data_file(built: TrainingInput) -> Path:
-    return lake.lake_root() / built.training_set.path / lake.DATA_FILE
+    return lake.committed_file(lake.lake_root() / built.training_set.path)
 
 
 def test_reading_a_corrupt_training_set_fails_before_any_fit(built: TrainingInput) -> None:
@@ -154,9 +154,10 @@ def test_reading_a_corrupt_training_set_fails_before_any_fit(built: TrainingInpu
 def _rewrite(data: Path, frame: pd.DataFrame) -> None:
     """Replace a set's rows and its manifest's hash together: only the content ID can tell."""
     lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), data)
-    manifest = lake.read_manifest(data.parent)
+    folder = data.parent.parent  # the set's folder; `data` is in its committed generation
+    manifest = lake.read_manifest(folder)
     manifest["files"][0]["sha256"] = lake.sha256_file(data)
-    (data.parent / lake.MANIFEST).write_text(json.dumps(manifest))
+    (folder / lake.MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("damage", [
@@ -175,7 +176,7 @@ def test_a_rerun_republishes_a_corrupt_training_set(ingested: LoadedSpec, built:
     with caplog.at_level(logging.WARNING, logger="pipelines.training_set"):
         again = training_set.build_training_set(ingested, D1, D4)
     assert again == built.training_set
-    assert data.read_bytes() == good
+    assert _data_file(built).read_bytes() == good  # a new generation, committed
     frame, _ = training_set.assemble_training_frame(ingested, D1, D4)
     pd.testing.assert_frame_equal(training_set.read_training_set(again), frame)
     (warning,) = [r.getMessage() for r in caplog.records]
