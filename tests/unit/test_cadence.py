@@ -17,9 +17,16 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipelines import ingest, lake
+from pipelines import ingest, lake, validation
 from pipelines.errors import DataError, SpecError
-from pipelines.spec import PATH_PLACEHOLDERS, PERIOD_PLACEHOLDERS, LoadedSpec, Source, load_spec
+from pipelines.spec import (
+    PARTITION_DAY,
+    PATH_PLACEHOLDERS,
+    PERIOD_PLACEHOLDERS,
+    LoadedSpec,
+    Source,
+    load_spec,
+)
 from tests.unit.conftest import amend
 
 NY = "America/New_York"
@@ -338,6 +345,16 @@ def test_keys_are_unique_across_the_files_of_a_day(tiny: LoadedSpec) -> None:
     with pytest.raises(DataError, match=r"hourly/2024-01-01/00.csv .. .*hourly/2024-01-01/23.csv "
                        r"\(24 files holding rows of the UTC day 2024-01-01\): 2 duplicate keys"):
         _ingest(spec, "2024-01-01", "2024-01-02")
+
+
+def test_validate_samples_the_first_landed_file_of_any_cadence(tiny: LoadedSpec) -> None:
+    """`pitstop validate` runs hooks on the first landed file, dated as ingest would date it."""
+    spec = _cadenced(tiny, "orders", "day", NY, min_rows=1)
+    _land(spec, _readings("2024-01-01", "2024-01-03"), "2024-01-01", "2024-01-03")
+    frame, path = validation.landed_sample(spec, "readings")
+    assert path == spec.landing_dir() / "orders/2023-12-31.csv"  # 2024-01-01 00:00-05:00 UTC
+    assert set(frame[PARTITION_DAY]) == {pd.Timestamp("2024-01-01", tz="UTC")}
+    assert len(frame) == 10
 
 
 # --- the property: any cadence gives the partitions one daily UTC file gives --------------
