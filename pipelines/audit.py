@@ -141,7 +141,8 @@ def trace_lines(subject: Subject) -> list[str]:
                      f"{sum(p['rows'] or 0 for p in parts)} rows, by {len(producers)} "
                      f"Airflow run(s) {', '.join(producers[:2])}{' …' if len(producers) > 2 else ''}")
     for dataset, parts in sorted(_by_dataset(rec["raw_partitions"]).items()):
-        sources = [p["source_file"]["path"] for p in parts if p.get("source_file")]
+        sources = list(dict.fromkeys(  # a month or local-day file feeds several partitions
+            file["path"] for p in parts for file in p.get("source_files", [])))
         lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
                      f"{sum(p['rows'] or 0 for p in parts)} rows")
         if sources:

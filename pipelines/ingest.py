@@ -1,18 +1,21 @@
 """Ingestion: landing files of a date range into immutable, validated raw day partitions.
 
-One call handles one source over `[start, end)` in a single pass: read each day's file, check
-it against the spec (columns, types, keys, the day it claims to hold), validate the whole
-range with the source's GX suite, then publish one partition per day. Nothing is published
-unless every file of the range passed, so a bad file never leaves a half-ingested range.
+One call handles one source over the UTC days `[start, end)` in a single pass: read every
+file whose period (an hour, a UTC or local day, a month) overlaps them, check each against the
+spec (columns, types, keys, the period it claims to hold), validate the range's rows with the
+source's GX suite, then publish one partition per UTC day. Nothing is published unless every
+file of the range passed, so a bad file never leaves a half-ingested range.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pyarrow as pa
@@ -22,7 +25,7 @@ import pyarrow.parquet as pq
 from pipelines import lake, quality
 from pipelines.errors import DataError
 from pipelines.spec import FILE_COLUMN as FILE
-from pipelines.spec import PARTITION_DAY, LoadedSpec, Source
+from pipelines.spec import PARTITION_DAY, PERIOD_PLACEHOLDERS, LoadedSpec, Source
 
 SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
              "timestamp": "TIMESTAMPTZ"}
@@ -56,8 +59,72 @@ def announcement(chunks: list[dict[str, str]], run_id: str) -> dict[str, str]:
             "run_id": run_id}
 
 
-def landing_file(spec: LoadedSpec, source: Source, day: dt.date) -> Path:
-    return spec.landing_dir() / source.path.format(date=day.isoformat())
+@dataclass(frozen=True)
+class Delivery:
+    """The period one landing file holds: the placeholder values naming it and its UTC
+    bounds (`start` inclusive, `end` exclusive)."""
+
+    names: dict[str, str]
+    start: dt.datetime
+    end: dt.datetime
+    label: str
+    """The period as messages name it: `2013-03-10 (America/New_York day)`."""
+
+    def span(self) -> str:
+        """The bounds in UTC and the length, which shows a 23- or 25-hour local day."""
+        hours = (self.end - self.start) / dt.timedelta(hours=1)
+        return f"{self.start.isoformat()} to {self.end.isoformat()}, {hours:g} h"
+
+
+def _utc(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def _wall_period(wall: dt.datetime, period: str) -> tuple[dt.datetime, dt.datetime]:
+    """The naive wall-clock bounds of the period holding the wall-clock time `wall`."""
+    if period == "hour":
+        first = dt.datetime.combine(wall.date(), dt.time(wall.hour))
+        return first, first + dt.timedelta(hours=1)
+    if period == "day":
+        first = dt.datetime.combine(wall.date(), dt.time())
+        return first, first + dt.timedelta(days=1)
+    first = dt.datetime(wall.year, wall.month, 1)
+    return first, (first + dt.timedelta(days=32)).replace(day=1)
+
+
+def delivery_at(source: Source, instant: dt.datetime) -> Delivery:
+    """The period of `source`'s files that holds the aware `instant`.
+
+    Periods are cut on the wall clock of the path's zone, so an instant's file is the one
+    named by its wall-clock date and hour there. Each bound is a wall-clock time at its first
+    occurrence (`fold=0`; in a gap, the instant the gap ends): a repeated hour then lasts two
+    hours, and a skipped hour is never the period of any instant, so it needs no file.
+    """
+    local = source.period_zone == "local"
+    zone = ZoneInfo(source.timezone) if local else dt.UTC
+    first, after = _wall_period(instant.astimezone(zone).replace(tzinfo=None), source.period)
+    names = {"date": f"{first:%Y-%m-%d}", "hour": f"{first:%H}", "month": f"{first:%Y-%m}"}
+    shown = first.strftime({"day": "%Y-%m-%d", "hour": "%Y-%m-%d %H:00", "month": "%Y-%m"}
+                           [source.period])
+    return Delivery(
+        names={name: names[name] for name in PERIOD_PLACEHOLDERS[source.period]},
+        start=first.replace(tzinfo=zone, fold=0).astimezone(dt.UTC),
+        end=after.replace(tzinfo=zone, fold=0).astimezone(dt.UTC),
+        label=f"{shown} ({source.timezone if local else 'UTC'} {source.period})")
+
+
+def deliveries(source: Source, start: dt.date, end: dt.date) -> Iterator[Delivery]:
+    """Every period of `source`'s files that overlaps the UTC days `[start, end)`, in order
+    (lazily: a search for the first landed file stops early)."""
+    cursor = _utc(start)
+    while cursor < _utc(end):
+        delivery = delivery_at(source, cursor)
+        yield delivery
+        cursor = delivery.end
+
+
+def landing_file(spec: LoadedSpec, source: Source, delivery: Delivery) -> Path:
+    return spec.landing_dir() / source.path.format(**delivery.names)
 
 
 def _connect(timezone: str) -> duckdb.DuckDBPyConnection:
@@ -182,35 +249,43 @@ def read_landing_file(path: Path, source: Source) -> pa.Table:
     return read_landing_files([path], source)[path]
 
 
-def check_rows(table: pa.Table, path: Path, source: Source, day: dt.date) -> None:
-    """Keys present and unique; every event inside the file's day (no rows from the future)."""
+def _check_unique(table: pa.Table, where: str, source: Source) -> None:
+    """No two rows of `where` (a file, or the files of one UTC day) share their keys."""
+    if not table.num_rows:
+        return
+    counts = table.group_by(source.keys).aggregate([([], "count_all")])
+    dupes = counts.filter(pc.greater(counts["count_all"], 1))
+    if dupes.num_rows:
+        example = {k: dupes.column(k)[0].as_py() for k in source.keys}
+        raise DataError(f"{where}: {dupes.num_rows} duplicate keys on {source.keys} "
+                        f"(rule: keys are unique), e.g. {example}")
+
+
+def _within(times: pa.ChunkedArray, start: dt.datetime, end: dt.datetime) -> pa.ChunkedArray:
+    """Which `times` fall in `[start, end)`."""
+    return pc.and_(pc.greater_equal(times, pa.scalar(start, times.type)),
+                   pc.less(times, pa.scalar(end, times.type)))
+
+
+def check_rows(table: pa.Table, path: Path, source: Source, delivery: Delivery) -> None:
+    """Keys present and unique; every event inside the file's period (no rows from another)."""
     for key in source.keys:
         if nulls := table.column(key).null_count:
             raise DataError(f"{path}: column {key!r} has {nulls} nulls (rule: keys are never null)")
-    if table.num_rows:
-        counts = table.group_by(source.keys).aggregate([([], "count_all")])
-        dupes = counts.filter(pc.greater(counts["count_all"], 1))
-        if dupes.num_rows:
-            example = {k: dupes.column(k)[0].as_py() for k in source.keys}
-            raise DataError(
-                f"{path}: {dupes.num_rows} duplicate keys on {source.keys} "
-                f"(rule: keys are unique), e.g. {example}"
-            )
+    _check_unique(table, str(path), source)
     if source.event_time and table.num_rows:
         times = table.column(source.event_time)
         if nulls := times.null_count:
             raise DataError(
                 f"{path}: column {source.event_time!r} has {nulls} nulls (rule: every event is dated)"
             )
-        lo = dt.datetime.combine(day, dt.time(), dt.UTC)
-        hi = lo + dt.timedelta(days=1)
-        outside = pc.or_(pc.less(times, pa.scalar(lo, times.type)),
-                         pc.greater_equal(times, pa.scalar(hi, times.type)))
+        outside = pc.invert(_within(times, delivery.start, delivery.end))
         if count := pc.sum(outside).as_py():
             first = times.filter(outside)[0].as_py()
             raise DataError(
-                f"{path}: column {source.event_time!r} has {count} rows outside {day} "
-                f"(rule: a daily file holds only its own UTC day), e.g. {first.isoformat()}"
+                f"{path}: column {source.event_time!r} has {count} rows outside {delivery.label}: "
+                f"{delivery.span()} (rule: a file holds only the period its path names; check "
+                f"the source's period, period_zone and timezone), e.g. {first.isoformat()}"
             )
 
 
@@ -251,7 +326,8 @@ def ingest(
     produced_by: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> IngestResult:
-    """Ingest `[start, end)` of one source; see the module docstring for the guarantees.
+    """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
+    guarantees.
 
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
@@ -260,49 +336,15 @@ def ingest(
     source = spec.pipeline.sources[source_name]
     field = f"{spec.path.name}: sources.{source_name}"
     found = _landed(spec, source_name, start, end, now)
-    delivered = []
-    for path, table in read_landing_files(list(found), source).items():
+    tables = read_landing_files(list(found), source)
+    for path, table in tables.items():
         check_rows(table, path, source, found[path])
         check_values(table, path, source, field, now)
-        delivered.append((found[path], path, table))
-
-    report = None
-    if source.suite and delivered:
-        whole = pa.concat_tables([t for _, _, t in delivered])
-        report = quality.validate(
-            whole.to_pandas(),
-            spec.suite_path(source.suite),
-            data_name=f"{source_name} files {delivered[0][1].name}..{delivered[-1][1].name} "
-            f"under {delivered[0][1].parent}",
-            out_dir=lake.pipeline_dir(spec.name, "_quality", "raw", source_name, f"{start}_{end}"),
-            pipeline=spec.name,
-        )
-        quality.require_valid(report)
-
-    sort_keys = ([source.event_time] if source.event_time else []) + source.keys
-    partitions = []
-    for day, path, table in delivered:
-        ordered = table.sort_by([(k, "ascending") for k in sort_keys])
-        folder = lake.partition_dir(spec.name, "raw", source_name, day)
-
-        def write(tmp: Path, ordered: pa.Table = ordered, path: Path = path,
-                  day: dt.date = day) -> dict[str, Any]:
-            lake.write_parquet(ordered, tmp / lake.DATA_FILE)
-            return {
-                "pipeline": spec.name,
-                "dataset": f"raw/{source_name}",
-                "date": day.isoformat(),
-                "source_file": {"path": str(path), "sha256": lake.sha256_file(path),
-                                "bytes": path.stat().st_size},
-                "schema": dict(source.columns),
-                "quality": _quality_summary(report),
-                "produced_by": produced_by or {},
-            }
-
-        manifest = lake.publish_dir(folder, write)
-        data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-        partitions.append({"date": day.isoformat(), "path": lake.relative(folder),
-                           "rows": data["rows"], "sha256": data["sha256"]})
+    days = split_days(source, found, tables, start, end)
+    report = _validate(spec, source_name, days, f"{start}_{end}")
+    files = {path: _file_record(path) for path in found}
+    partitions = [_publish_day(spec, source_name, rows, [files[p] for p in rows.paths],
+                               _quality_summary(report), produced_by or {}) for rows in days]
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
@@ -310,25 +352,123 @@ def ingest(
     )
 
 
-def _landed(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,
-            now: dt.datetime) -> dict[Path, dt.date]:
-    """The landing files of `[start, end)` by day: every day's for an events source. A file
-    named for a day that starts after `now` plus the source's `future_tolerance` is refused."""
-    source = spec.pipeline.sources[source_name]
-    found: dict[Path, dt.date] = {}
+@dataclass(frozen=True)
+class DayRows:
+    """What one raw partition publishes: a UTC day's rows, from every file overlapping it."""
+
+    day: dt.date
+    paths: list[Path]
+    table: pa.Table
+
+
+def split_days(source: Source, found: dict[Path, Delivery], tables: dict[Path, pa.Table],
+               start: dt.date, end: dt.date) -> list[DayRows]:
+    """The rows of each UTC day of `[start, end)` that has a file, from the files whose
+    period overlaps it: a day's hour files, both local days around it, its month's file.
+
+    A source without `event_time` has one file per UTC day (the spec says so), taken whole.
+    Keys are checked across the day's files, since each file was checked only on its own.
+    """
+    cut = []
     for day in lake.days(start, end):
-        path = landing_file(spec, source, day)
-        if path.exists() and dt.datetime.combine(day, dt.time(), dt.UTC) > (
-                now + source.future_tolerance):
-            raise DataError(f"{path}: dated {day}, after the run's clock {now.isoformat()} plus "
-                            f"{spec.path.name}: sources.{source_name}.future_tolerance "
-                            f"({source.future_tolerance}) (rule: no files from the future); "
-                            "check the upstream clock, or ingest a range that has happened")
+        lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
+        paths = [path for path, delivery in found.items()
+                 if delivery.start < hi and delivery.end > lo]
+        if not paths:
+            continue
+        table = pa.concat_tables([
+            tables[path] if source.event_time is None
+            else tables[path].filter(_within(tables[path].column(source.event_time), lo, hi))
+            for path in paths])
+        if len(paths) > 1:
+            _check_unique(table, f"{paths[0]} .. {paths[-1]} ({len(paths)} files holding rows "
+                                 f"of the UTC day {day})", source)
+        cut.append(DayRows(day, paths, table))
+    return cut
+
+
+def _validate(spec: LoadedSpec, source_name: str, days: list[DayRows],
+              span: str) -> quality.ValidationReport | None:
+    """The source's GX suite over the rows about to be published; None without a suite."""
+    source = spec.pipeline.sources[source_name]
+    if not source.suite or not days:
+        return None
+    landing = spec.landing_dir()
+    first, last = (path.relative_to(landing) for path in (days[0].paths[0], days[-1].paths[-1]))
+    report = quality.validate(
+        pa.concat_tables([rows.table for rows in days]).to_pandas(),
+        spec.suite_path(source.suite),
+        data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from files "
+                  f"{first}..{last} under {landing}",
+        out_dir=lake.pipeline_dir(spec.name, "_quality", "raw", source_name, span),
+        pipeline=spec.name,
+    )
+    quality.require_valid(report)
+    return report
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    """A landing file as a raw manifest names it: path, sha256 and size."""
+    return {"path": str(path), "sha256": lake.sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _publish_day(spec: LoadedSpec, source_name: str, rows: DayRows,
+                 source_files: list[dict[str, Any]], quality_summary: dict[str, Any] | None,
+                 produced_by: dict[str, Any]) -> dict[str, Any]:
+    """Publish one UTC day's partition, sorted by event time and keys; its summary."""
+    source = spec.pipeline.sources[source_name]
+    sort_keys = ([source.event_time] if source.event_time else []) + source.keys
+    ordered = rows.table.sort_by([(k, "ascending") for k in sort_keys])
+    folder = lake.partition_dir(spec.name, "raw", source_name, rows.day)
+
+    def write(tmp: Path) -> dict[str, Any]:
+        lake.write_parquet(ordered, tmp / lake.DATA_FILE)
+        return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
+                "date": rows.day.isoformat(), "source_files": source_files,
+                "schema": dict(source.columns), "quality": quality_summary,
+                "produced_by": produced_by}
+
+    manifest = lake.publish_dir(folder, write)
+    data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
+    return {"date": rows.day.isoformat(), "path": lake.relative(folder),
+            "rows": data["rows"], "sha256": data["sha256"]}
+
+
+def _landed(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,
+            now: dt.datetime) -> dict[Path, Delivery]:
+    """The landing files whose period overlaps the UTC days `[start, end)`, with their
+    periods: all of them for an events source, so a missing one is named here."""
+    source = spec.pipeline.sources[source_name]
+    found: dict[Path, Delivery] = {}
+    for delivery in deliveries(source, start, end):
+        path = landing_file(spec, source, delivery)
         if path.exists():
-            found[path] = day
+            _check_not_future(path, delivery, spec, source_name, now)
+            found[path] = delivery
         elif source.kind != "snapshot":
-            raise DataError(f"{path}: missing: source {source_name!r} delivers a file every day")
+            raise DataError(f"{path}: missing: source {source_name!r} delivers a file every "
+                            f"{source.period}, and the UTC days {start}..{end} need the one of "
+                            f"{delivery.label}; land it, or ingest a range it is not part of")
     return found
+
+
+def _check_not_future(path: Path, delivery: Delivery, spec: LoadedSpec, source_name: str,
+                      now: dt.datetime) -> None:
+    """Refuse a file whose period starts after the run's clock plus `future_tolerance`, and
+    a month file whose month has not ended by then: it cannot hold the whole month yet, and
+    the days published from it would be short."""
+    source = spec.pipeline.sources[source_name]
+    limit = now + source.future_tolerance
+    setting = f"{spec.path.name}: sources.{source_name}.future_tolerance ({source.future_tolerance})"
+    if delivery.start > limit:
+        raise DataError(f"{path}: dated {delivery.label}, after the run's clock "
+                        f"{now.isoformat()} plus {setting} (rule: no files from the future); "
+                        "check the upstream clock, or ingest a range that has happened")
+    if source.period == "month" and delivery.end > limit:
+        raise DataError(f"{path}: holds {delivery.label}, which ends {delivery.end.isoformat()}, "
+                        f"after the run's clock {now.isoformat()} plus {setting} (rule: a month "
+                        "file holds the whole month, or its days would be published short); "
+                        "ingest the month's days once it has ended and its file is complete")
 
 
 def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] | None:
@@ -341,7 +481,7 @@ def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] 
 def read_raw(
     source_name: str, partitions: list[lake.Partition], columns: dict[str, str]
 ) -> pa.Table:
-    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of delivery).
+    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of their day).
 
     Hive partitioning is off: the `date=` folder name must never replace a column of the
     source that happens to be called `date`. The day comes from the path, read explicitly.

@@ -240,7 +240,7 @@ def lineage_record(
     for used in raw_partitions_used(training_set):
         part = _partition(used["path"], used["sha256"])
         raw_manifest = _manifest(used["path"])
-        part["source_file"] = raw_manifest.get("source_file")
+        part["source_files"] = raw_manifest.get("source_files", [])
         if quality := raw_manifest.get("quality"):
             part["check"] = quality["result"]
             checks.setdefault(quality["result"], {

@@ -18,9 +18,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.errors import SpecError
 from pipelines.metrics import METRICS, Task
@@ -39,10 +49,16 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 ColumnType = Literal["int", "float", "str", "bool", "timestamp"]
 FunctionRef = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+Period = Literal["day", "hour", "month"]
 
-PATH_PLACEHOLDERS = {"date": "the UTC day the file holds, YYYY-MM-DD"}
-"""Every placeholder a source `path` may contain, with what it stands for. The one list:
-`pitstop validate` refuses a path naming any other, which ingest could not fill."""
+PATH_PLACEHOLDERS = {"date": "the file's day, YYYY-MM-DD", "hour": "the file's hour, 00-23",
+                     "month": "the file's month, YYYY-MM"}
+"""Every placeholder a source `path` may contain, with what it stands for: the one list,
+quoted by the message that refuses a path at load."""
+PERIOD_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "day": ("date",), "hour": ("date", "hour"), "month": ("month",)}
+"""The placeholders a path of each delivery `period` must name: exactly these, so every file
+names one whole period."""
 
 
 def path_placeholders(path: str) -> list[str]:
@@ -58,7 +74,8 @@ class _Strict(BaseModel):
 
 
 PARTITION_DAY = "_partition_day"
-"""Column pitstop adds to raw rows it hands to hooks: UTC midnight of the delivery day."""
+"""Column pitstop adds to raw rows it hands to hooks: UTC midnight of the row's raw partition
+(the UTC day of its event time, or of its file for a source without `event_time`)."""
 FILE_COLUMN = "__pitstop_file"
 """Column pitstop adds while reading files, to name the file each row came from."""
 RESERVED_PREFIX = "__pitstop"
@@ -74,18 +91,44 @@ def _reserved(column: str) -> str | None:
 
 
 class Source(_Strict):
-    """Files an upstream system delivers into the landing folder, one file per day.
+    """Files an upstream system delivers into the landing folder, one file per period.
 
-    `path` is relative to the landing folder and contains `{date}` (YYYY-MM-DD, the UTC day).
-    `events` sources deliver a file every day and each row's `event_time` must fall in that
-    day; `snapshot` sources (dimension tables) deliver a file only when the table changes.
+    `path` is relative to the landing folder and names the file's period: `{date}`
+    (YYYY-MM-DD) for `period: day`, `{date}` and `{hour}` (00-23) for `period: hour`, `{month}`
+    (YYYY-MM) for `period: month`. These are UTC periods, or with `period_zone: local` periods
+    of the source's `timezone` (a local day lasts 23 or 25 hours on daylight-saving days).
+    Each row's `event_time` must fall in its file's period. `events` sources deliver a file
+    every period; `snapshot` sources (dimension tables) deliver one only when the table
+    changes. A source without `event_time` cannot be cut into UTC days, so it delivers one
+    file per UTC day.
+
+    The lake keeps one raw partition per UTC day whatever the period: ingesting a UTC day
+    reads every file whose period overlaps it (its 24 hour files, the local days it overlaps,
+    two unless the zone is at UTC+0, or its month's file), publishes the rows of that day, and
+    lists each file read with its sha256 in the partition's manifest (`source_files`). So a
+    UTC day is ingested once all those files have landed (for local days, after the later of
+    the two has ended), and a missing one is named. A month file must hold the whole month:
+    it is refused while its month has not ended (by the run's clock plus `future_tolerance`),
+    and ingesting one day of the month reads the file whole, checks all its rows and
+    publishes that day's.
+
+    A local `{hour}` is the wall-clock hour the rows show, which every instant has exactly
+    one of: the hour a 25-hour day repeats (01 on 2013-11-03 in America/New_York) is one file
+    holding both real hours, and the hour a 23-hour day skips (02 on 2013-03-10) has no file.
+    That is how a system cutting files by its own clock names them.
     """
 
-    path: str = Field(pattern=r"\{date\}")
+    period: Period = "day"
+    """How much time one landing file holds: a `day`, an `hour` or a `month`."""
+    period_zone: Literal["utc", "local"] = "utc"
+    """Whether the path names UTC periods or periods of the source's `timezone` (`local`)."""
+    path: str
+    """Relative to the landing folder, naming exactly the placeholders of `period`."""
     format: Literal["csv", "parquet"] = "csv"
     kind: Literal["events", "snapshot"] = "events"
     event_time: str | None = None
     timezone: str = "UTC"
+    """The zone naive timestamps in the files are read in, and that of `period_zone: local`."""
     keys: list[str] = Field(min_length=1)
     columns: dict[str, ColumnType] = Field(min_length=1)
     suite: str | None = None
@@ -94,13 +137,53 @@ class Source(_Strict):
     or ragged file fails as what it is instead of being read with another delimiter."""
     min_rows: int = Field(1, ge=0)
     """Fewest rows one landing file may hold; a file with fewer fails ingest. Set 0 for a
-    source whose days may legitimately be empty (a header-only file then passes)."""
+    source whose periods may legitimately be empty, such as quiet hours (a header-only file
+    then passes)."""
     allow_infinite: bool = False
     """Let `float` columns hold `inf`/`-inf`. Off by default: an infinite value fails ingest
     (it breaks means, scalers and most estimators), with or without a GX suite."""
     future_tolerance: Duration = dt.timedelta(days=1)
-    """How far past the run's clock an event time, or the day a landing file is named for,
-    may be; anything later fails ingest (an upstream clock or time-zone mistake)."""
+    """How far past the run's clock an event time, or the start of the period a landing file
+    is named for, may be; anything later fails ingest (an upstream clock or time-zone
+    mistake). A month file's month must also have ended by then."""
+
+    @field_validator("path")
+    @classmethod
+    def _check_placeholders(cls, path: str, info: ValidationInfo) -> str:
+        """The path names exactly its period's placeholders, so each file is one period."""
+        try:
+            found = path_placeholders(path)
+        except ValueError as exc:
+            raise ValueError(f"{path!r} is not a path template ({exc})") from exc
+        period = info.data.get("period")
+        if period is None:  # `period` itself is invalid, and its own error says so
+            return path
+        wanted = PERIOD_PLACEHOLDERS[period]
+        if sorted(set(found)) != sorted(wanted):
+            spelled = " and ".join(f"{{{name}}} ({PATH_PLACEHOLDERS[name]})" for name in wanted)
+            raise ValueError(f"{path!r} names the placeholders {found}, but period: {period} "
+                             f"needs {list(wanted)}: write {spelled}, or set `period` to the "
+                             "files' cadence (day, hour or month)")
+        return path
+
+    @model_validator(mode="after")
+    def _check_period_zone(self) -> Source:
+        if self.event_time is None and (self.period, self.period_zone) != ("day", "utc"):
+            raise ValueError("a source without `event_time` is published under the UTC day its "
+                             "file names, so it needs period: day and period_zone: utc; declare "
+                             "`event_time` to have its rows cut into UTC days")
+        if self.period_zone == "utc":
+            return self
+        if "timezone" not in self.model_fields_set:
+            raise ValueError("period_zone: local names periods of the source's `timezone`, "
+                             "which is not set; set `timezone` (e.g. America/New_York)")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone {self.timezone!r} is not a time zone pitstop knows "
+                             "(period_zone: local needs one); use an IANA name such as "
+                             "America/New_York") from exc
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Source:

@@ -1,9 +1,9 @@
 """Spec checks before anything runs: every mistake at once, each a typed finding.
 
 A spec can load and still be wrong in ways that fail deep inside a task after a long run: a
-hook that does not exist, a time zone DuckDB does not know, a path placeholder ingest cannot
-fill, a suite GX cannot read, a feature no view produces, an estimator whose package is not
-installed. `validate` finds them all and says, for each, the file, the field and the fix.
+hook that does not exist, a time zone DuckDB does not know, a suite GX cannot read, a feature
+no view produces, an estimator whose package is not installed. `validate` finds them all and
+says, for each, the file, the field and the fix.
 
 The checks come in two parts. The *cheap* part reads only the spec, its hooks' source text
 (parsed, never run) and its suite files, and imports nothing heavy (no pandas, no
@@ -27,11 +27,9 @@ from pydantic import ValidationError
 from pipelines.errors import DataError, SpecError
 from pipelines.spec import (
     PARTITION_DAY,
-    PATH_PLACEHOLDERS,
     LoadedSpec,
     load_spec,
     load_suite,
-    path_placeholders,
 )
 
 if TYPE_CHECKING:
@@ -109,26 +107,12 @@ def _error(spec: LoadedSpec, field: str, exc: Exception) -> Finding:
 
 
 def source_findings(spec: LoadedSpec) -> list[Finding]:
-    """Path placeholders ingest can fill, and time zones DuckDB knows."""
+    """Time zones DuckDB knows (a path's placeholders are checked when the spec loads)."""
     findings = []
     for name, source in spec.pipeline.sources.items():
-        if problem := placeholder_problem(source.path):
-            findings.append(Finding(spec.path, f"sources.{name}.path", problem))
         if problem := timezone_problem(source.timezone):
             findings.append(Finding(spec.path, f"sources.{name}.timezone", problem))
     return findings
-
-
-def placeholder_problem(path: str) -> str | None:
-    """Why ingest could not fill in `path`'s placeholders, or None."""
-    known = ", ".join(f"{{{name}}} ({means})" for name, means in PATH_PLACEHOLDERS.items())
-    try:
-        unknown = [p for p in path_placeholders(path) if p not in PATH_PLACEHOLDERS]
-    except ValueError as exc:
-        return f"{path!r} is not a path template ({exc}); write placeholders as {known}"
-    if unknown:
-        return f"{path!r} names unknown placeholders {unknown}; a path may use {known}"
-    return None
 
 
 def timezone_problem(timezone: str) -> str | None:
@@ -334,24 +318,26 @@ def sample_columns(spec: LoadedSpec, function: str,
 def landed_sample(spec: LoadedSpec, source_name: str) -> tuple[pd.DataFrame, Path] | str:
     """The first rows of the earliest landed file of a source, or why there is none.
 
-    Days are tried from the pipeline's start to today, the way ingest names the files.
+    Periods are tried from the pipeline's start to today, the way ingest names the files;
+    each row's `_partition_day` is the UTC day ingest would publish it under.
     """
     import datetime as dt
 
     import pandas as pd
 
-    from pipelines.ingest import landing_file, read_landing_file
-    from pipelines.lake import days
+    from pipelines.ingest import deliveries, landing_file, read_landing_file
 
     source = spec.pipeline.sources[source_name]
-    for day in days(spec.pipeline.start_date, dt.date.today() + dt.timedelta(days=1)):
-        path = landing_file(spec, source, day)
+    for delivery in deliveries(source, spec.pipeline.start_date,
+                               dt.date.today() + dt.timedelta(days=1)):
+        path = landing_file(spec, source, delivery)
         if path.is_file():
             try:
                 table = read_landing_file(path, source).slice(0, SAMPLE_ROWS)
             except DataError as exc:
                 return f"the sample of source {source_name!r} does not read: {exc}"
             frame = table.to_pandas()
-            frame[PARTITION_DAY] = pd.Timestamp(day, tz="UTC")
+            frame[PARTITION_DAY] = (frame[source.event_time].dt.floor("D") if source.event_time
+                                    else pd.Timestamp(delivery.start))
             return frame, path
     return f"source {source_name!r} has no landed file under {spec.landing_dir()}"

@@ -156,4 +156,4 @@ def test_flights_example_weather_is_untouched(first_run: dict,
     our_manifest = json.loads(
         (lake.partition_dir(NAME, "raw", "weather", START) / lake.MANIFEST).read_text())
     assert flights_manifest["pipeline"] == "flights_delay" and our_manifest["pipeline"] == NAME
-    assert flights_manifest["source_file"] == our_manifest["source_file"]  # one upstream file
+    assert flights_manifest["source_files"] == our_manifest["source_files"]  # one upstream file

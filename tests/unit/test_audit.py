@@ -74,7 +74,7 @@ def record_of(root: Path, files: Path, run_id: str) -> dict[str, Any]:
     readings = pd.DataFrame({"sensor": ["a", "b"], "value": [0.25, 0.75]})
     raw = [publish(root, f"raw/readings/date=2024-01-0{day}", readings.assign(day=day),
                    produced_by={"run_id": "ingest-run"},
-                   source_file={"path": f"readings/2024-01-0{day}.csv", "sha256": "c" * 64},
+                   source_files=[{"path": f"readings/2024-01-0{day}.csv", "sha256": "c" * 64}],
                    check=f"quality/raw/readings/date=2024-01-0{day}/validation_result.json")
            for day in (1, 2)]
     features = [publish(root, f"features/last/date=2024-01-0{day}", readings, view="last",
@@ -179,12 +179,21 @@ def test_trace_lays_out_the_chain(lake_root: Path, files: Path) -> None:
     ]
 
 
+def test_trace_counts_a_source_file_of_several_partitions_once(lake_root: Path,
+                                                               files: Path) -> None:
+    rec = record_of(lake_root, files, "run-1")
+    for part in rec["raw_partitions"]:  # a month file feeds every day of its month
+        part["source_files"] = [{"path": "readings/2024-01.csv", "sha256": "c" * 64}]
+    lines = audit.trace_lines(Subject("sensors", "3", "run-1", [], {}, rec))
+    assert "      │    from 1 source files, e.g. readings/2024-01.csv" in lines
+
+
 def test_trace_shortens_long_lists_and_shows_failures(lake_root: Path, files: Path) -> None:
     rec = record_of(lake_root, files, "run-1")
     view = rec["feature_partitions"][0]
     rec["feature_partitions"] = [{**view, "path": f"features/last/date=2024-01-0{day}",
                                   "produced_by": {"run_id": f"run-{day}"}} for day in (3, 1, 2)]
-    rec["raw_partitions"] = [{k: v for k, v in p.items() if k != "source_file"}
+    rec["raw_partitions"] = [{k: v for k, v in p.items() if k != "source_files"}
                              for p in rec["raw_partitions"]]
     rec["checks"]["training_set"]["success"] = False
     rec["checks"]["raw"] = [{"suite": "readings", "success": n != 2, "result": f"r{n}.json"}

@@ -18,7 +18,9 @@ D1, D2, D4 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 4)
 
 
 def _file(spec: LoadedSpec, day: dt.date) -> Path:
-    return ingest.landing_file(spec, spec.pipeline.sources["readings"], day)
+    source = spec.pipeline.sources["readings"]
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+    return ingest.landing_file(spec, source, ingest.delivery_at(source, midnight))
 
 
 def test_ingest_publishes_a_partition_per_day(tiny: LoadedSpec) -> None:
@@ -30,7 +32,7 @@ def test_ingest_publishes_a_partition_per_day(tiny: LoadedSpec) -> None:
     table = pd.read_parquet(partitions[0].data_path)
     assert str(table["ts"].dtype) == "datetime64[us, UTC]"
     manifest = partitions[0].manifest
-    assert manifest["source_file"]["sha256"] == lake.sha256_file(_file(tiny, D1))
+    assert [f["sha256"] for f in manifest["source_files"]] == [lake.sha256_file(_file(tiny, D1))]
 
 
 def test_rerun_changes_no_checksum(tiny: LoadedSpec) -> None:
@@ -170,5 +172,5 @@ def test_events_later_than_the_clock_and_tolerance_fail(tiny: LoadedSpec) -> Non
 def test_a_file_dated_beyond_the_tolerance_is_refused_by_name(tiny: LoadedSpec) -> None:
     with pytest.raises(DataError) as error:
         ingest.ingest(tiny, "readings", D1, D4, now=NOON_D2 - dt.timedelta(days=1))
-    assert f"{_file(tiny, dt.date(2024, 1, 3))}: dated 2024-01-03, after the run's clock" \
+    assert f"{_file(tiny, dt.date(2024, 1, 3))}: dated 2024-01-03 (UTC day), after the run's clock" \
         in str(error.value)

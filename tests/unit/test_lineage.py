@@ -296,6 +296,8 @@ def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
     assert record["training_set"]["sha256"] == lake.sha256_file(data)
     assert record["training_set"]["window"] == {"start": "2024-01-01", "end": "2024-01-04"}
     assert [p["path"] for p in record["raw_partitions"]] == _raw_paths()
+    assert [[Path(f["path"]).name for f in p["source_files"]] for p in record["raw_partitions"]
+            ] == [[f"2024-01-0{d}.csv"] for d in (1, 2, 3)]
     assert [(p["view"], p["path"][-10:]) for p in record["feature_partitions"]] == [
         ("last", f"2024-01-0{d}") for d in (1, 2, 3)]
     checked = record["checks"]["training_set"]

@@ -60,8 +60,9 @@ MISTAKES = [  # (spec edit, files edit, field, words the message must hold)
                  id="build-hook"),
     pytest.param(lambda d: d["sources"]["legs"].update(timezone="America/NewYork"), None,
                  "sources.legs.timezone", "America/New_York", id="timezone"),
-    pytest.param(lambda d: d["sources"]["legs"].update(path="legs/{date}/{hour}.parquet"), None,
-                 "sources.legs.path", "unknown placeholders ['hour']", id="placeholder"),
+    pytest.param(lambda d: d["sources"]["legs"].update(path="legs/{day}.parquet"), None,
+                 "sources.legs.path", "names the placeholders ['day'], but period: day needs "
+                 "['date']", id="placeholder"),
     pytest.param(lambda d: d["sources"]["legs"].update(path="legs/{date}}.parquet"), None,
                  "sources.legs.path", "is not a path template (Single '}'", id="lone-brace"),
     pytest.param(lambda d: d["sources"]["fleet"].update(suite="aircraft_fleet"), None,
