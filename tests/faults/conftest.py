@@ -1,6 +1,6 @@
-"""The fault suite reuses the unit tests' tiny `sensors` pipeline (`tiny`, `ingested`,
-`built`, and their helpers) as it is, so a fault case runs on exactly what the unit tests
-run on."""
+"""The fault suite reuses the unit tests' tiny `sensors` pipeline as it is: the fixtures
+`tiny`, `ingested` and `built` are re-exported from tests/unit/conftest.py (not copied), so a
+fault case runs on exactly what the unit tests run on."""
 
 import pytest
 
