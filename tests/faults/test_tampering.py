@@ -1,0 +1,210 @@
+"""Changed bytes at every layer of a recorded training run, and who catches them.
+
+`recorded` is the tiny pipeline built, its training set gated by a real GX suite and its
+lineage record made by `lineage.lineage_record`, exactly what a registered version's run
+holds. `audit.verify_subject` checks it; the only stand-in is the MLflow artifact store: the
+run's artifacts (the spec and GX result as they were logged) are copies in a folder of the
+test, and the model has no files, so no tracking store is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines import audit, features, lake, lineage, quality, training_set
+from pipelines.errors import DataError
+from pipelines.settings import lake_root
+from pipelines.spec import LoadedSpec
+from pipelines.training_set import TrainingInput
+from tests.faults.invariants import D1, D2, D4, Case, assert_clear_error, flip_byte, params
+
+SUITE = {"name": "sensors_training_set", "expectations": [
+    {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "reading_id"}},
+    {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "high",
+                                                            "value_set": [0, 1]}}]}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    spec: LoadedSpec
+    built: TrainingInput
+    subject: audit.Subject
+
+    def verify(self) -> audit.Verification:
+        return audit.verify_subject(self.subject)
+
+    def file(self, layer: str) -> Path:
+        """The data file of one layer the record names: raw D2, features D2, the set."""
+        if layer == "training set":
+            return lake_root() / self.built.training_set.path / lake.DATA_FILE
+        dataset = "raw/readings" if layer == "raw" else "features/last"
+        return lake.pipeline_dir("sensors", *dataset.split("/"), f"date={D2}") / lake.DATA_FILE
+
+
+@pytest.fixture
+def recorded(ingested: LoadedSpec, built: TrainingInput, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Recorded:
+    (ingested.expectations_dir / "sensors_training_set.json").write_text(json.dumps(SUITE))
+    gate = quality.validate_training_set(ingested, built.training_set)
+    pair = lineage.plan_pair(ingested, built.training_set.dataset_id)
+    record = lineage.lineage_record(ingested, built, gate, pair, {"dag_id": "sensors_train"})
+    record["model"] = {"uri": "models:/sensors/1", "model_id": "m-faults", "files": {}}
+    store = tmp_path / "artifacts"  # the run's artifacts as they were logged
+    for artifact, source in ((record["spec"]["artifact"], ingested.path),
+                             (record["checks"]["training_set"]["artifact"],
+                              lake_root() / gate.result_path)):
+        (store / artifact).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, store / artifact)
+    monkeypatch.setattr(audit, "_download", lambda run_id, path, into: store / path)
+    monkeypatch.setattr(audit.registry, "artifact_hashes", lambda uri: {})
+    tags = {"lineage_sha256": lake.sha256_json(record), "pair_id": pair.pair_id,
+            "dataset_id": pair.dataset_id}
+    subject = audit.Subject("sensors", "1", "run-faults", ["champion"], tags, record)
+    result = audit.verify_subject(subject)
+    assert result.intact and result.checked >= 10, result
+    return Recorded(ingested, built, subject)
+
+
+def _named(result: audit.Verification) -> set[str]:
+    return {m.what for m in result.mismatches}
+
+
+def _rel(path: Path) -> str:
+    return lake.relative(path.parent) + "/" + path.name
+
+
+@pytest.mark.parametrize("layer", ["raw", "features"])
+def test_a_flipped_byte_in_a_partition_is_named_by_verify(recorded: Recorded, layer: str) -> None:
+    """Invariant: every manifest matches its bytes, and `verify` names the one file whose
+    bytes changed (raw or feature partition), with the recorded and the actual sha256.
+
+    Sees: `verify` not intact, one mismatch `sensors/<layer>/.../date=2024-01-02/data.parquet`
+    with the recorded and the actual sha256.
+    """
+    path = recorded.file(layer)
+    flip_byte(path)
+    result = recorded.verify()
+    assert not result.intact
+    assert _named(result) == {_rel(path)}
+    (mismatch,) = result.mismatches
+    assert mismatch.actual == lake.sha256_file(path) != mismatch.expected
+
+
+def test_a_flipped_byte_in_the_training_set_fails_its_hash_and_content(recorded: Recorded) -> None:
+    """Invariant: nothing is trained on bytes other than those recorded: a changed training
+    set fails both its file sha256 and its dataset_id (the content hash), and nothing else.
+
+    Sees: two mismatches, `sensors/datasets/<id>/data.parquet` and `dataset_id (content of
+    the training set)` (`unreadable (...)` when the bytes no longer decode).
+    """
+    path = recorded.file("training set")
+    flip_byte(path)
+    assert _named(recorded.verify()) == {_rel(path), "dataset_id (content of the training set)"}
+
+
+@pytest.mark.parametrize("layer", ["raw", "features", "training set"])
+def test_a_deleted_data_file_is_reported_missing(recorded: Recorded, layer: str) -> None:
+    """Invariant: a data file deleted from the lake is a mismatch of `verify` saying
+    `missing`, never a crash or an intact verdict.
+
+    Sees: mismatch `<path>/data.parquet`, expected the recorded sha256, actual `missing`.
+    """
+    path = recorded.file(layer)
+    path.unlink()
+    result = recorded.verify()
+    assert {m.actual for m in result.mismatches if m.what == _rel(path)} == {"missing"}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17: verify compares the training-set GX result "
+                   "it recorded with the run's copy only; the lake's _quality result (and its "
+                   "manifest sha256) is never re-hashed")
+def test_a_flipped_byte_in_the_lakes_gx_result_is_named_by_verify(recorded: Recorded) -> None:
+    """Invariant: every manifest matches its bytes: the gate's GX result in the lake
+    (`_quality/datasets/<id>/validation_result.json`) changed after the run is named by
+    `verify`.
+
+    Sees: `verify` intact (defect): the lake's copy is not checked.
+    """
+    check = recorded.subject.record["checks"]["training_set"]
+    path = lake_root() / check["result"]
+    flip_byte(path, at=0.3)
+    assert _rel(path) in _named(recorded.verify())
+
+
+def test_a_deleted_raw_manifest_hides_the_partition_from_readers(recorded: Recorded) -> None:
+    """Invariant: no visible partition without a committed manifest: once a raw partition's
+    manifest is gone, `list_partitions` no longer returns it and features refuse the gap by
+    name, instead of reading uncommitted data.
+
+    Sees: `raw/readings: 1 day partitions missing from 2024-01-02 (rule: ingest before
+    computing features; run the ingest DAG for that range)`.
+    """
+    folder = recorded.file("raw").parent
+    (folder / lake.MANIFEST).unlink()
+    assert D2 not in {p.day for p in lake.list_partitions("sensors", "raw", "readings")}
+    with pytest.raises(DataError) as error:
+        features.compute_view(recorded.spec, "last", D1, D4)
+    assert_clear_error(error, DataError, "raw/readings: 1 day partitions missing from 2024-01-02")
+
+
+def _rewrite(path: Path) -> None:
+    """Replace a Parquet file with a valid one of other content: changed bytes a reader
+    decodes without noticing."""
+    frame = pd.read_parquet(path)
+    column = next(c for c in ("value", "last__value", "high") if c in frame.columns)
+    frame.loc[frame.index[0], column] = 1 - frame.loc[frame.index[0], column]
+    frame.to_parquet(path, index=False)
+
+
+def _read(recorded: Recorded, layer: str) -> None:
+    spec = recorded.spec
+    if layer == "raw":
+        features.compute_view(spec, "last", D1, D4)
+    elif layer == "features":
+        training_set.assemble_training_frame(spec, D1, D4)
+    else:
+        quality.validate_training_set(spec, recorded.built.training_set)
+
+
+READERS = [
+    Case("raw-changed", "no error (defect): features are computed from the changed raw bytes "
+         "and record the manifest's sha256", "raw", ("raw/readings/date=2024-01-02", "sha256"),
+         xfail="issue 17 (read verification): features.compute_view reads raw partitions "
+               "without checking their bytes against the manifest sha256"),
+    Case("features-changed", "no error (defect): the training set joins the changed feature "
+         "bytes", "features", ("features/last/date=2024-01-02", "sha256"),
+         xfail="issue 17 (read verification): the training set reads feature partitions "
+               "without checking their bytes against the manifest sha256"),
+    Case("training-set-changed", "no error (defect): the GX gate validates the changed "
+         "training set", "training set", ("datasets/", "sha256"),
+         xfail="issue 17 (read verification): quality.validate_training_set reads the set "
+               "without checking it against its manifest sha256 or its dataset_id"),
+    Case("raw-data-file-deleted", "DuckDB's `IOException: No files found that match the "
+         "pattern` (defect), not a DataError", "raw-deleted",
+         ("raw/readings/date=2024-01-02",),
+         xfail="issue 17 (read verification): a committed raw partition whose data file is "
+               "gone fails features with DuckDB's IOException, not a DataError"),
+]
+
+
+@pytest.mark.parametrize("case", params(*READERS))
+def test_a_reader_refuses_bytes_its_manifest_does_not_record(recorded: Recorded,
+                                                             case: Case) -> None:
+    """Invariant: nothing is computed, trained or validated on bytes other than those
+    recorded: the reader of each layer refuses a data file whose bytes are not its
+    manifest's, with a DataError naming the partition and the sha256 rule."""
+    layer = case.fault.removesuffix("-deleted")
+    path = recorded.file(layer)
+    if case.fault.endswith("-deleted"):
+        path.unlink()
+    else:
+        _rewrite(path)
+    with pytest.raises(DataError) as error:
+        _read(recorded, layer)
+    assert_clear_error(error, DataError, *case.needles)
