@@ -1,10 +1,11 @@
 """The invariants every fault case checks after its fault, in one place.
 
-- `assert_all_committed`: no visible partition without a committed manifest, and no data
-  anywhere in the lake outside a committed folder (hidden leftovers of an interrupted writer
-  are named separately, see `leftovers`);
-- `assert_manifests_match`: every manifest matches its bytes (each file re-hashed), and no
-  committed folder holds a file its manifest does not list;
+- `assert_all_committed`: no visible partition holding files without a committed manifest,
+  and no data anywhere in the lake outside a committed folder's committed generation (or the
+  one it just replaced); what an interrupted writer leaves is what `pitstop doctor` reports,
+  see `leftovers`;
+- `assert_manifests_match`: every manifest matches its bytes (each file of its generation
+  re-hashed), and no committed generation holds a file its manifest does not list;
 - `assert_nothing_published`: a failed stage left no partition of its layer;
 - `assert_trained_on_recorded`: a training set's manifest names the sha256 its inputs have
   now, and its own data file is the one recorded;
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pipelines import features, ingest, lake, training_set
+from pipelines import doctor, features, ingest, lake, training_set
 from pipelines.settings import lake_root
 from pipelines.spec import LoadedSpec, load_spec
 from tests.unit import conftest as unit
@@ -41,51 +42,77 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def _kept(folder: Path, manifest: dict[str, Any]) -> set[str]:
+    """Top-level entries of a committed folder a reader may be on: the committed generation
+    and the one it replaced (kept until the next publish), or a pre-generation manifest's own
+    files."""
+    if "generation" in manifest:
+        return {manifest["generation"], manifest.get("previous") or ""} - {""}
+    return {f["name"].split("/")[0] for f in manifest["files"]}
+
+
 def leftovers(root: Path | None = None) -> list[Path]:
-    """Hidden `.tmp-…`/`.trash-…` folders: what an interrupted writer leaves; never read."""
+    """What `pitstop doctor` reports in the lake (without --fix): uncommitted generations,
+    temp manifests, stale locks, old-layout `.tmp-…`/`.trash-…` folders. Never read."""
     root = root or lake_root()
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob(".*") if p.is_dir())
+    return sorted(root / finding.where for finding in doctor.lake_findings(root))
 
 
 def assert_all_committed(root: Path | None = None, allow_leftovers: bool = False) -> None:
-    """Every `date=` folder has a manifest (so `list_partitions` and a scan agree), and every
-    data file in the lake lies inside a committed folder; with `allow_leftovers`, hidden
-    temporary folders of an interrupted writer may remain (readers never look in them)."""
+    """Every `date=` folder holding files has a manifest (so `list_partitions` and a scan
+    agree), and every data file in the lake lies in a committed folder's committed (or just
+    replaced) generation; with `allow_leftovers`, what `pitstop doctor` reports (an
+    interrupted writer's uncommitted generation, temp manifest, lock, hidden folder) may
+    remain: readers never look in it."""
     root = root or lake_root()
     if not root.exists():
         return
-    committed = _committed_folders(root)
+    committed = {folder: lake.read_manifest(folder) or {} for folder in _committed_folders(root)}
+    found = leftovers(root)
     for folder in root.rglob("date=*"):
-        if folder.is_dir() and not _hidden(folder, root):
-            assert (folder / lake.MANIFEST).is_file(), f"visible partition without manifest: {folder}"
+        if folder.is_dir() and not _hidden(folder, root) and folder not in committed:
+            files = [p for p in folder.rglob("*") if p.is_file() and p.name != lake.LOCK]
+            assert files == [], f"visible partition without manifest: {folder} holds {files}"
     for path in root.rglob("*"):
         if not path.is_file() or path.suffix not in DATA_SUFFIXES or path.name == lake.MANIFEST:
             continue
         if _hidden(path, root):
             assert allow_leftovers, f"stray data in a hidden folder: {path}"
             continue
-        assert any(folder in path.parents for folder in committed), f"stray data: {path}"
+        owner = next((f for f in committed if f in path.parents), None)
+        assert owner is not None, f"stray data: {path}"
+        top = path.relative_to(owner).parts[0]
+        if top in _kept(owner, committed[owner]):
+            continue
+        assert allow_leftovers, f"stray data outside the committed generation: {path}"
+        assert any(p == path or p in path.parents for p in found), \
+            f"stray data that doctor does not report: {path}"
     if not allow_leftovers:
-        assert leftovers(root) == [], f"leftover temporary folders: {leftovers(root)}"
+        assert found == [], f"leftovers doctor reports: {found}"
 
 
 def assert_manifests_match(root: Path | None = None) -> int:
-    """Re-hash every file every committed manifest lists; returns how many were checked."""
+    """Re-hash every file every committed manifest lists (in its committed generation);
+    returns how many were checked."""
     root = root or lake_root()
     checked = 0
     for folder in _committed_folders(root) if root.exists() else []:
         manifest = json.loads((folder / lake.MANIFEST).read_text())
+        generation = lake.generation_dir(folder, manifest)
         listed = {f["name"] for f in manifest["files"]}
         for entry in manifest["files"]:
-            path = folder / entry["name"]
+            path = lake.committed_file(folder, entry["name"], manifest)
             assert path.is_file(), f"{path}: listed in its manifest but missing"
             assert lake.sha256_file(path) == entry["sha256"], f"{path}: bytes != manifest sha256"
             assert path.stat().st_size == entry["bytes"], f"{path}: size != manifest bytes"
             checked += 1
-        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.is_file() and p.name not in (lake.MANIFEST, ".lock")}
+        skip = (lake.MANIFEST, lake.LOCK)
+        present = {p.relative_to(generation).as_posix() for p in generation.rglob("*")
+                   if p.is_file() and p.name not in skip} if "generation" in manifest else {
+            p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and p.name not in skip}
         assert present <= listed, f"{folder}: files not in its manifest: {present - listed}"
     return checked
 
@@ -112,12 +139,13 @@ def assert_trained_on_recorded(built: training_set.TrainingInput) -> None:
     manifest = lake.read_manifest(folder)
     assert manifest is not None, f"{folder}: no manifest"
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-    assert lake.sha256_file(folder / lake.DATA_FILE) == data["sha256"]
+    assert lake.sha256_file(lake.committed_file(folder, lake.DATA_FILE, manifest)) == \
+        data["sha256"]
     inputs = [*manifest["inputs"]["spine"],
               *(p for parts in manifest["inputs"]["features"].values() for p in parts)]
     assert inputs, "a training set records its inputs"
     for used in inputs:
-        path = lake_root() / used["path"] / lake.DATA_FILE
+        path = lake.committed_file(lake_root() / used["path"])
         assert lake.sha256_file(path) == used["sha256"], f"{path}: not the bytes recorded"
 
 
@@ -156,7 +184,9 @@ def make_tiny(folder: Path) -> LoadedSpec:
 
 
 def landing(spec: LoadedSpec, day: dt.date) -> Path:
-    return ingest.landing_file(spec, spec.pipeline.sources["readings"], day)
+    source = spec.pipeline.sources["readings"]
+    midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+    return ingest.landing_file(spec, source, ingest.delivery_at(source, midnight))
 
 
 def reland(spec: LoadedSpec, *days: dt.date) -> None:

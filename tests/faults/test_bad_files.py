@@ -71,10 +71,10 @@ CASES = [
     Case("duplicate-keys", "`<file>: 1 duplicate keys on ['sensor', 'ts'] (rule: keys are unique)`",
          _text(lambda t: t + t.splitlines()[1] + "\n"),
          ("1 duplicate keys on ['sensor', 'ts'] (rule: keys are unique)",)),
-    Case("row-outside-its-day", "`<file>: column 'ts' has 1 rows outside 2024-01-02 (rule: a daily "
-         "file holds only its own UTC day)`",
+    Case("row-outside-its-day", "`<file>: column 'ts' has 1 rows outside 2024-01-02 (UTC day): ... "
+         "(rule: a file holds only the period its path names; ...)`",
          _text(lambda t: t.replace("2024-01-02T05", "2024-01-03T05", 1)),
-         ("rows outside 2024-01-02", "a daily file holds only its own UTC day")),
+         ("rows outside 2024-01-02 (UTC day)", "a file holds only the period its path names")),
     Case("directory-for-file", "`<file>: cannot be read as csv: [Errno 21] Is a directory`",
          _directory, ("cannot be read as csv", "Is a directory")),
 ]

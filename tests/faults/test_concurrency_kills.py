@@ -2,13 +2,17 @@
 one, whole, never missing and never half of either.
 
 A kill is simulated by raising `Killed` (a BaseException, as a signal handler's exit or
-KeyboardInterrupt would be) at one step of `lake.publish_dir`, through monkeypatch.
+KeyboardInterrupt would be) at one step of `lake.publish_dir` (write, describe, manifest,
+lock, replace, prune: docs/lineage.md "How a folder is published"), through monkeypatch.
+tests/unit/test_publish.py stops the same steps (and kills real writer processes) to check
+the partition; the cases here keep one per step to check the fault suite's invariants as
+well: the old or new partition readable whole, the lake sound, exactly what `pitstop doctor`
+should report left behind, and nothing once `doctor --fix` ran.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import ingest, lake
+from pipelines import doctor, ingest, lake
 from pipelines.spec import LoadedSpec
 from tests.faults.invariants import (
     D1,
@@ -61,7 +65,8 @@ def _state(final: Path) -> str | None:
         assert not final.exists() or not any(final.iterdir()), f"{final}: data without manifest"
         return None
     assert_lake_sound(final.parents[3], allow_leftovers=True)
-    writers = set(pq.read_table(final / lake.DATA_FILE).column("writer").to_pylist())
+    data = lake.committed_file(final, lake.DATA_FILE, manifest)
+    writers = set(pq.read_table(data).column("writer").to_pylist())
     assert writers == {manifest["writer"]}, (writers, manifest["writer"])
     return manifest["writer"]
 
@@ -69,7 +74,7 @@ def _state(final: Path) -> str | None:
 def test_two_writers_of_one_partition_leave_one_whole_result(root: Path) -> None:
     """Invariant: two threads publishing the same partition at once both return, and leave
     exactly one of the two versions, whole (manifest matching its bytes, every row that
-    writer's), and no temporary folder; repeated over 15 rounds.
+    writer's), and nothing `pitstop doctor` reports; repeated over 15 rounds.
 
     Sees: nothing: both publishes succeed; the last one wins whole.
     """
@@ -123,29 +128,26 @@ def test_two_ingests_of_one_range_give_the_serial_result(
     assert run_clean(tiny) == clean_dataset_id
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: lake.publish_dir replaces a partition with "
-                   "two renames (final -> .trash, tmp -> final); between them the partition "
-                   "is missing for readers")
 def test_a_reader_never_sees_a_republished_partition_missing(
         root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Invariant: a reader polling while a writer republishes a partition always finds it
-    (old or new, whole). Checked two ways: right after every rename the writer does (the
-    moments between the steps of a swap), and by a reader thread polling throughout 30
+    (old or new, whole). Checked two ways: right after every `os.replace` the writer does
+    (the commit of each publication), and by a reader thread polling throughout 30
     republishes.
 
-    Sees: the partition missing from `list_partitions` for a moment (defect).
+    Sees: nothing: the partition is there throughout (the manifest is replaced in one step).
     """
     final = _final(root)
     lake.publish_dir(final, _writer("first"))
     seen_missing: list[str] = []
-    rename = os.rename
+    replace = os.replace
 
-    def checked_rename(src: Any, dst: Any) -> None:
-        rename(src, dst)
+    def checked_replace(src: Any, dst: Any) -> None:
+        replace(src, dst)
         if threading.current_thread() is writer_thread and lake.read_manifest(final) is None:
-            seen_missing.append(f"after rename {Path(src).name} -> {Path(dst).name}")
+            seen_missing.append(f"after replace {Path(src).name} -> {Path(dst).name}")
 
-    monkeypatch.setattr(lake.os, "rename", checked_rename)
+    monkeypatch.setattr(lake.os, "replace", checked_replace)
     done = threading.Event()
 
     def poll() -> None:
@@ -168,98 +170,89 @@ def test_a_reader_never_sees_a_republished_partition_missing(
     assert seen_missing == []
 
 
-def _fail_nth_rename(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    rename, calls = os.rename, []
-
-    def failing(src: Any, dst: Any) -> None:
-        calls.append(src)
-        if len(calls) == n:
-            raise Killed(f"rename {n}")
-        rename(src, dst)
-
-    monkeypatch.setattr(lake.os, "rename", failing)
+def _dying(what: str) -> Any:
+    def die(*_args: Any, **_kwargs: Any) -> Any:
+        raise Killed(what)
+    return die
 
 
 def _kill(step: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Arrange for the writer to die at `step`; returns the `write` callback to publish with."""
     write = _writer("new")
     if step == "write":
-        def dying(tmp: Path) -> dict[str, Any]:
-            write(tmp)
+        def dying(folder: Path) -> dict[str, Any]:
+            write(folder)
             raise Killed("after writing the data file")
         return dying
-    if step == "hash":
-        def dying_hash(path: Path) -> str:
-            raise Killed(f"hashing {path.name}")
-        monkeypatch.setattr(lake, "sha256_file", dying_hash)
+    if step == "describe":
+        monkeypatch.setattr(lake, "sha256_file", _dying("hashing the data file"))
     elif step == "manifest":
         original = Path.write_text
 
         def dying_write(self: Path, *args: Any, **kwargs: Any) -> int:
-            if self.name == lake.MANIFEST:
+            if self.name.startswith(lake.MANIFEST_TMP):
                 original(self, "{\"files\": [", **kwargs)  # half a manifest, then death
-                raise Killed("while writing the manifest")
+                raise Killed("while writing the temp manifest")
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(Path, "write_text", dying_write)
     elif step == "lock":
-        def dying_lock(folder: Path) -> Any:
-            raise Killed("waiting for the lock")
-        monkeypatch.setattr(lake, "_locked", dying_lock)
-    elif step == "rename-away":
-        _fail_nth_rename(monkeypatch, 1)
-    elif step == "rename-in":
-        _fail_nth_rename(monkeypatch, 2)
-    elif step == "cleanup":
-        rmtree = shutil.rmtree
-
-        def dying_rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
-            if Path(path).name.startswith(".trash-"):
-                raise Killed("removing the old version")
-            rmtree(path, *args, **kwargs)
-
-        monkeypatch.setattr(lake.shutil, "rmtree", dying_rmtree)
+        monkeypatch.setattr(lake, "locked", _dying("waiting for the lock"))
+    elif step == "replace":
+        monkeypatch.setattr(lake.os, "replace", _dying("replacing the manifest"))
+    elif step == "prune":
+        # after the commit, rmtree is only called to remove the generation the replaced
+        # manifest had replaced
+        monkeypatch.setattr(lake.shutil, "rmtree", _dying("removing the superseded generation"))
     return write
 
 
 KILLS = [
-    Case("write", "the old version, whole", "write"),
-    Case("hash", "the old version, whole", "hash"),
-    Case("manifest", "the old version, whole (the half-written manifest was in the hidden "
-         "temporary folder)", "manifest"),
-    Case("lock", "the old version, whole", "lock"),
-    Case("rename-away", "the old version, whole", "rename-away"),
-    Case("rename-in", "no partition at all (defect): the old version sits in a hidden "
-         "`.trash-` folder", "rename-in",
-         xfail="issue 17: a writer killed between publish_dir's two renames leaves no "
-               "partition: the old one is in .trash-…, the new one never moved in"),
-    Case("cleanup", "the new version, whole (a hidden `.trash-` folder is left, never read)",
-         "cleanup"),
+    Case("write", "the old version, whole; nothing left (the writer removes its generation)",
+         "write"),
+    Case("describe", "the old version, whole; nothing left", "describe"),
+    Case("manifest", "the old version, whole; nothing left (the half-written temp manifest is "
+         "removed)", "manifest"),
+    Case("lock", "the old version, whole; nothing left", "lock"),
+    Case("replace", "the old version, whole; nothing left", "replace"),
+    Case("prune", "the new version, whole; `pitstop doctor` reports the superseded generation "
+         "as `uncommitted` and `--fix` removes it", "prune"),
 ]
+COMMITTED = {"prune"}
+"""Steps after the commit: the new version is published, and the kill leaves work for doctor."""
 
 
 @pytest.mark.parametrize("case", params(*KILLS))
 def test_a_writer_killed_while_republishing_leaves_old_or_new(
         root: Path, monkeypatch: pytest.MonkeyPatch, case: Case) -> None:
     """Invariant: a writer killed at any step of `publish_dir` over a published partition
-    leaves the old version or the new one, whole, never none; a clean republish afterwards
-    gives the new one."""
+    (published twice, so the prune step has a generation to remove) leaves the old version or
+    the new one, whole, never none; what it leaves behind is exactly what `pitstop doctor`
+    reports, `--fix` clears it, and a clean republish afterwards gives the new one."""
     final = _final(root)
+    lake.publish_dir(final, _writer("older"))
     lake.publish_dir(final, _writer("old"))
     with monkeypatch.context() as patch:
         write = _kill(case.fault, patch)
         with pytest.raises(Killed):
             lake.publish_dir(final, write)
-    assert _state(final) in {"old", "new"}
+    committed = case.fault in COMMITTED
+    assert _state(final) == ("new" if committed else "old")
+    found = doctor.lake_findings(root)
+    assert [f.kind for f in found] == (["uncommitted"] if committed else []), found
+    doctor.lake_findings(root, fix=True)
+    assert leftovers(root) == []
+    assert_lake_sound(root)
     lake.publish_dir(final, _writer("new"))
     assert _state(final) == "new"
+    assert_lake_sound(root)
 
 
-@pytest.mark.parametrize("step", ["write", "hash", "manifest", "lock", "rename-away"])
+@pytest.mark.parametrize("step", ["write", "describe", "manifest", "lock", "replace"])
 def test_a_writer_killed_on_first_publication_leaves_nothing(
         root: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
-    """Invariant: a writer killed before its only rename leaves no partition (not half of
-    one) and no temporary folder; the next publish commits it whole.
+    """Invariant: a writer killed before its first commit leaves no partition (not half of
+    one) and nothing `pitstop doctor` reports; the next publish commits it whole.
 
     Sees: nothing published; the kill's exception propagates.
     """
@@ -271,6 +264,7 @@ def test_a_writer_killed_on_first_publication_leaves_nothing(
     assert _state(final) is None
     assert lake.list_partitions("sensors", "raw", "readings") == []
     assert leftovers(root) == []
+    assert_lake_sound(root)
     lake.publish_dir(final, _writer("new"))
     assert _state(final) == "new"
 

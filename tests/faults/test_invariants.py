@@ -34,10 +34,11 @@ def test_a_partition_without_manifest_or_stray_data_is_caught(ingested: LoadedSp
 
 def test_changed_bytes_and_unlisted_files_are_caught(built: TrainingInput) -> None:
     partition = lake.list_partitions("sensors", "features", "last")[1]
-    (partition.path / "extra.parquet").write_bytes(b"x")
+    extra = partition.data_path.parent / "extra.parquet"  # inside the committed generation
+    extra.write_bytes(b"x")
     with pytest.raises(AssertionError, match="files not in its manifest"):
         invariants.assert_manifests_match()
-    (partition.path / "extra.parquet").unlink()
+    extra.unlink()
     invariants.flip_byte(partition.data_path)
     with pytest.raises(AssertionError, match="bytes != manifest sha256"):
         invariants.assert_manifests_match()

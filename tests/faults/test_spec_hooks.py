@@ -65,6 +65,12 @@ LOAD = [
          "unknown sources ['reading']`",
          ("    sources: [readings]\n    keys", "    sources: [reading]\n    keys"),
          ("feature_views.last.sources: unknown sources ['reading']",)),
+    Case("unknown-placeholder", "`sensors.yaml: sources.readings.path: Value error, "
+         "'readings/{date}/{hour}.csv' names the placeholders ['date', 'hour'], but period: day "
+         "needs ['date']: write {date} (...), or set `period` to the files' cadence (day, hour "
+         "or month)`", ("readings/{date}.csv", "readings/{date}/{hour}.csv"),
+         ("sources.readings.path", "names the placeholders ['date', 'hour']",
+          "but period: day needs ['date']")),
 ]
 
 
@@ -90,10 +96,6 @@ CHECKS = [
          "'America/NewYork'! ...; use an IANA time zone name such as America/New_York`",
          ("    event_time: ts\n", "    event_time: ts\n    timezone: America/NewYork\n"),
          ("sources.readings.timezone", "America/NewYork", "America/New_York")),
-    Case("unknown-placeholder", "`sensors.yaml: error: sources.readings.path: "
-         "'readings/{date}/{hour}.csv' names unknown placeholders ['hour']; a path may use "
-         "{date} (...)`", ("readings/{{date}}.csv", "readings/{{date}}/{{hour}}.csv"),
-         ("sources.readings.path", "unknown placeholders ['hour']")),
     Case("missing-suite", "`sensors.yaml: error: training_suite: .../sensors_training_set.json: GX "
          "suite file not found`", None, ("training_suite", "GX suite file not found")),
 ]

@@ -40,11 +40,13 @@ class Recorded:
         return audit.verify_subject(self.subject)
 
     def file(self, layer: str) -> Path:
-        """The data file of one layer the record names: raw D2, features D2, the set."""
+        """The committed data file of one layer the record names: raw D2, features D2, the
+        set (in the generation its manifest names)."""
         if layer == "training set":
-            return lake_root() / self.built.training_set.path / lake.DATA_FILE
+            return lake.committed_file(lake_root() / self.built.training_set.path)
         dataset = "raw/readings" if layer == "raw" else "features/last"
-        return lake.pipeline_dir("sensors", *dataset.split("/"), f"date={D2}") / lake.DATA_FILE
+        return lake.committed_file(lake.pipeline_dir("sensors", *dataset.split("/"),
+                                                     f"date={D2}"))
 
 
 @pytest.fixture
@@ -76,7 +78,11 @@ def _named(result: audit.Verification) -> set[str]:
 
 
 def _rel(path: Path) -> str:
-    return lake.relative(path.parent) + "/" + path.name
+    """How `verify` names a committed file: as lineage records it, by its published folder
+    and file name (`.../date=2024-01-02/data.parquet`), not by the generation it is in now
+    (docs/lineage.md: a day republished byte for byte still verifies)."""
+    folder = path.parent.parent if lake.GENERATION.fullmatch(path.parent.name) else path.parent
+    return lake.relative(folder) + "/" + path.name
 
 
 @pytest.mark.parametrize("layer", ["raw", "features"])
@@ -84,7 +90,8 @@ def test_a_flipped_byte_in_a_partition_is_named_by_verify(recorded: Recorded, la
     """Invariant: every manifest matches its bytes, and `verify` names the one file whose
     bytes changed (raw or feature partition), with the recorded and the actual sha256.
 
-    Sees: `verify` not intact, one mismatch `sensors/<layer>/.../date=2024-01-02/data.parquet`
+    Sees: `verify` not intact, one mismatch
+    `sensors/<layer>/.../date=2024-01-02/data.parquet`
     with the recorded and the actual sha256.
     """
     path = recorded.file(layer)
@@ -145,7 +152,7 @@ def test_a_deleted_raw_manifest_hides_the_partition_from_readers(recorded: Recor
     Sees: `raw/readings: 1 day partitions missing from 2024-01-02 (rule: ingest before
     computing features; run the ingest DAG for that range)`.
     """
-    folder = recorded.file("raw").parent
+    folder = recorded.file("raw").parent.parent  # the day folder, not its generation
     (folder / lake.MANIFEST).unlink()
     assert D2 not in {p.day for p in lake.list_partitions("sensors", "raw", "readings")}
     with pytest.raises(DataError) as error:
@@ -172,24 +179,24 @@ def _read(recorded: Recorded, layer: str) -> None:
         quality.validate_training_set(spec, recorded.built.training_set)
 
 
+RULE = "the sha256 its manifest records (rule: data is read only as published"
+
 READERS = [
-    Case("raw-changed", "no error (defect): features are computed from the changed raw bytes "
-         "and record the manifest's sha256", "raw", ("raw/readings/date=2024-01-02", "sha256"),
-         xfail="issue 17 (read verification): features.compute_view reads raw partitions "
-               "without checking their bytes against the manifest sha256"),
-    Case("features-changed", "no error (defect): the training set joins the changed feature "
-         "bytes", "features", ("features/last/date=2024-01-02", "sha256"),
-         xfail="issue 17 (read verification): the training set reads feature partitions "
-               "without checking their bytes against the manifest sha256"),
+    Case("raw-changed", "`<raw D2 folder>/g-<hex>/data.parquet: sha256 <found> (N bytes) is not "
+         "<recorded>, the sha256 its manifest records (rule: data is read only as published; "
+         "...); re-ingest that day from its landing file: trigger sensors_ingest ...`",
+         "raw", ("raw/readings/date=2024-01-02", RULE, "re-ingest that day")),
+    Case("features-changed", "`<feature D2 folder>/g-<hex>/data.parquet: sha256 <found> (N bytes) "
+         "is not <recorded>, the sha256 its manifest records (rule: data is read only as "
+         "published; ...); recompute that day: `pitstop backfill ...``", "features",
+         ("features/last/date=2024-01-02", RULE, "pitstop backfill")),
     Case("training-set-changed", "no error (defect): the GX gate validates the changed "
          "training set", "training set", ("datasets/", "sha256"),
          xfail="issue 17 (read verification): quality.validate_training_set reads the set "
                "without checking it against its manifest sha256 or its dataset_id"),
-    Case("raw-data-file-deleted", "DuckDB's `IOException: No files found that match the "
-         "pattern` (defect), not a DataError", "raw-deleted",
-         ("raw/readings/date=2024-01-02",),
-         xfail="issue 17 (read verification): a committed raw partition whose data file is "
-               "gone fails features with DuckDB's IOException, not a DataError"),
+    Case("raw-data-file-deleted", "`<raw D2 folder>/g-<hex>/data.parquet: sha256 missing (no "
+         "file) is not <recorded>, the sha256 its manifest records (rule: ...)`", "raw-deleted",
+         ("raw/readings/date=2024-01-02", "sha256 missing (no file)", RULE)),
 ]
 
 
