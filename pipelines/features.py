@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import ingest, lake
-from pipelines.errors import DataError
+from pipelines.errors import DataError, SpecError
 from pipelines.lineage import view_definitions_hash
 from pipelines.spec import LoadedSpec
 
@@ -72,6 +72,25 @@ class ViewResult:
     seconds: float
 
 
+def _run_hook(spec: LoadedSpec, view_name: str, raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The view's function on its raw rows. An exception inside it is a bug in the hook,
+    deterministic like a spec mistake, so it becomes a SpecError naming the field and the
+    function (no retry); an OSError (a disk, a mount) is left as it is and may be retried."""
+    function = spec.pipeline.feature_views[view_name].function
+    try:
+        frame = spec.resolve(function)(raw)
+    except (DataError, SpecError, OSError):
+        raise
+    except Exception as exc:
+        raise SpecError(f"{spec.path}: feature_views.{view_name}.function {function} raised "
+                        f"{type(exc).__name__}: {exc}; fix the hook") from exc
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"feature view {view_name}: {function} returned a "
+                        f"{type(frame).__name__}, not a pandas DataFrame of the keys, "
+                        f"event_time and feature columns")
+    return frame
+
+
 def _check_view_output(frame: pd.DataFrame, view_name: str, keys: list[str]) -> None:
     for column in [*keys, EVENT_TIME]:
         if column not in frame.columns:
@@ -108,10 +127,13 @@ def compute_view(
 ) -> ViewResult:
     """Compute one view for `[start, end)` and publish a partition per day (empty days too)."""
     began = time.perf_counter()
+    if view_name not in spec.pipeline.feature_views:
+        raise DataError(f"feature view {view_name!r} is not declared in {spec.path.name}; "
+                        f"the views are {sorted(spec.pipeline.feature_views)}")
     view = spec.pipeline.feature_views[view_name]
     history = start - dt.timedelta(days=-(-view.lookback // dt.timedelta(days=1)))
     raw, used = raw_inputs(spec, view.sources, history, end)
-    frame = spec.resolve(view.function)(raw)
+    frame = _run_hook(spec, view_name, raw)
     _check_view_output(frame, view_name, view.keys)
     if CREATED_TIME not in frame.columns:
         frame[CREATED_TIME] = frame[EVENT_TIME] + view.availability_lag

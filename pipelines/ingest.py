@@ -332,6 +332,9 @@ def ingest(
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
     """
+    if not start < end:
+        raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
+                        "(end is exclusive)")
     now = now or dt.datetime.now(dt.UTC)
     source = spec.pipeline.sources[source_name]
     field = f"{spec.path.name}: sources.{source_name}"

@@ -336,6 +336,17 @@ def _repair(partition: Partition) -> str:
             f"{day} and end {after}, then recompute the features that read it")
 
 
+def verified_training_file(folder: Path, start: dt.date, end: dt.date) -> Path:
+    """A published training set's data file, re-hashed against its manifest: what the GX gate,
+    training and evaluation read, so a set corrupted after it was built is never used."""
+    manifest = read_manifest(folder) or {}
+    path = committed_file(folder, manifest=manifest)
+    verify_file(path, data_sha256(manifest),
+                f"rebuild it: run the train DAG over {start}..{end} again, whose "
+                "build_training_set republishes a corrupt set")
+    return path
+
+
 def verify(partition: Partition) -> tuple[int, ...]:
     """`verify_file` for a day partition, saying how to republish it when it fails."""
     return verify_file(partition.data_path, partition.sha256, _repair(partition))

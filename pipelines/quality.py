@@ -201,9 +201,10 @@ def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> Qualit
     if suite is None:
         raise SpecError(f"{spec.path}: training_suite: required (no model is trained on "
                         f"unvalidated data)")
-    folder = lake.lake_root() / training_set.path
+    data_file = lake.verified_training_file(lake.lake_root() / training_set.path,
+                                            training_set.start, training_set.end)
     report = validate(
-        pd.read_parquet(lake.committed_file(folder)), spec.suite_path(suite),
+        pd.read_parquet(data_file), spec.suite_path(suite),
         data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
         out_dir=lake.pipeline_dir(spec.name, "_quality", "datasets", training_set.dataset_id),
         pipeline=spec.name,

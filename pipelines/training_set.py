@@ -205,10 +205,5 @@ def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
 def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
     """The published set's rows, its data file re-hashed against its manifest first: a set
     corrupted after it was built fails here, before anything is fitted on it."""
-    folder = lake.lake_root() / training_set.path
-    manifest = lake.read_manifest(folder) or {}
-    data_file = lake.committed_file(folder, manifest=manifest)
-    lake.verify_file(data_file, lake.data_sha256(manifest),
-                     f"rebuild it: run the train DAG over {training_set.start}..{training_set.end} "
-                     "again, whose build_training_set republishes a corrupt set")
-    return pd.read_parquet(data_file)
+    return pd.read_parquet(lake.verified_training_file(
+        lake.lake_root() / training_set.path, training_set.start, training_set.end))

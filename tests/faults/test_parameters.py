@@ -86,26 +86,21 @@ def test_features_before_ingest_name_the_missing_partitions(tiny: LoadedSpec) ->
                        "run the ingest DAG")
     assert_nothing_published(tiny, "features", "last")
 
-@pytest.mark.xfail(strict=True, reason="issue 17: ingest.ingest accepts end <= start and returns "
-                   "an empty IngestResult instead of refusing the range")
 def test_an_ingest_range_ending_before_it_starts_is_refused(tiny: LoadedSpec) -> None:
     """Invariant: ingest of an empty or reversed range is an error saying so, not a
     success that published nothing.
 
-    Sees: nothing: `ingest(..., 2024-01-04, 2024-01-01)` returns 0 rows and no partitions
-    without an error (defect).
+    Sees: `ingest readings: end 2024-01-01 must be after start 2024-01-04 (end is exclusive)`.
     """
     with pytest.raises(DataError, match="must be after"):
         ingest.ingest(tiny, "readings", D4, D1)
     assert_lake_sound()
 
-@pytest.mark.xfail(strict=True, reason="issue 17: features.compute_view raises a bare KeyError "
-                   "for a view the spec does not declare")
 def test_an_unknown_view_name_is_a_clear_error(ingested: LoadedSpec) -> None:
     """Invariant: computing a view the spec does not declare is a DataError naming the view
     and the ones declared (as `backfill` says), not a bare KeyError.
 
-    Sees: `KeyError: 'lasst'` (defect).
+    Sees: `feature view 'lasst' is not declared in sensors.yaml; the views are ['last']`.
     """
     with pytest.raises(DataError, match=r"'lasst'.*\['last'\]"):
         features.compute_view(ingested, "lasst", D1, D4)

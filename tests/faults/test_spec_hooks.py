@@ -143,16 +143,14 @@ def spine_without_target(raw):
 '''
 
 VIEW_HOOKS = [
-    Case("hook-raising", "`ZeroDivisionError: division by zero`, not naming the view or its "
-         "function (defect)", "broken:raises", ("feature_views.last.function", "broken:raises"),
-         xfail="issue 17: an exception raised inside a view's hook reaches the task as is "
-               "(ZeroDivisionError), without the spec field or the hook it came from"),
+    Case("hook-raising", "`<spec>: feature_views.last.function broken:raises raised "
+         "ZeroDivisionError: division by zero; fix the hook` (SpecError, not retried)",
+         "broken:raises", ("feature_views.last.function", "broken:raises")),
     Case("hook-without-event-time", "`feature view last: output lacks column 'event_time'`",
          "broken:no_event_time", ("feature view last", "output lacks column 'event_time'")),
-    Case("hook-returning-non-frame", "`AttributeError: 'list' object has no attribute 'columns'` "
-         "(defect)", "broken:not_a_frame", ("feature view last", "DataFrame"),
-         xfail="issue 17: a view hook returning something other than a DataFrame fails with an "
-               "AttributeError, not a DataError naming the view and what it must return"),
+    Case("hook-returning-non-frame", "`feature view last: broken:not_a_frame returned a list, "
+         "not a pandas DataFrame of the keys, event_time and feature columns`",
+         "broken:not_a_frame", ("feature view last", "DataFrame")),
     Case("hook-returning-naive-time", "`feature view last: column 'event_time' must be "
          "timezone-aware UTC, got datetime64[us]`", "broken:naive_time",
          ("feature view last", "'event_time' must be timezone-aware UTC")),

@@ -190,10 +190,10 @@ READERS = [
          "is not <recorded>, the sha256 its manifest records (rule: data is read only as "
          "published; ...); recompute that day: `pitstop backfill ...``", "features",
          ("features/last/date=2024-01-02", RULE, "pitstop backfill")),
-    Case("training-set-changed", "no error (defect): the GX gate validates the changed "
-         "training set", "training set", ("datasets/", "sha256"),
-         xfail="issue 17 (read verification): quality.validate_training_set reads the set "
-               "without checking it against its manifest sha256 or its dataset_id"),
+    Case("training-set-changed", "`<set folder>/g-<hex>/data.parquet: sha256 <found> … is not "
+         "<recorded>, the sha256 its manifest records (rule: …); rebuild it: run the train DAG "
+         "over <window> again …`, before the GX gate runs", "training set",
+         ("datasets/", "sha256")),
     Case("raw-data-file-deleted", "`<raw D2 folder>/g-<hex>/data.parquet: sha256 missing (no "
          "file) is not <recorded>, the sha256 its manifest records (rule: ...)`", "raw-deleted",
          ("raw/readings/date=2024-01-02", "sha256 missing (no file)", RULE)),
