@@ -107,8 +107,11 @@ def test_validate_names_file_and_field(tmp_path: Path, capsys: pytest.CaptureFix
     assert words in errors[0]
 
 
-def test_the_examples_have_no_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    """With nothing landed, only the label's columns (which it cannot declare) go unchecked."""
+def test_the_examples_have_no_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """With nothing landed, only the label's columns (which it cannot declare) go unchecked.
+    (An empty home of its own: the session's home holds what the e2e tests landed.)"""
+    monkeypatch.setenv("PITSTOP_HOME", str(tmp_path))
     specs = [str(ROOT / "dags" / f"{name}.yaml") for name in ("flights_delay",
                                                                "aircraft_utilisation")]
     assert cli.main(["validate", *specs]) == 0
