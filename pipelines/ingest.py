@@ -279,14 +279,19 @@ def check_rows(table: pa.Table, path: Path, source: Source, delivery: Delivery) 
             raise DataError(
                 f"{path}: column {source.event_time!r} has {nulls} nulls (rule: every event is dated)"
             )
-        outside = pc.invert(_within(times, delivery.start, delivery.end))
-        if count := pc.sum(outside).as_py():
-            first = times.filter(outside)[0].as_py()
+        count, first = _flagged(times, pc.invert(_within(times, delivery.start, delivery.end)))
+        if count:
             raise DataError(
                 f"{path}: column {source.event_time!r} has {count} rows outside {delivery.label}: "
                 f"{delivery.span()} (rule: a file holds only the period its path names; check "
                 f"the source's period, period_zone and timezone), e.g. {first.isoformat()}"
             )
+
+
+def _flagged(times: pa.ChunkedArray, mask: pa.ChunkedArray) -> tuple[int, Any]:
+    """How many event times a rule flags, and the first of them (for the message)."""
+    count = pc.sum(mask).as_py() or 0
+    return count, times.filter(mask)[0].as_py() if count else None
 
 
 def check_values(table: pa.Table, path: Path, source: Source, field: str,
@@ -308,9 +313,8 @@ def check_values(table: pa.Table, path: Path, source: Source, field: str,
     if source.event_time and table.num_rows:
         times = table.column(source.event_time)
         limit = now + source.future_tolerance
-        later = pc.greater(times, pa.scalar(limit, times.type))
-        if count := pc.sum(later).as_py():
-            first = times.filter(later)[0].as_py()
+        count, first = _flagged(times, pc.greater(times, pa.scalar(limit, times.type)))
+        if count:
             raise DataError(
                 f"{path}: column {source.event_time!r} has {count} rows later than the run's "
                 f"clock {now.isoformat()} plus {field}.future_tolerance "
