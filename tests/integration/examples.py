@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 from pathlib import Path
+from typing import Any
 
+from pipelines import registry
 from pipelines.spec import load_spec
 
 
@@ -18,3 +20,16 @@ def land(spec_path: Path, start: dt.date, end: dt.date) -> None:
     module = importlib.util.module_from_spec(loader)
     loader.loader.exec_module(module)
     module.land(spec.landing_dir(), start, end)
+
+
+def registered_champion(first_run: dict, name: str) -> Any:
+    """The first run's version 1, a passing champion tagged with the run's pair and dataset
+    IDs and its train DAG: what every example's first run must register."""
+    assert first_run["version"] == "1" and first_run["already_registered"] is False
+    assert first_run["verdict"] == "passed", first_run["rejected_reason"]
+    assert first_run["champion"] is True
+    version = registry.client().get_model_version(name, "1")
+    assert version.tags["pair_id"] == first_run["pair_id"]
+    assert version.tags["dataset_id"] == first_run["dataset_id"]
+    assert version.tags["airflow_dag_id"] == f"{name}_train"
+    return version

@@ -38,14 +38,8 @@ def first_run(airflow_db: Path) -> dict:
 
 
 def test_registers_version_one_with_ids(first_run: dict) -> None:
-    assert first_run["version"] == "1" and first_run["already_registered"] is False
-    assert first_run["verdict"] == "passed", first_run["rejected_reason"]
-    assert first_run["champion"] is True
-    version = registry.client().get_model_version(NAME, "1")
-    assert version.tags["pair_id"] == first_run["pair_id"]
-    assert version.tags["dataset_id"] == first_run["dataset_id"]
+    version = examples.registered_champion(first_run, NAME)
     assert version.tags["gx_suite"] == "aircraft_utilisation_training_set"
-    assert version.tags["airflow_dag_id"] == "aircraft_utilisation_train"
     assert int(version.tags["raw_partitions"]) >= 2 * (END - START).days  # legs and observations
 
 

@@ -75,14 +75,8 @@ def lineage(first_run: dict) -> dict:
 
 
 def test_registers_a_multiclass_version_with_ids(first_run: dict) -> None:
-    assert first_run["version"] == "1" and first_run["already_registered"] is False
-    assert first_run["verdict"] == "passed", first_run["rejected_reason"]
-    assert first_run["champion"] is True
-    version = registry.client().get_model_version(NAME, "1")
-    assert version.tags["pair_id"] == first_run["pair_id"]
-    assert version.tags["dataset_id"] == first_run["dataset_id"]
+    version = examples.registered_champion(first_run, NAME)
     assert version.tags["gx_suite"] == "airport_visibility_training_set"
-    assert version.tags["airflow_dag_id"] == "airport_visibility_train"
     assert int(version.tags["raw_partitions"]) == 2 * (END - START).days  # weather and flights
     found = registry.client().search_model_versions(f"tags.pair_id = '{first_run['pair_id']}'")
     assert [(v.name, str(v.version)) for v in found] == [(NAME, "1")]
