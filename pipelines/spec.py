@@ -354,6 +354,14 @@ class SliceSpec(_Strict):
         return f"{self.column}_bucket" if self.bins else self.column
 
 
+def mean_shift_limit(limit: float | None, task: str) -> float:
+    """A mean-shift limit as set, else the task's default: 0.5 standard deviations for
+    regression, 0.1 (probability or share) otherwise."""
+    if limit is not None:
+        return limit
+    return 0.5 if task == "regression" else 0.1
+
+
 class Guardrails(_Strict):
     """Sanity checks on a candidate's predictions; any failure stops registration.
 
@@ -373,9 +381,7 @@ class Guardrails(_Strict):
     max_range_excess: float = Field(1.0, ge=0)
 
     def mean_shift(self, task: str) -> float:
-        if self.max_mean_shift is not None:
-            return self.max_mean_shift
-        return 0.5 if task == "regression" else 0.1
+        return mean_shift_limit(self.max_mean_shift, task)
 
 
 class Evaluation(_Strict):
@@ -402,6 +408,59 @@ class Schedules(_Strict):
     ingest: str = "0 1 * * *"
     features: str = "0 2 * * *"
     train: str | None = "0 6 1 * *"
+    score: str = "0 3 * * *"
+    """The score DAG's daily tick; it also runs whenever a features run publishes days."""
+
+
+class Score(_Strict):
+    """Batch scoring: which registered version scores each day's spine rows.
+
+    The version holding `alias` is pinned when a score run starts, so every day of one run
+    is scored by the same version even if the alias moves meanwhile.
+    """
+
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class FeatureLimits(_Strict):
+    """One feature's own limits, in place of the pipeline-wide ones."""
+
+    max_psi: float | None = Field(None, gt=0)
+    max_null_rate: float | None = Field(None, ge=0, le=1)
+
+
+class Monitoring(_Strict):
+    """Limits on each scored day, against the reference kept when the version was registered
+    (its evaluation rows' predictions and feature distributions). A breach fails that day's
+    score run, without retry, naming the metric, the feature, the value and the limit; its
+    predictions are kept but marked `usable: false` in their manifest.
+
+    `max_mean_shift` is the largest change of the mean prediction from the reference's: in
+    probability units for `binary` and `multiclass` (the top class's probability; default
+    0.1), in standard deviations of the reference predictions for `regression` (default 0.5).
+    PSI is computed on `bins` quantile bins of the reference (0.1 is a small shift, 0.25 a
+    large one); `max_null_rate` bounds each feature's share of nulls after the as-of join.
+    """
+
+    max_mean_shift: float | None = Field(None, gt=0)
+    max_prediction_psi: float = Field(0.25, gt=0)
+    max_feature_psi: float = Field(0.25, gt=0)
+    max_null_rate: float = Field(0.5, ge=0, le=1)
+    features: dict[str, FeatureLimits] = {}
+    """Per-feature limits by name in `model.features`, overriding the two above."""
+    bins: int = Field(10, ge=2, le=100)
+
+    def mean_shift(self, task: str) -> float:
+        return mean_shift_limit(self.max_mean_shift, task)
+
+    def feature_psi(self, feature: str) -> float:
+        own = self.features.get(feature)
+        return self.max_feature_psi if own is None or own.max_psi is None else own.max_psi
+
+    def null_rate(self, feature: str) -> float:
+        own = self.features.get(feature)
+        return (self.max_null_rate if own is None or own.max_null_rate is None
+                else own.max_null_rate)
 
 
 class DagSettings(_Strict):
@@ -434,6 +493,8 @@ class Pipeline(_Strict):
     split: Split
     model: ModelSpec
     evaluation: Evaluation = Evaluation()
+    score: Score = Score()
+    monitoring: Monitoring = Monitoring()
     model_name: str
 
     @model_validator(mode="after")
@@ -443,6 +504,9 @@ class Pipeline(_Strict):
                 raise ValueError(f"feature_views.{view_name}.sources: unknown sources {unknown}")
         if unknown := [s for s in self.label.sources if s not in self.sources]:
             raise ValueError(f"label.sources: unknown sources {unknown}")
+        if unknown := [f for f in self.monitoring.features if f not in self.model.features]:
+            raise ValueError(f"monitoring.features: {unknown} are not in model.features "
+                             f"{self.model.features}")
         known = METRICS[self.model.task]
         for field, names in self.evaluation.criteria.metrics_named().items():
             if unknown := [n for n in names if n not in known]:

@@ -64,6 +64,12 @@ def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
     (lambda d: d["airflow"].update(retries=-1) if "airflow" in d else d.update(
         airflow={"retries": -1}), "airflow.retries"),
     (lambda d: d.pop("label"), "label"),
+    (lambda d: d.update(monitoring={"features": {"colour": {"max_psi": 0.1}}}),
+     "monitoring.features: ['colour'] are not in model.features"),
+    (lambda d: d.update(monitoring={"max_feature_psi": 0}), "monitoring.max_feature_psi"),
+    (lambda d: d.update(monitoring={"max_null_rate": 1.5}), "monitoring.max_null_rate"),
+    (lambda d: d.update(score={"alias": "no spaces"}), "score.alias"),
+    (lambda d: d.update(score={"version": 3}), "score.version"),
 ])
 def test_bad_spec_names_file_and_field(spec_path: Path, tmp_path: Path, change: callable,
                                        field: str) -> None:
@@ -131,3 +137,19 @@ def test_a_regression_spec_takes_regression_metrics(spec_path: Path, tmp_path: P
     assert spec.pipeline.model.task == "regression"
     assert spec.pipeline.evaluation.guardrails.mean_shift("regression") == 0.5
     assert spec.pipeline.evaluation.guardrails.mean_shift("binary") == 0.1
+
+
+def test_score_and_monitoring_sections(spec_path: Path, tmp_path: Path) -> None:
+    """Both optional: defaults without them; per-feature limits override the pipeline's."""
+    default = load_spec(spec_path).pipeline
+    assert default.score.alias == "champion" and default.schedules.score == "0 3 * * *"
+    assert default.monitoring.mean_shift("binary") == 0.1
+    feature = default.model.features[0]
+    spec = load_spec(_broken(spec_path, tmp_path, lambda d: d.update(
+        score={"alias": "challenger"},
+        monitoring={"max_feature_psi": 0.3, "max_mean_shift": 0.05,
+                    "features": {feature: {"max_psi": 0.9}}}))).pipeline
+    assert spec.score.alias == "challenger" and spec.monitoring.mean_shift("regression") == 0.05
+    assert spec.monitoring.feature_psi(feature) == 0.9
+    assert spec.monitoring.feature_psi(default.model.features[1]) == 0.3
+    assert spec.monitoring.null_rate(feature) == 0.5
