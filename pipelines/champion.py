@@ -22,6 +22,8 @@ from pipelines.registry import (
     CHAMPION,
     HISTORY_TAG,
     LINEAGE_TAGS,
+    REFERENCE_ARTIFACT,
+    REFERENCE_TAG,
     TrainedRun,
     absent,
     champion_version,
@@ -164,6 +166,7 @@ def register_pair(spec: LoadedSpec, pair: Pair, run: TrainedRun,
     run_tags = client().get_run(run.run_id).data.tags
     tags = {k: run_tags[k] for k in LINEAGE_TAGS if k in run_tags}
     tags["verdict"] = "passed" if verdict.passed else "rejected"
+    tags[REFERENCE_TAG] = f"runs:/{run.run_id}/{REFERENCE_ARTIFACT}"
     if not verdict.passed:
         tags["rejected_reason"] = clip("; ".join(verdict.reasons))
     version = register(name, run.run_id, run.model_uri, run.model_id, tags,

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 """Alias of the latest candidate the gate refused: easy to find, compare and promote by hand."""
+REFERENCE_ARTIFACT = "monitoring/reference.json"
+"""The run artifact holding a version's monitoring reference (`pipelines/monitoring.py`)."""
+REFERENCE_TAG = "monitoring_reference"
+"""Version tag naming that artifact, set at registration."""
 HISTORY_TAG = "champion_history."
 """Registered-model tags `champion_history.0001`, ...: one JSON record per move of `champion`."""
 # Tags every run, logged model and model version of a pipeline carries.
@@ -88,12 +92,40 @@ def find_version(model_name: str, pair_id: str) -> Any | None:
 
 def champion_version(model_name: str) -> Any | None:
     """The version holding `champion`; None only when MLflow says there is none."""
+    return alias_version(model_name, CHAMPION)
+
+
+def alias_version(model_name: str, alias: str) -> Any | None:
+    """The version holding `alias`; None only when MLflow says there is none."""
     try:
-        return client().get_model_version_by_alias(model_name, CHAMPION)
+        return client().get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:
         if absent(exc):
             return None
         raise
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    mlflow_client = client()
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(model_name, version, key, clip(value))
+
+
+def delete_version_tag(model_name: str, version: str, key: str) -> None:
+    """Remove a version tag; one that is not there is already removed."""
+    try:
+        client().delete_model_version_tag(model_name, version, key)
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
+
+
+def load_json(artifact_uri: str) -> Any:
+    """A JSON artifact (`runs:/<run_id>/<path>`) read back."""
+    import mlflow.artifacts
+
+    client()
+    return json.loads(mlflow.artifacts.load_text(artifact_uri))
 
 
 def clip(text: str, limit: int = 4000) -> str:
@@ -157,6 +189,21 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
 def end_run(run_id: str, status: str) -> None:
     """Mark a run FINISHED or FAILED: a failed evaluation never leaves a finished run."""
     client().set_terminated(run_id, status)
+
+
+def monitoring_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """The monitoring run of one version and day (found by its tags, else created): a
+    re-scored day logs into the same run, whose latest values are then the new ones."""
+    found = client().search_runs(
+        [experiment], filter_string=f"tags.monitoring = 'true' and tags.model_name = "
+        f"'{tags['model_name']}' and tags.model_version = '{tags['model_version']}' and "
+        f"tags.monitoring_day = '{tags['monitoring_day']}'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        client().update_run(run_id, status="RUNNING")
+        set_tags(run_id, tags)
+        return str(run_id)
+    return str(client().create_run(experiment, tags=tags, run_name=run_name).info.run_id)
 
 
 @dataclass(frozen=True)

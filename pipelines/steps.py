@@ -19,6 +19,7 @@ from pipelines import (
     evaluate,
     lake,
     lineage,
+    monitoring,
     problems,
     quality,
     registry,
@@ -158,6 +159,8 @@ def evaluate_model(spec: LoadedSpec, built: TrainingInput, run: TrainedRun) -> E
         registry.log_metrics(run.run_id, evaluate.metric_values(result))
         registry.log_json(run.run_id, result.to_json(), "evaluation/evaluation.json")
         registry.set_tags(run.run_id, evaluate.verdict_tags(result))
+        registry.log_json(run.run_id, monitoring_reference(spec, rows, result).to_json(),
+                          registry.REFERENCE_ARTIFACT)
         report.log_report(spec, run.run_id, result)
     except BaseException as exc:
         if isinstance(exc, evaluate.GuardrailsFailed):
@@ -167,6 +170,16 @@ def evaluate_model(spec: LoadedSpec, built: TrainingInput, run: TrainedRun) -> E
         raise
     registry.end_run(run.run_id, "FINISHED")
     return result.summary()
+
+
+def monitoring_reference(spec: LoadedSpec, rows: Any, result: evaluate.Evaluation
+                         ) -> monitoring.Reference:
+    """What each scored day of this candidate is compared with: its evaluation rows'
+    features and predictions, kept with the run and named by the version registered from
+    it (`monitoring_reference` tag)."""
+    return monitoring.build_reference(
+        spec.pipeline.model.task, spec.pipeline.evaluation.threshold, rows,
+        spec.pipeline.model.features, result.candidate.pred, spec.pipeline.monitoring.bins)
 
 
 def register_model(spec: LoadedSpec, pair: Pair, run: TrainedRun,

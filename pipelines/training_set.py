@@ -48,10 +48,9 @@ class TrainingSet:
     end: dt.date
 
 
-def assemble_training_frame(
-    spec: LoadedSpec, start: dt.date, end: dt.date
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Spine of `[start, end)` as-of joined to every view; also returns the inputs used."""
+def label_spine(spec: LoadedSpec, start: dt.date, end: dt.date
+                ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The label function's rows of `[start, end)` (one per entity) and the raw inputs read."""
     label = spec.pipeline.label
     raw, spine_inputs = raw_inputs(spec, label.sources, start, end)
     spine = spec.resolve(label.function)(raw)
@@ -60,6 +59,15 @@ def assemble_training_frame(
             raise DataError(f"label {label.function}: output lacks column {column!r}")
     if spine[label.entity].isna().any() or spine[label.entity].duplicated().any():
         raise DataError(f"label {label.function}: column {label.entity!r} must be unique, non-null")
+    return spine, spine_inputs
+
+
+def join_feature_views(spec: LoadedSpec, spine: pd.DataFrame, start: dt.date, end: dt.date
+                       ) -> tuple[pd.DataFrame, dict[str, list[dict[str, Any]]]]:
+    """Every view as-of joined onto the spine at each row's prediction time, rows in entity
+    order; also the feature partitions read. Training sets and batch scoring both read
+    features through here, so a scored row sees exactly what a training row would."""
+    label = spec.pipeline.label
     feature_inputs: dict[str, list[dict[str, Any]]] = {}
     for view_name, view in spec.pipeline.feature_views.items():
         partitions = feature_partitions(spec, view_name, start, end)
@@ -72,8 +80,16 @@ def assemble_training_frame(
             spine_time=label.prediction_time, feature_time=EVENT_TIME,
             created_time=CREATED_TIME, ttl=view.ttl, prefix=f"{view_name}__",
         )
-    frame = spine.sort_values(label.entity, kind="stable").reset_index(drop=True)
-    check_target(spec, frame[label.target])
+    return spine.sort_values(label.entity, kind="stable").reset_index(drop=True), feature_inputs
+
+
+def assemble_training_frame(
+    spec: LoadedSpec, start: dt.date, end: dt.date
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Spine of `[start, end)` as-of joined to every view; also returns the inputs used."""
+    spine, spine_inputs = label_spine(spec, start, end)
+    frame, feature_inputs = join_feature_views(spec, spine, start, end)
+    check_target(spec, frame[spec.pipeline.label.target])
     return frame, {"spine": spine_inputs, "features": feature_inputs}
 
 

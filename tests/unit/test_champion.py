@@ -293,7 +293,8 @@ def test_register_pair_registers_once_with_the_runs_lineage_and_the_verdict(
     verdict = {"verdict": "passed"} if passed else {
         "verdict": "rejected", "rejected_reason": "; ".join(REASONS)}
     assert stored.tags == {**TAGS, "pair_id": "p" * 64, "triggered_by": "alice",
-                           "reason": "monthly retrain", **verdict}
+                           "reason": "monthly retrain", **verdict,
+                           "monitoring_reference": f"runs:/{run.run_id}/monitoring/reference.json"}
     assert stored.aliases == [CHAMPION if passed else CHALLENGER]
     description = stored.description.splitlines()
     assert description[:4] == [f"pair_id {'p' * 64}", f"dataset_id {'d' * 64}",
