@@ -1,7 +1,8 @@
 """`pitstop`: run a pipeline through Airflow, backfill, audit, gate models, start the UIs.
 
-`pitstop run` executes the pipeline's three DAGs with Airflow's `dag.test()` (see
-`pipelines/orchestration/runner.py`); the terminal gets one line per stage and a summary.
+`pitstop run` executes the pipeline's ingest, features and train DAGs with Airflow's
+`dag.test()` (see `pipelines/orchestration/runner.py`); the terminal gets one line per stage and a summary.
+`pitstop score` runs the score DAG the same way and prints each day's monitoring verdict.
 """
 
 from __future__ import annotations
@@ -243,8 +244,31 @@ def command_context(reason: str, argv: list[str] | None) -> dict[str, Any]:
             "reason": reason}
 
 
+def score_command(spec: Any, args: argparse.Namespace) -> int:
+    """`pitstop score SPEC --start D --end D`: each day's monitoring verdict, one line each
+    (or JSON); exit 1 when a day breached its limits or failed."""
+    from dataclasses import asdict
+
+    from pipelines.orchestration.runner import score_pipeline
+
+    echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    end = args.end or args.start + dt.timedelta(days=1)
+    verdicts, failure, log_file = score_pipeline(spec, args.start, end, echo)
+    if args.json:
+        print(json.dumps({"days": [asdict(v) for v in verdicts], "failure": failure,
+                          "log": str(log_file)}, indent=2, default=str))
+    else:
+        echo("")
+        for verdict in verdicts:
+            echo(verdict.line())
+        echo(f"airflow log {log_file}")
+    if failure:
+        print(f"pitstop: {failure}", file=sys.stderr)
+    return 1 if failure else 0
+
+
 def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
-    """`run`, `backfill` and `problems`: the commands that act on one spec."""
+    """`run`, `score`, `backfill` and `problems`: the commands that act on one spec."""
     from pipelines.spec import load_spec
 
     try:
@@ -260,6 +284,8 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
                 print(json.dumps(summary, indent=2, default=str))
             else:
                 print_summary(summary, echo)
+        elif args.command == "score":
+            return score_command(spec, args)
         elif args.command == "problems":
             problems_command(spec, args)
         elif args.command == "backfill":
@@ -277,7 +303,7 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _spec_parsers(commands: Any) -> None:
-    """`run`, `backfill` and `problems`: the commands that act on one spec."""
+    """`run`, `score`, `backfill` and `problems`: the commands that act on one spec."""
     run = commands.add_parser("run", help="ingest, compute features and train through Airflow")
     run.add_argument("spec", type=Path)
     run.add_argument("--start", type=_date)
@@ -286,6 +312,12 @@ def _spec_parsers(commands: Any) -> None:
                      help="first day of the evaluation window (default: the last eval_days)")
     run.add_argument("--reason", default="pitstop run")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    score = commands.add_parser("score", help="score days with the champion through Airflow, "
+                                "and print each day's monitoring verdict")
+    score.add_argument("spec", type=Path)
+    score.add_argument("--start", type=_date, required=True)
+    score.add_argument("--end", type=_date, help="exclusive (default: the day after --start)")
+    score.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     backfill = commands.add_parser("backfill", help="recompute feature partitions for a range")
     backfill.add_argument("spec", type=Path)
     backfill.add_argument("--start", type=_date, required=True)
@@ -385,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.orchestration.stopping import stop_on_signals
 
     # before anything starts a thread: see pipelines/orchestration/stopping.py
-    with stop_on_signals() if args.command in ("run", "backfill") else contextlib.nullcontext():
+    with stop_on_signals() if args.command in ("run", "score", "backfill") else contextlib.nullcontext():
         return spec_command(args, argv)
 
 

@@ -246,6 +246,13 @@ def day_verdicts(spec: LoadedSpec, start: dt.date, end: dt.date) -> list[DayVerd
     return verdicts
 
 
+def days_without_features(spec: LoadedSpec, start: dt.date, end: dt.date) -> list[dt.date]:
+    """Days of `[start, end)` some feature view has no committed partition for."""
+    have = [{p.day for p in lake.list_partitions(spec.name, "features", view, start, end)}
+            for view in spec.pipeline.feature_views]
+    return [day for day in lake.days(start, end) if any(day not in h for h in have)]
+
+
 def read_monitoring(spec: LoadedSpec, start: dt.date | None = None,
                     end: dt.date | None = None) -> pd.DataFrame:
     """The lake's monitoring table over `[start, end)`: one row per day, metric, feature."""

@@ -1,4 +1,4 @@
-"""DAG factory: four DAGs per pipeline spec, each task a single call into the library.
+"""DAG factory: five DAGs per pipeline spec, each task a single call into the library.
 
 `<name>_ingest` and `<name>_features` take their range from the run's data interval (a
 scheduled run is one day) or from the `start`/`end` params; a range is split into month
@@ -9,7 +9,9 @@ exactly the days those events name (`triggering_asset_events`).
 `<name>_train` builds, validates, trains, re-scores the registered versions on the known
 problems, evaluates and registers, and skips training when the model/dataset pair is already
 registered (`pipelines/steps.py` holds its task bodies). `<name>_backfill` recomputes
-feature views over a range chosen in the trigger form.
+feature views over a range chosen in the trigger form. A features run ends with one
+`<name>.features` Asset event naming its range; `<name>_score` runs on it or daily, and
+scores and monitors each day with the version it pinned at its start (`pipelines/scoring.py`).
 
 Tasks exchange IDs and paths as typed values (JSON in XCom, `xcom.py`), never frames. Heavy
 imports happen inside tasks so parsing a DAG file stays cheap. The factory decides nothing:
@@ -39,7 +41,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines import validation
 from pipelines.errors import DataError, SpecError
-from pipelines.lake import month_chunks
+from pipelines.lake import days, month_chunks
 from pipelines.orchestration import stopping
 from pipelines.orchestration.context import (
     date_param,
@@ -139,6 +141,29 @@ def raw_assets(spec: LoadedSpec) -> list[Asset]:
     return [raw_asset(spec, source) for source in spec.pipeline.sources]
 
 
+def features_asset(spec: LoadedSpec) -> Asset:
+    """The Asset of all the pipeline's feature views: one event when a features run has
+    published every view's days, which the score DAG runs on."""
+    return Asset(name=f"{spec.name}.features", uri=f"pitstop://{spec.name}/features",
+                 group="pitstop")
+
+
+def _announce(task_id: str, assets: list[Asset]) -> Any:
+    """A task emitting one event per asset, after every chunk, whose `extra` names the range
+    the run wrote (`start`/`end`): the run it triggers then covers exactly those days."""
+
+    @task(task_id=task_id, outlets=assets)
+    def announce(chunks: list[dict[str, str]]) -> Any:
+        from pipelines.ingest import announcement
+
+        extra = announcement(chunks, get_current_context()["ti"].run_id)
+        for asset in assets:
+            yield Metadata(asset, extra=extra)
+        return extra
+
+    return announce
+
+
 def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     with DAG(**_dag_kwargs(spec, settings, "ingest", spec.pipeline.schedules.ingest,
                            "Land each source's files of the range into raw day partitions."),
@@ -158,23 +183,9 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
 
             ingested.append(ingest_source.expand(chunk=chunks))
 
-        assets = raw_assets(spec)
-
-        @task(outlets=assets)
-        def announce_raw_data(chunks: list[dict[str, str]]) -> Any:
-            """One Asset event per source, all at once, after every chunk of every source.
-
-            Emitted together so a features run triggered by them always sees all sources of
-            the range; `extra` names the range, which that run then computes.
-            """
-            from pipelines.ingest import announcement
-
-            extra = announcement(chunks, get_current_context()["ti"].run_id)
-            for asset in assets:
-                yield Metadata(asset, extra=extra)
-            return extra
-
-        ingested >> announce_raw_data(chunks)
+        # one event per source, all at once, after every chunk of every source: a features
+        # run triggered by them always sees all sources of the range
+        ingested >> _announce("announce_raw_data", raw_assets(spec))(chunks)
     return dag
 
 
@@ -186,6 +197,7 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"], assets=raw_assets(spec))
     with DAG(**kwargs, params=_range_params()) as dag:
         chunks = plan_chunks()
+        computed = []
         for view in spec.pipeline.feature_views:
 
             @task(task_id=f"compute_{view}", map_index_template="{{ chunk['start'] }}")
@@ -196,7 +208,46 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                 return dump(compute_view(spec, view, *_span(chunk),
                                          produced_by=run_context(get_current_context())))
 
-            compute.expand(chunk=chunks)
+            computed.append(compute.expand(chunk=chunks))
+        computed >> _announce("announce_features", [features_asset(spec)])(chunks)
+    return dag
+
+
+def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
+    """Daily on its data interval, or when a features run has published days (then over
+    exactly those days): pin the alias's version once, then score and monitor each day."""
+    kwargs = _dag_kwargs(spec, settings, "score", spec.pipeline.schedules.score,
+                         f"Score each day's spine rows with the version holding "
+                         f"`{spec.pipeline.score.alias}` and monitor them against its "
+                         "registration reference; a breach of `monitoring:` fails the day.")
+    kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"],
+                                             assets=[features_asset(spec)])
+    with DAG(**kwargs, params=_range_params()) as dag:
+
+        @task
+        @fail_on_bad_data
+        def pin_model() -> dict[str, Any]:
+            """Resolved once per run, so every day of it is scored by the same version."""
+            from pipelines import scoring
+
+            return dump(scoring.pin_model(spec))
+
+        @task
+        def plan_days() -> list[str]:
+            context = get_current_context()
+            return [day.isoformat() for span in triggering_spans(context) or [window(context)]
+                    for day in days(*span)]
+
+        @task(map_index_template="{{ day }}")
+        @fail_on_bad_data
+        def score_day(day: str, pinned: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import scoring
+
+            return dump(scoring.score_day(spec, load(scoring.PinnedModel, pinned),
+                                          dt.date.fromisoformat(day),
+                                          run_context(get_current_context())))
+
+        score_day.partial(pinned=pin_model()).expand(day=plan_days())
     return dag
 
 
@@ -394,4 +445,5 @@ def build_dags(spec: LoadedSpec | str | Path, **settings: Any) -> dict[str, DAG]
     return {dag.dag_id: dag for dag in (ingest_dag(loaded, dag_settings),
                                         features_dag(loaded, dag_settings),
                                         train_dag(loaded, dag_settings),
-                                        backfill_dag(loaded, dag_settings))}
+                                        backfill_dag(loaded, dag_settings),
+                                        score_dag(loaded, dag_settings))}

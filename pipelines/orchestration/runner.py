@@ -1,6 +1,6 @@
 """Run a pipeline's DAGs in-process with Airflow's `dag.test()`, as `pitstop run` does.
 
-The three DAGs execute against the SQLite metadata DB under `$PITSTOP_HOME/airflow`, so a
+The DAGs execute against the SQLite metadata DB under `$PITSTOP_HOME/airflow`, so a
 laptop runs exactly the tasks the scheduler would. Airflow's task logs go to a file; the
 caller gets one line per stage and, on failure, the failed tasks and their error lines.
 """
@@ -255,6 +255,29 @@ def missing_dag(spec: LoadedSpec, dag_id: str) -> str:
             f"{folder / '.airflowignore'} so the dag-processor never imports the hooks.")
 
 
+def _log_file() -> Path:
+    log_dir = settings.home() / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return log_dir / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.log"
+
+
+def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, dict[str, Any]]],
+                log_file: Path, echo: Any) -> dict[str, Any]:
+    """Each stage's DAG through `dag.test()` in order, one line each; stops at a failure."""
+    results: dict[str, Any] = {}
+    with stopping.stop_on_signals():
+        for number, (stage, run_conf) in enumerate(stages, start=1):
+            dag = dags[f"{spec.name}_{stage}"]
+            echo(f"[{number}/{len(stages)}] {dag.dag_id} {run_conf['start']}..{run_conf['end']} ...")
+            began = time.perf_counter()
+            results[stage] = _run_stage(
+                spec, dag, run_conf, log_file,
+                _published(results, *(dt.date.fromisoformat(run_conf[k]) for k in ("start", "end"))))
+            tasks = sum(len(v) for v in results[stage].values())
+            echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
+    return results
+
+
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
                  echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
     """Ingest, compute features and train for `[start, end)` through `dag.test()`.
@@ -269,24 +292,46 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
     from pipelines.orchestration.factory import build_dags
 
     dags = build_dags(spec)
-    log_dir = settings.home() / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.log"
+    log_file = _log_file()
     conf = {"start": start.isoformat(), "end": end.isoformat()}
     train_conf = {**conf, "reason": reason,
                   "eval_start": eval_start.isoformat() if eval_start else None}
     stages = [("ingest", conf), ("features", conf), ("train", train_conf)]
     _check_params(dags, stages, spec.name)
-    results: dict[str, Any] = {}
-    with stopping.stop_on_signals():
-        for number, (stage, run_conf) in enumerate(stages, start=1):
-            dag = dags[f"{spec.name}_{stage}"]
-            echo(f"[{number}/3] {dag.dag_id} {start}..{end} ...")
-            began = time.perf_counter()
-            results[stage] = _run_stage(spec, dag, run_conf, log_file,
-                                        _published(results, start, end))
-            tasks = sum(len(v) for v in results[stage].values())
-            echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
+    results = _run_stages(spec, dags, stages, log_file, echo)
     summary = results["train"]["summarize"][0]
     summary["log"] = str(log_file)
     return summary
+
+
+def score_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, echo: Any
+                   ) -> tuple[list[Any], str | None, Path]:
+    """Score `[start, end)` through the score DAG's `dag.test()`; days without features in
+    the lake first get that range's ingest and features, as the scheduled chain would.
+
+    Returns each day's verdict as the lake records it, the failure (a breach or another
+    error, None when every day passed) and the log file. A failed day never hides the
+    verdicts of the others.
+    """
+    from pipelines import scoring
+
+    spec = spec if isinstance(spec, LoadedSpec) else load_spec(spec)
+    if not start < end:
+        raise DataError(f"score: --end {end} must be after --start {start} (end is exclusive)")
+    configure_airflow()
+    from pipelines.orchestration.factory import build_dags
+
+    dags = build_dags(spec)
+    log_file = _log_file()
+    stages = [("score", {"start": start.isoformat(), "end": end.isoformat()})]
+    if missing := scoring.days_without_features(spec, start, end):
+        span = {"start": missing[0].isoformat(),
+                "end": (missing[-1] + dt.timedelta(days=1)).isoformat()}
+        stages = [("ingest", span), ("features", span), *stages]
+    _check_params(dags, stages, spec.name)
+    failure = None
+    try:
+        _run_stages(spec, dags, stages, log_file, echo)
+    except RuntimeError as exc:
+        failure = str(exc)
+    return scoring.day_verdicts(spec, start, end), failure, log_file

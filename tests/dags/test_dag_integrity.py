@@ -1,4 +1,4 @@
-"""The DAG folder imports cleanly and yields the four DAGs of the example, wired as designed.
+"""The DAG folder imports cleanly and yields the five DAGs of the example, wired as designed.
 
 Timetables are checked as the scheduler sees them: after a round trip through Airflow's DAG
 serialization, which is what the dag-processor stores and the scheduler and API read.
@@ -31,10 +31,11 @@ def test_no_import_errors(bag: DagBag) -> None:
     assert bag.import_errors == {}
 
 
-def test_four_dags_per_pipeline(bag: DagBag) -> None:
-    assert set(bag.dag_ids) == {f"{name}_{stage}"
-                                for name in PIPELINES
-                                for stage in ("ingest", "features", "train", "backfill")}
+STAGES = ("ingest", "features", "train", "backfill", "score")
+
+
+def test_five_dags_per_pipeline(bag: DagBag) -> None:
+    assert set(bag.dag_ids) == {f"{name}_{stage}" for name in PIPELINES for stage in STAGES}
 
 
 def test_hooks_folder_is_not_parsed() -> None:
@@ -51,7 +52,7 @@ def test_hooks_folder_is_not_parsed() -> None:
 
 
 @pytest.mark.parametrize("dag_id", ["flights_delay_ingest", "flights_delay_features",
-                                    "flights_delay_train"])
+                                    "flights_delay_train", "flights_delay_score"])
 def test_real_data_intervals(bag: DagBag, dag_id: str) -> None:
     """`@daily` has an empty interval in Airflow 3; our DAGs must cover whole days."""
     timetable = scheduled(bag, dag_id).timetable
@@ -113,9 +114,25 @@ def test_features_run_daily_or_when_all_raw_assets_land(bag: DagBag) -> None:
 
 def test_features_maps_one_task_per_view(bag: DagBag) -> None:
     dag = bag.dags["flights_delay_features"]
-    assert {t.task_id for t in dag.tasks} == {
-        "plan_chunks", "compute_origin_weather", "compute_origin_delays",
-        "compute_carrier_delays", "compute_plane"}
+    computes = {"compute_origin_weather", "compute_origin_delays", "compute_carrier_delays",
+                "compute_plane"}
+    assert {t.task_id for t in dag.tasks} == {"plan_chunks", "announce_features", *computes}
+    announce = dag.get_task("announce_features")
+    assert computes <= announce.upstream_task_ids  # one event once every view is published
+    assert [a.uri for a in announce.outlets if isinstance(a, Asset)] == [
+        "pitstop://flights_delay/features"]
+
+
+def test_score_runs_daily_or_when_features_land_and_pins_once(bag: DagBag) -> None:
+    """Features follow ingest and scoring follows features, each through an Asset; the
+    version is pinned by one task before the mapped days, so all days use the same one."""
+    timetable = scheduled(bag, "flights_delay_score").timetable
+    assert isinstance(timetable, AssetOrTimeSchedule) and timetable.periodic
+    assert {a.name for a in timetable.asset_condition.objects} == {"flights_delay.features"}
+    dag = bag.dags["flights_delay_score"]
+    assert {t.task_id for t in dag.tasks} == {"pin_model", "plan_days", "score_day"}
+    assert dag.get_task("score_day").upstream_task_ids == {"pin_model", "plan_days"}
+    assert {"start", "end"} <= set(dag.params.keys())
 
 
 def test_train_chain_order(bag: DagBag) -> None:
@@ -238,8 +255,7 @@ def test_a_broken_spec_fails_only_its_own_dag_file(tmp_path: Path) -> None:
     _pipeline(tmp_path, "good_fleet")
     bad = _pipeline(tmp_path, "bad_fleet", edit)
     bag = DagBag(dag_folder=str(tmp_path))
-    assert set(bag.dag_ids) == {f"good_fleet_{stage}"
-                                for stage in ("ingest", "features", "train", "backfill")}
+    assert set(bag.dag_ids) == {f"good_fleet_{stage}" for stage in STAGES}
     assert list(bag.import_errors) == [str(tmp_path / "bad_fleet.py")]
     error = bag.import_errors[str(tmp_path / "bad_fleet.py")]
     assert f"{bad}: error: feature_views.airframe.function:" in error

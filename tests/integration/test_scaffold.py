@@ -77,4 +77,4 @@ def test_dag_files_parse_and_the_hooks_stay_out(project: Path) -> None:
     assert bag.import_errors == {}
     assert sorted(stat.file for stat in bag.dagbag_stats) == sorted(f"{n}.py" for n in PIPELINES)
     assert set(bag.dag_ids) == {f"{name}_{stage}" for name in PIPELINES
-                                for stage in ("ingest", "features", "train", "backfill")}
+                                for stage in ("ingest", "features", "train", "backfill", "score")}
