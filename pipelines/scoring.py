@@ -19,6 +19,7 @@ data is not retried).
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import lake, monitoring, registry, train
+from pipelines import lake, monitoring, monitoring_report, registry, train
 from pipelines.errors import DataError
 from pipelines.evaluate import metric_key
 from pipelines.metrics import decide
@@ -137,6 +138,7 @@ def score_day(spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
     publish_monitoring(spec, pinned, day, found)
     run_id = log_monitoring(spec, pinned, day, found, seconds)
     record_breaches(pinned, day, breaches)
+    log_report(spec, pinned)
     result = ScoredDay(day, pinned.model_name, pinned.version, len(scored),
                        lake.relative(folder), not breaches, breaches, run_id, round(seconds, 3))
     if breaches:
@@ -210,6 +212,17 @@ def record_breaches(pinned: PinnedModel, day: dt.date, breaches: list[str]) -> N
                                   {key: "; ".join(breaches)})
     else:
         registry.delete_version_tag(pinned.model_name, pinned.version, key)
+
+
+def log_report(spec: LoadedSpec, pinned: PinnedModel) -> None:
+    """The version's monitoring report over every day scored so far, logged to its training
+    run as `monitoring/report.html` (replacing the last one), next to its evaluation report."""
+    table = read_monitoring(spec)
+    page = monitoring_report.html_page(pinned.model_name, pinned.version,
+                                       table[table["model_version"] == pinned.version])
+    with tempfile.TemporaryDirectory(prefix="pitstop-monitoring-") as tmp:
+        (Path(tmp) / "report.html").write_text(page)
+        registry.log_directory(pinned.run_id, Path(tmp), "monitoring")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,12 @@ def test_the_unit_change_fails_its_first_day_and_the_days_before_pass(registered
     version = registry.client().get_model_version(pinned.model_name, pinned.version)
     assert "last__value" in version.tags[f"{scoring.BREACH_TAG}.{BAD.isoformat()}"]
     assert f"{scoring.BREACH_TAG}.{(BAD - dt.timedelta(days=1)).isoformat()}" not in version.tags
+    page = registry.client().download_artifacts(pinned.run_id, "monitoring/report.html")
+    text = Path(page).read_text()
+    assert "2024-01-04 to 2024-01-08 (5 days)" in text and "data:image/png;base64," in text
+    breaches = text.split("<h2>Breaches</h2>")[1].split("<h2>")[0]
+    assert f"<td>{BAD.isoformat()}</td><td>last__value</td><td>psi</td>" in breaches
+    assert "2024-01-07" not in breaches  # the days that passed have no breach rows
 
 
 def test_every_value_is_kept_every_day(registered: tuple) -> None:
