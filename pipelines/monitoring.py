@@ -223,7 +223,8 @@ def monitor_day(ref: Reference, frame: pd.DataFrame, pred: np.ndarray,
     for name, distribution in ref.features.items():
         values.update({f"feature.{name}.{k}": v
                        for k, v in compare(distribution, frame[name]).items()})
-        bounds[f"feature.{name}.psi"] = limits.feature_psi(name)
+        if (psi_limit := limits.feature_psi(name)) is not None:
+            bounds[f"feature.{name}.psi"] = psi_limit
         bounds[f"feature.{name}.null_rate"] = limits.null_rate(name)
     breaches = [Breach(*_split_name(key), values[key], limit) for key, limit in bounds.items()
                 if values.get(key, math.nan) > limit]  # NaN (nothing to compare) never breaches

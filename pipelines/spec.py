@@ -427,6 +427,9 @@ class FeatureLimits(_Strict):
 
     max_psi: float | None = Field(None, gt=0)
     max_null_rate: float | None = Field(None, ge=0, le=1)
+    limit_psi: bool = True
+    """False for a feature that one day cannot spread like the reference by construction
+    (a weekday, a date part): its PSI is still logged every day, but never breaches."""
 
 
 class Monitoring(_Strict):
@@ -453,8 +456,11 @@ class Monitoring(_Strict):
     def mean_shift(self, task: str) -> float:
         return mean_shift_limit(self.max_mean_shift, task)
 
-    def feature_psi(self, feature: str) -> float:
+    def feature_psi(self, feature: str) -> float | None:
+        """The feature's PSI limit; None when it has none (`limit_psi: false`)."""
         own = self.features.get(feature)
+        if own is not None and not own.limit_psi:
+            return None
         return self.max_feature_psi if own is None or own.max_psi is None else own.max_psi
 
     def null_rate(self, feature: str) -> float:

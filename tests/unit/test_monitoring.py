@@ -125,3 +125,13 @@ def test_table_marks_the_breached_rows() -> None:
     breached = rows[rows["breached"]]
     assert breached[["metric", "feature"]].values.tolist() == [["psi", "x"]]
     assert set(rows.columns) == {"metric", "feature", "value", "limit", "breached"}
+
+
+def test_a_feature_without_a_psi_limit_is_logged_but_never_breaches() -> None:
+    """A weekday is one value on any one day: its PSI against a week is always large."""
+    ref, frame, pred = _reference()
+    changed = frame.assign(x=frame["x"] * 1000)
+    day = monitor_day(ref, changed, pred,
+                      Monitoring(features={"x": FeatureLimits(limit_psi=False)}))
+    assert day.breaches == [] and day.values["feature.x.psi"] > 5
+    assert "feature.x.psi" not in day.limits and "feature.x.null_rate" in day.limits

@@ -153,3 +153,6 @@ def test_score_and_monitoring_sections(spec_path: Path, tmp_path: Path) -> None:
     assert spec.monitoring.feature_psi(feature) == 0.9
     assert spec.monitoring.feature_psi(default.model.features[1]) == 0.3
     assert spec.monitoring.null_rate(feature) == 0.5
+    off = load_spec(_broken(spec_path, tmp_path, lambda d: d.update(
+        monitoring={"features": {feature: {"limit_psi": False}}}))).pipeline.monitoring
+    assert off.feature_psi(feature) is None and off.null_rate(feature) == 0.5
