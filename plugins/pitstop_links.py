@@ -1,4 +1,5 @@
-"""Airflow plugin: links from pitstop tasks to their MLflow run, model version and Data Docs."""
+"""Airflow plugin: links from pitstop tasks to their MLflow run, model version, Data Docs and
+monitoring report."""
 
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ class DataDocsLink(_ResultLink):
     url = staticmethod(links.data_docs_url)
 
 
+class MonitoringReportLink(_ResultLink):
+    name = "Monitoring report"
+    url = staticmethod(links.monitoring_report_url)
+
+
 class PitstopLinksPlugin(AirflowPlugin):
     name = "pitstop_links"
     global_operator_extra_links: ClassVar[list[BaseOperatorLink]] = [
-        MlflowRunLink(), ModelVersionLink(), DataDocsLink()]
+        MlflowRunLink(), ModelVersionLink(), DataDocsLink(), MonitoringReportLink()]

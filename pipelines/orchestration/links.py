@@ -39,6 +39,15 @@ def data_docs_url(result: Any) -> str:
     return ""
 
 
+def monitoring_report_url(result: Any) -> str:
+    """The pinned version's monitoring report (`pin_model` of a score run names its run):
+    on the task that every score run has, also when its days failed and returned nothing."""
+    if isinstance(result, dict) and result.get("run_id") and result.get("reference_uri"):
+        path = quote("monitoring/report.html", safe="")
+        return f"{mlflow_ui()}/get-artifact?path={path}&run_uuid={result['run_id']}"
+    return ""
+
+
 def task_result(dag_id: str, run_id: str, task_id: str, map_index: int) -> Any:
     """The return value (XCom) of one task instance, or None."""
     from airflow.models.xcom import XComModel

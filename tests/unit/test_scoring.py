@@ -142,6 +142,17 @@ def test_every_value_is_kept_every_day(registered: tuple) -> None:
     assert manifest["usable"] is True and json.dumps(manifest["breaches"]) == "[]"
 
 
+def test_the_pinned_version_links_to_its_monitoring_report() -> None:
+    """The link on `pin_model` is computed from its XCom, as the API server does."""
+    from pipelines.orchestration import links, xcom
+
+    pinned = scoring.PinnedModel("m", "champion", "3", "abc123", "p" * 64,
+                                 "runs:/abc123/monitoring/reference.json")
+    url = links.monitoring_report_url(xcom.dump(pinned))
+    assert url.endswith("/get-artifact?path=monitoring%2Freport.html&run_uuid=abc123")
+    assert links.monitoring_report_url({"run_id": "abc123"}) == ""  # not a pinned version
+
+
 def test_no_version_with_the_alias_says_what_to_do(tiny: LoadedSpec) -> None:
     spec = amend(tiny, model_name=f"sensors-{uuid.uuid4().hex[:10]}")
     with pytest.raises(scoring.DataError, match="has no version with alias 'champion'"):
