@@ -38,7 +38,7 @@ from pipelines.registry import TrainedRun
 from pipelines.spec import Evaluation, Guardrails, LoadedSpec, load_spec
 from pipelines.training_set import Split, TrainingInput
 
-from .conftest import D1, D2, D3, D4, amend
+from .conftest import D1, D2, D3, D4, amend, training_suite
 
 CONTEXT = {"dag_id": "sensors_train", "run_id": "manual__2024-01-04", "task_id": "train_model",
            "try": 1, "triggered_by": "alice", "reason": "unit test of the steps"}
@@ -66,21 +66,12 @@ def store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return uri
 
 
-def _suite(spec: LoadedSpec, max_value: float) -> None:
-    """The tiny pipeline's training-set suite: readings between 0 and `max_value`."""
-    spec.suite_path("sensors_training_set").write_text(json.dumps({
-        "name": "sensors_training_set",
-        "expectations": [{"type": "expect_column_values_to_be_between",
-                          "kwargs": {"column": "last__value", "min_value": 0,
-                                     "max_value": max_value}}]}))
-
-
 @pytest.fixture
 def computed(ingested: LoadedSpec, store: str) -> LoadedSpec:
     """The tiny pipeline with its view computed, a training suite its readings meet, and
     missing features (beyond the view's TTL) imputed, as LogisticRegression needs."""
     features.compute_view(ingested, "last", D1, D4)
-    _suite(ingested, 1.0)
+    training_suite(ingested, 1.0)
     return amend(ingested, model={"preprocessing": {"impute": {"numeric": "median"}}})
 
 
@@ -148,7 +139,7 @@ def test_validate_training_set_passes_a_set_that_meets_its_suite(chain: Chain) -
 
 
 def test_validate_training_set_refuses_a_set_that_fails_its_suite(chain: Chain) -> None:
-    _suite(chain.spec, 0.5)  # the readings are uniform on [0, 1)
+    training_suite(chain.spec, 0.5)  # the readings are uniform on [0, 1)
     with pytest.raises(ValidationFailed, match="on column 'last__value'"):
         steps.validate_training_set(chain.spec, chain.built)
 
@@ -225,7 +216,7 @@ def test_train_model_logs_one_run_whose_model_predicts(chain: Chain, trained: Tr
 
 def test_a_retried_train_model_returns_the_finished_run(chain: Chain, trained: TrainedRun
                                                         ) -> None:
-    registry.end_run(trained.run_id, "FINISHED")
+    assert _run(trained.run_id).info.status == "FINISHED"  # as a first try that died later
     again = steps.train_model(chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
     assert again == trained
     assert [r.info.run_id for r in _runs(chain.spec)] == [trained.run_id]
