@@ -26,7 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ EXTRA_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-l
 """Airflow's log server binds every interface, with no setting to change it. Every process
 here shares one log folder, which the api-server reads directly, so it is not started."""
 STOP_GRACE_SECONDS = 20.0
+KILL_GRACE_SECONDS = 10.0
+"""How long `down` waits for a SIGKILLed process to be gone (and reaped) before returning."""
 # Task processes at a time. On 2 cores each task spends much of its life importing Airflow,
 # pandas and the spec, so 4 keeps both cores busy; bench/BACKFILL.md has the measurements.
 PARALLELISM = 4
@@ -360,29 +362,36 @@ def passwords() -> dict[str, str]:
 
 def down(echo: Callable[[str], None] = print) -> list[str]:
     """Stop every process group `up` started (SIGTERM, then SIGKILL after a grace period);
-    the database last, once nothing is connected to it."""
+    the database last, once the services that use it are gone."""
     alive = running()
     services = {name: pid for name, pid in alive.items() if name != DATABASE}
     database = {name: pid for name, pid in alive.items() if name == DATABASE}
-    for group in (services, database):
-        _stop(group, echo)
+    _stop(services, signal.SIGTERM, echo)
+    # SIGINT is PostgreSQL's fast shutdown: it ends any session still open (a task killed
+    # mid-write) instead of waiting for it, as SIGTERM's smart shutdown would.
+    _stop(database, signal.SIGINT, echo)
     return sorted(alive)
 
 
-def _stop(processes: dict[str, int], echo: Callable[[str], None]) -> None:
+def _stop(processes: dict[str, int], first: signal.Signals, echo: Callable[[str], None]) -> None:
     for pid in processes.values():
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, first)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline and any(group_alive(p) for p in processes.values()):
-        time.sleep(0.5)
+    _wait_gone(processes.values(), STOP_GRACE_SECONDS)
     for name, pid in processes.items():
         if group_alive(pid):
-            echo(f"{name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s; killing it")
+            echo(f"{name} ignored {first.name} for {STOP_GRACE_SECONDS:.0f}s; killing it")
             os.killpg(pid, signal.SIGKILL)
         _pid_file(name).unlink(missing_ok=True)
+    _wait_gone(processes.values(), KILL_GRACE_SECONDS)
+
+
+def _wait_gone(pids: Iterable[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(group_alive(p) for p in pids):
+        time.sleep(0.5)
 
 
 def group_alive(pgid: int) -> bool:

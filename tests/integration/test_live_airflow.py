@@ -141,7 +141,8 @@ def test_backfill_dag_then_retrain_from_the_form(ingested: Live) -> None:
     assert bad_state == "failed", bad_id
 
     train_id, train_state = live.run_and_wait("flights_delay_train", {
-        "start": START, "end": END, "eval_start": "2013-01-09", "reason": "scientist retrain"})
+        "start": START, "end": END, "eval_start": "2013-01-09", "reason": "scientist retrain"},
+        timeout=900)  # 8 tasks, each a new process: over 300 s on 2 cores shared with 3 suites
     assert train_state == "success"
     links = live.call("scientist", "GET", f"/dags/flights_delay_train/dagRuns/{train_id}"
                       "/taskInstances/train_model/links").json()["extra_links"]
