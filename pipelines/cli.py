@@ -104,8 +104,10 @@ def services(command: str) -> int:
     known = local.passwords()
     for user, role in local.USERS.items():
         print(f"  {user:<10} {role:<7} password {known.get(user, '(see file below)')}")
-    print(f"passwords: {local.passwords_file()}; logs: {settings.home() / 'logs'}; "
-          "stop with `make down`")
+    print(f"  {local.SERVICE_ACCOUNT:<10} {'(MLflow)':<7} the tasks' service account; password in "
+          f"{local.service_password_file()}")
+    print(f"passwords: {local.passwords_file()} (the same in MLflow); logs: "
+          f"{settings.home() / 'logs'}; stop with `make down`")
     return 0
 
 

@@ -33,6 +33,13 @@ def lake_root() -> Path:
     return Path(os.environ.get("PITSTOP_LAKE") or home() / "lake").resolve()
 
 
+def database_url() -> str | None:
+    """An existing PostgreSQL server for `pitstop up` (`PITSTOP_DATABASE_URL`, any SQLAlchemy
+    PostgreSQL URL; its `airflow` and `mlflow` databases are created when missing). Unset:
+    `pitstop up` starts an embedded one under `$PITSTOP_HOME/postgres`."""
+    return os.environ.get("PITSTOP_DATABASE_URL") or None
+
+
 def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 

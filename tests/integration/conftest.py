@@ -1,4 +1,4 @@
-"""One real Airflow + MLflow (`pitstop up`) for the whole session, on free ports.
+"""One real PostgreSQL + Airflow + MLflow (`pitstop up`) for the whole session, on free ports.
 
 Started on first use by a live test (the REST tests and the browser test share it) with its
 own PITSTOP_HOME, stopped with `pitstop down` at the end of the session, which must leave no
@@ -39,7 +39,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         live = Live(home, airflow_port, mlflow_port)
-        assert f"Airflow  {live.api}" in up.stdout and "scientist  user" in up.stdout
+        assert f"Airflow  {live.api}" in up.stdout and "scientist  User" in up.stdout
         live.wait_dags(DAG_IDS)
         for dag in DAG_IDS:
             live.unpause(dag)
@@ -48,8 +48,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         down = subprocess.run([str(PITSTOP), "down"], check=False, env=env, cwd=ROOT,
                               capture_output=True, text=True)
         assert down.returncode == 0, down.stderr
-        assert sorted(pids) == ["api-server", "dag-processor", "mlflow", "scheduler",
-                                "triggerer"]
+        assert sorted(pids) == ["api-server", "dag-processor", "mlflow", "postgres",
+                                "scheduler", "triggerer"]
         assert not [name for name, pid in pids.items() if group_alive(pid)], "orphans left"
 
 

@@ -51,6 +51,13 @@ class Live:
                                 headers={"Authorization": f"Bearer {self.tokens[user]}"},
                                 **kwargs)
 
+    def mlflow_call(self, user: str | None, method: str, path: str,
+                    **kwargs: Any) -> requests.Response:
+        """MLflow's REST API (`/api/2.0/mlflow/<path>`) as `user` (basic auth; None: anonymous)."""
+        auth = None if user is None else (user, self.passwords[user])
+        return requests.request(method, f"{self.mlflow}/api/2.0/mlflow/{path}", timeout=60,
+                                auth=auth, **kwargs)
+
     def trigger(self, user: str, dag_id: str, conf: dict[str, Any]) -> requests.Response:
         return self.call(user, "POST", f"/dags/{dag_id}/dagRuns",
                          json={"logical_date": None, "conf": conf})
@@ -85,27 +92,29 @@ class Live:
         run_id = response.json()["dag_run_id"]
         return run_id, self.wait_run(dag_id, run_id, timeout)
 
-    def create_backfill(self, user: str, body: dict[str, Any],
-                        attempts: int = 6) -> requests.Response:
-        """`POST /backfills` with the DAG paused meanwhile, retried on 503.
+    def create_backfill(self, user: str, body: dict[str, Any]) -> requests.Response:
+        """`POST /backfills` exactly as the UI's Backfill dialog sends it: once, on the DAG as
+        it is (unpaused). On SQLite this could answer 503 and kill the scheduler; the services
+        run on PostgreSQL, where it must not."""
+        return self.call(user, "POST", "/backfills", json=body)
 
-        On SQLite, Airflow answers 503 ("not supported on SQLite under concurrent access")
-        when the scheduler holds the database lock while the runs are created, and deletes
-        the runs it had made; a scheduler that already started one of them then dies on a
-        foreign-key error (seen with 365 runs). Paused, the DAG's new runs stay queued and
-        untouched until all exist; unpausing lets them run.
-        """
-        path = f"/dags/{body['dag_id']}"
-        self.call(user, "PATCH", path, json={"is_paused": True}).raise_for_status()
-        try:
-            for attempt in range(attempts):
-                response = self.call(user, "POST", "/backfills", json=body)
-                if response.status_code != 503:
-                    break
-                time.sleep(2 + 3 * attempt)
-        finally:
-            self.call(user, "PATCH", path, json={"is_paused": False}).raise_for_status()
-        return response
+    def wait_backfill(self, backfill_id: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.call("auditor", "GET", f"/backfills/{backfill_id}").json()["completed_at"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backfill {backfill_id} not completed after {timeout}s")
+            time.sleep(3)
+
+    def all_runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        """Every run of `dag_id` matching `params`, page by page."""
+        found: list[dict[str, Any]] = []
+        while page := self.runs(dag_id, offset=len(found), order_by="logical_date", **params):
+            found += page
+        return found
+
+    def pid(self, name: str) -> int:
+        """The PID `pitstop up` recorded for one of its processes."""
+        return int((self.home / "run" / f"{name}.pid").read_text())
 
     def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
         return self.call("auditor", "GET", f"/dags/{dag_id}/dagRuns",

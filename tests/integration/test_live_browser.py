@@ -81,7 +81,7 @@ def log_in(driver: Any, live: Live, user: str, screens: Screens) -> None:
     screens.save("login")
     driver.find_element(By.NAME, "username").send_keys(user)
     driver.find_element(By.NAME, "password").send_keys(live.passwords[user])
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    driver.find_element(By.CSS_SELECTOR, "[type=submit]").click()  # FAB's is an <input>
     wait_for(driver, lambda d: "/auth/login" not in d.current_url, "the page after login")
 
 
