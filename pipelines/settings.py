@@ -21,10 +21,6 @@ def home() -> Path:
     return Path(os.environ.get("PITSTOP_HOME", ".pitstop")).resolve()
 
 
-def lake_root() -> Path:
-    return Path(os.environ.get("PITSTOP_LAKE") or home() / "lake").resolve()
-
-
 def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 
