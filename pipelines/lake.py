@@ -30,11 +30,9 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import duckdb
 import fsspec
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
@@ -42,6 +40,10 @@ from upath import UPath
 
 from pipelines import lake_objects, settings
 from pipelines.errors import DataError, LineageError, SpecError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 MANIFEST = "_manifest.json"
 DATA_FILE = "data.parquet"
@@ -148,7 +150,10 @@ def s3_options() -> dict[str, Any]:
 def connect(paths: Sequence[LakePath] = ()) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection in UTC that reads `paths`: the filesystem of those on an object
     store is registered with it, so DuckDB reads them through fsspec (its httpfs extension
-    would be downloaded at run time)."""
+    would be downloaded at run time). DuckDB is imported here, not with the module: the DAG
+    factory imports this module when a DAG file is parsed."""
+    import duckdb
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for fs in {id(p.fs): p.fs for p in paths if not isinstance(p, Path)}.values():
@@ -320,6 +325,8 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 def read_frame(path: LakePath) -> pd.DataFrame:
     """A Parquet file of the lake as a frame (a training set, known-problem cases), on a local
     folder or an object store alike."""
+    import pandas as pd
+
     if isinstance(path, Path):
         return pd.read_parquet(path)
     with path.open("rb") as handle:
