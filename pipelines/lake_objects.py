@@ -68,12 +68,21 @@ def _lost_race(exc: OSError) -> bool:
 
 def commit(final: Any, manifest: dict[str, Any], manifest_name: str) -> dict[str, Any]:
     """PUT `manifest` as `final/<manifest_name>` on condition that the manifest is still the
-    one just read; on a lost race re-read and try again. Returns the manifest it replaced."""
+    one just read; on a lost race re-read and try again. Returns the manifest it replaced.
+
+    A 412 may also answer a retried PUT whose first try landed but whose answer was lost:
+    then the manifest read next is this one, and the commit is done, on top of the one read
+    before it.
+    """
     target = final / manifest_name
     bucket, key = _bucket_key(target)
+    replaced: dict[str, Any] | None = None
     for _ in range(COMMIT_TRIES):
         current, etag = read_tagged(target)
-        manifest["previous"] = (current or {}).get("generation")
+        if replaced is not None and (current or {}).get("generation") == manifest["generation"]:
+            return replaced
+        replaced = current or {}
+        manifest["previous"] = replaced.get("generation")
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         try:
@@ -83,7 +92,7 @@ def commit(final: Any, manifest: dict[str, Any], manifest_name: str) -> dict[str
             if _lost_race(exc):
                 continue
             raise
-        return current or {}
+        return replaced
     raise LineageError(f"{target}: {COMMIT_TRIES} other writers committed this folder while "
                        "this one tried to; its files were removed, run the task again")
 

@@ -136,6 +136,32 @@ def test_a_lost_race_puts_again_on_top_of_the_winner(s3_lake_url: str) -> None:
     assert lake.read_manifest(folder)["previous"] == first["generation"]
 
 
+def test_a_put_that_landed_but_whose_answer_was_lost_is_not_put_again(
+        s3_lake_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retried PUT refused (412) because its first try landed: the writer finds its own
+    manifest committed and stops, keeping `previous` on the generation it replaced (a
+    second PUT would name itself as previous and orphan that one)."""
+    from botocore.exceptions import ClientError
+
+    folder = lake.partition_dir(lake.from_env(), "p", "raw", "t", DAY)
+    first = lake.publish_dir(folder, _write(1))
+    real, lost = folder.fs.call_s3, []
+
+    def landed_then_lost(method: str, *args: Any, **kwargs: Any) -> Any:
+        answer = real(method, *args, **kwargs)
+        if method == "put_object" and kwargs["Key"].endswith(lake.MANIFEST) and not lost:
+            lost.append(kwargs["Key"])
+            raise OSError(22, "lost answer") from ClientError(
+                {"Error": {"Code": "PreconditionFailed", "Message": "retried"}}, "PutObject")
+        return answer
+
+    monkeypatch.setattr(folder.fs, "call_s3", landed_then_lost)
+    second = lake.publish_dir(folder, _write(2))
+    assert lost and second["previous"] == first["generation"]
+    assert lake.read_manifest(folder) == second
+    assert _generations(folder) == {first["generation"], second["generation"]}
+
+
 KILLER = """
 import os, signal, sys
 from pipelines import lake, lake_objects
