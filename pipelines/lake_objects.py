@@ -113,13 +113,27 @@ def publish(final: Any, write: Callable[[Path], dict[str, Any]],
         local = Path(scratch)
         manifest = {**write(local), "generation": generation, "files": describe(local)}
         try:
-            for entry in manifest["files"]:
-                final.fs.put_file(str(local / entry["name"]), (folder / entry["name"]).path)
+            _upload(local, manifest["files"], folder)
             replaced = commit(final, manifest, manifest_name)
         except BaseException:
             remove(folder)
             raise
     return manifest, replaced
+
+
+def _upload(local: Path, files: list[dict[str, Any]], folder: Any) -> None:
+    """Put each file under the generation `folder`. A refusal (S3 stores answer Access Denied
+    for a bucket that does not exist, too) is re-raised naming the object and what to check;
+    it stays an OSError, which a task may retry."""
+    for entry in files:
+        target = folder / entry["name"]
+        try:
+            folder.fs.put_file(str(local / entry["name"]), target.path)
+        except OSError as exc:
+            bucket, _ = _bucket_key(target)
+            raise type(exc)(f"{target}: cannot be written ({exc}); check that bucket {bucket!r} "
+                            "exists and that AWS_ACCESS_KEY_ID may write to it at "
+                            "AWS_ENDPOINT_URL, or point PITSTOP_LAKE elsewhere") from exc
 
 
 def remove(folder: Any) -> None:

@@ -211,3 +211,14 @@ def test_a_changed_object_is_named_when_read(s3_lake_url: str) -> None:
         lake.verify(partition)
     assert str(partition.data_path) in str(error.value)
     assert json.loads((partition.path / lake.MANIFEST).read_text()) == partition.manifest
+
+
+def test_a_missing_bucket_is_a_clear_error(s3_server: Any, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    for name, value in s3_server.env("s3://no-such-bucket-here/lake").items():
+        monkeypatch.setenv(name, value)
+    folder = lake.partition_dir(lake.from_env(), "p", "raw", "t", DAY)
+    with pytest.raises(OSError, match="check that bucket 'no-such-bucket-here' exists") as error:
+        lake.publish_dir(folder, _write(1))
+    assert "s3://no-such-bucket-here/lake/p/raw/t/date=2013-01-01/g-" in str(error.value)
+    assert lake.list_partitions(lake.from_env(), "p", "raw", "t") == []
