@@ -57,6 +57,8 @@ def _versions(ref: str) -> list[Any]:
             name, version = ref.rsplit("/", 1)
             return [client.get_model_version(name, version)]
     except MlflowException as exc:
+        if not registry.absent(exc):
+            raise
         raise LineageError(f"{ref}: no such model version in MLflow "
                            f"({settings_hint()}): {exc.message}") from exc
     if HEX64.match(ref):
@@ -212,9 +214,22 @@ def _lake_file(store: lake.Lake, part: dict[str, Any]) -> lake.LakePath | None:
     return file if file.exists() else None
 
 
+def _file_sha(file: lake.LakePath | None) -> str:
+    return lake.sha256_file(file) if file and file.exists() else "missing"
+
+
+def _gx_result(store: lake.Lake, recorded: str) -> tuple[str, lake.LakePath | None]:
+    """The gate's GX result in the lake: named by its published folder like every partition,
+    read from the generation lineage recorded while it is kept, else from the one committed now
+    (so a re-validation with the same bytes still verifies, and other bytes are a mismatch)."""
+    path = store.root / recorded
+    folder = path.parent.parent if lake.GENERATION.fullmatch(path.parent.name) else path.parent
+    part = {"path": store.relative(folder), "file": path.name}
+    return f"{part['path']}/{path.name}", path if path.exists() else _lake_file(store, part)
+
+
 def _lake_sha(store: lake.Lake, part: dict[str, Any]) -> str:
-    file = _lake_file(store, part)
-    return lake.sha256_file(file) if file else "missing"
+    return _file_sha(_lake_file(store, part))
 
 
 def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
@@ -240,6 +255,8 @@ def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
         result_copy = _download(subject.run_id, check["artifact"], Path(tmp))
         result.expect(f"run artifact {check['artifact']}", check["sha256"],
                       lake.sha256_file(result_copy))
+    gx_result, gx_file = _gx_result(store, check["result"])
+    result.expect(gx_result, check["sha256"], _file_sha(gx_file))
     actual_model = registry.artifact_hashes(rec["model"]["uri"])
     for name, sha in sorted(rec["model"]["files"].items()):
         result.expect(f"model {rec['model']['model_id']} file {name}", sha,

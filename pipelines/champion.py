@@ -23,6 +23,7 @@ from pipelines.registry import (
     HISTORY_TAG,
     LINEAGE_TAGS,
     TrainedRun,
+    absent,
     champion_version,
     client,
     clip,
@@ -67,8 +68,9 @@ def register(
     mlflow_client = client()
     try:
         mlflow_client.create_registered_model(model_name)
-    except MlflowException:
-        pass  # exists already
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
     version = mlflow_client.create_model_version(
         model_name, source=model_uri, run_id=run_id, tags=tags, description=description,
         model_id=model_id,
@@ -126,6 +128,8 @@ def promote(model_name: str, version: str, by: str, reason: str) -> dict[str, An
     try:
         client().get_model_version(model_name, version)
     except MlflowException as exc:
+        if not absent(exc):
+            raise
         raise LineageError(f"promote: {model_name} has no version {version}") from exc
     current = champion_version(model_name)
     if current is not None and str(current.version) == str(version):
@@ -140,6 +144,8 @@ def rollback(model_name: str, by: str, reason: str) -> dict[str, Any]:
     try:
         history = champion_history(model_name)
     except MlflowException as exc:
+        if not absent(exc):
+            raise
         raise LineageError(f"rollback: no registered model {model_name!r}") from exc
     if not history or history[-1]["previous"] is None:
         raise LineageError(f"rollback: {model_name} has no previous champion to go back to")

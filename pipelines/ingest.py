@@ -304,12 +304,13 @@ def check_values(table: pa.Table, path: Path, source: Source, field: str,
                         f"({source.min_rows}) (rule: a landing file holds a whole delivery); "
                         f"deliver the file again, or set {field}.min_rows: {table.num_rows} "
                         "if such a file is expected")
-    infinite = {c: pc.sum(pc.is_inf(table.column(c))).as_py() or 0
-                for c, t in source.columns.items() if t == "float"}
-    if (bad := {c: n for c, n in infinite.items() if n}) and not source.allow_infinite:
+    not_finite = {c: pc.sum(pc.invert(pc.is_finite(table.column(c)))).as_py() or 0
+                  for c, t in source.columns.items() if t == "float"}
+    if (bad := {c: n for c, n in not_finite.items() if n}) and not source.allow_infinite:
         counts = ", ".join(f"column {c!r} has {n}" for c, n in bad.items())
-        raise DataError(f"{path}: infinite values (inf or -inf): {counts} (rule: numbers are "
-                        f"finite); fix the export upstream, or set {field}.allow_infinite: true")
+        raise DataError(f"{path}: values that are not finite (NaN, inf or -inf): {counts} "
+                        f"(rule: numbers are finite; a missing value is an empty field, which "
+                        f"is null); fix the export upstream, or set {field}.allow_infinite: true")
     if source.event_time and table.num_rows:
         times = table.column(source.event_time)
         limit = now + source.future_tolerance

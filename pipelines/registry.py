@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 from pipelines import lake, settings
 
 log = logging.getLogger(__name__)
@@ -31,15 +33,30 @@ LINEAGE_TAGS = ("pair_id", "dataset_id", "pipeline", "code_version", "git_commit
                 "airflow_dag_id", "airflow_run_id", "airflow_try", "triggered_by", "reason")
 
 
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+"""MLflow's error codes for a model, version or alias that does not exist (a missing alias is
+INVALID_PARAMETER_VALUE). Any other failure, an unreachable server above all, is not "none"."""
+
+
 def client() -> Any:
-    """An MlflowClient on the configured store (SQLite under PITSTOP_HOME by default)."""
+    """An MlflowClient on the configured store (SQLite under PITSTOP_HOME by default), with
+    pitstop's bounded HTTP waits unless the environment sets MLflow's own variables."""
     import os
 
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name, value in settings.MLFLOW_HTTP_BOUNDS.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri())
     return mlflow.MlflowClient()
+
+
+def absent(exc: Exception) -> bool:
+    """Whether MLflow answered that the thing does not exist. Only then may a caller take "no
+    champion" or "no such version": a store that did not answer must fail the task, never
+    pass for an empty registry (which would promote a candidate without comparing it)."""
+    return getattr(exc, "error_code", None) in NOT_FOUND
 
 
 def experiment_id(name: str) -> str:
@@ -52,9 +69,9 @@ def experiment_id(name: str) -> str:
     location.mkdir(parents=True, exist_ok=True)
     try:
         return str(mlflow_client.create_experiment(name, artifact_location=location.as_uri()))
-    except Exception:  # a parallel task created it first
+    except MlflowException as exc:  # a parallel task created it first
         experiment = mlflow_client.get_experiment_by_name(name)
-        if experiment is None:
+        if experiment is None or exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
         return str(experiment.experiment_id)
 
@@ -70,12 +87,13 @@ def find_version(model_name: str, pair_id: str) -> Any | None:
 
 
 def champion_version(model_name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
+    """The version holding `champion`; None only when MLflow says there is none."""
     try:
         return client().get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if absent(exc):
+            return None
+        raise
 
 
 def clip(text: str, limit: int = 4000) -> str:

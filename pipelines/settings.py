@@ -16,6 +16,14 @@ MAX_REASON_LENGTH = 500
 """Longest `reason` a run or backfill may give: the DAG forms' limit (Airflow refuses a
 longer one), well inside MLflow's tag values, where the train DAG keeps it."""
 
+MLFLOW_HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                      "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+"""pitstop's waits on the MLflow tracking server, applied unless the environment sets these
+MLflow variables itself. MLflow's own defaults (120 s per request, 7 retries, backoff factor 2)
+let one call to a server that is down or hung take over four minutes, and a task about twenty:
+here a call gives up after at most 4 tries of 30 s (about 2 min), and a refused connection
+after about 7 s, naming the server's URI."""
+
 
 def home() -> Path:
     return Path(os.environ.get("PITSTOP_HOME", ".pitstop")).resolve()

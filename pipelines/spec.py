@@ -140,8 +140,10 @@ class Source(_Strict):
     source whose periods may legitimately be empty, such as quiet hours (a header-only file
     then passes)."""
     allow_infinite: bool = False
-    """Let `float` columns hold `inf`/`-inf`. Off by default: an infinite value fails ingest
-    (it breaks means, scalers and most estimators), with or without a GX suite."""
+    """Let `float` columns hold the non-finite values `inf`, `-inf` and `NaN`. Off by default:
+    such a value fails ingest (it breaks means, scalers and most estimators, and a NaN passes
+    for a missing value no check counted), with or without a GX suite. A missing value is an
+    empty field (CSV) or a null (Parquet), which this rule never refuses."""
     future_tolerance: Duration = dt.timedelta(days=1)
     """How far past the run's clock an event time, or the start of the period a landing file
     is named for, may be; anything later fails ingest (an upstream clock or time-zone

@@ -69,7 +69,8 @@ def validate(path: str | Path, full: bool = True) -> list[Finding]:
 
 def check(spec: LoadedSpec, full: bool) -> list[Finding]:
     """The cheap checks of a loaded spec and, with `full`, the rest (see the module doc)."""
-    findings = [*source_findings(spec), *hook_findings(spec, full), *suite_findings(spec, full)]
+    findings = [*source_findings(spec), *sibling_findings(spec), *hook_findings(spec, full),
+                *suite_findings(spec, full)]
     broken = {finding.field for finding in findings}
     if full:
         findings += problem_findings(spec)
@@ -113,6 +114,32 @@ def source_findings(spec: LoadedSpec) -> list[Finding]:
         if problem := timezone_problem(source.timezone):
             findings.append(Finding(spec.path, f"sources.{name}.timezone", problem))
     return findings
+
+
+def sibling_findings(spec: LoadedSpec) -> list[Finding]:
+    """Names another spec in the same DAGs folder already uses: one `name` means one set of
+    DAG ids and one lake folder, one `model_name` one registered model, so two pipelines
+    would overwrite each other's partitions or versions. Other YAML files there that are not
+    specs are none of this check's business."""
+    findings = []
+    for other in sorted(spec.path.parent.glob("*.yaml")):
+        if other.resolve() == spec.path.resolve():
+            continue
+        try:
+            sibling = load_spec(other, check=False).pipeline
+        except SpecError:
+            continue
+        for field in ("name", "model_name"):
+            if getattr(sibling, field) == getattr(spec.pipeline, field):
+                findings.append(Finding(spec.path, field, (
+                    f"{getattr(sibling, field)!r} is also the {field} of {other}: "
+                    f"{SHARED[field]}; give each pipeline its own")))
+    return findings
+
+
+SHARED = {"name": "both would have the same DAG ids and write the same lake folder",
+          "model_name": "both would register versions of one MLflow model and move one "
+                        "champion alias"}
 
 
 def timezone_problem(timezone: str) -> str | None:

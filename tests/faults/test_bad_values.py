@@ -42,12 +42,15 @@ def _first(old: str, new: str) -> callable:
 
 
 VALUES = [
-    Case("inf", "`<file>: infinite values (inf or -inf): column 'value' has 1 (rule: numbers are "
-         "finite); ... or set sensors.yaml: sources.readings.allow_infinite: true`",
-         _value("inf"), ("column 'value' has 1 (rule: numbers are finite)",
+    Case("inf", "`<file>: values that are not finite (NaN, inf or -inf): column 'value' has 1 "
+         "(rule: numbers are finite; ...); ... or set sensors.yaml: "
+         "sources.readings.allow_infinite: true`",
+         _value("inf"), ("column 'value' has 1 (rule: numbers are finite",
                          "sources.readings.allow_infinite")),
-    Case("minus-inf", "`<file>: infinite values (inf or -inf): column 'value' has 1`",
-         _value("-inf"), ("column 'value' has 1 (rule: numbers are finite)",)),
+    Case("minus-inf", "`<file>: values that are not finite (NaN, inf or -inf): column 'value' "
+         "has 1`", _value("-inf"), ("column 'value' has 1 (rule: numbers are finite",)),
+    Case("nan", "`<file>: values that are not finite (NaN, inf or -inf): column 'value' has 1`",
+         _value("NaN"), ("column 'value' has 1 (rule: numbers are finite",)),
     Case("null-key", "`<file>: column 'sensor' has 1 nulls (rule: keys are never null)`",
          _first("\na,", "\n,"), ("column 'sensor' has 1 nulls (rule: keys are never null)",)),
     Case("nan-in-time-key", "`<file>: column 'ts' has 1 values that are not timestamp`",

@@ -128,15 +128,13 @@ def test_a_deleted_data_file_is_reported_missing(recorded: Recorded, layer: str)
     assert {m.actual for m in result.mismatches if m.what == _rel(path)} == {"missing"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17: verify compares the training-set GX result "
-                   "it recorded with the run's copy only; the lake's _quality result (and its "
-                   "manifest sha256) is never re-hashed")
 def test_a_flipped_byte_in_the_lakes_gx_result_is_named_by_verify(recorded: Recorded) -> None:
     """Invariant: every manifest matches its bytes: the gate's GX result in the lake
     (`_quality/datasets/<id>/validation_result.json`) changed after the run is named by
     `verify`.
 
-    Sees: `verify` intact (defect): the lake's copy is not checked.
+    Sees: mismatch `<pipeline>/_quality/datasets/<id>/g-…/validation_result.json`, expected
+    the recorded sha256.
     """
     check = recorded.subject.record["checks"]["training_set"]
     path = env_lake().root / check["result"]

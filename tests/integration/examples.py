@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from pipelines import registry
 from pipelines.spec import load_spec
+from tests.integration.live import service_env
+
+PITSTOP = str(Path(sys.executable).with_name("pitstop"))
+
+
+def in_project(project: Path, *command: str) -> str:
+    """One command in a project folder of a test's own, with its home `project/home` and none
+    of the session's settings (so Airflow's DAG folder is the project's `./dags`, as for a
+    data engineer); its stdout, once it has succeeded."""
+    env = service_env(project / "home", 0, 0)  # its ports stay unused: nothing here serves
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def land(spec_path: Path, start: dt.date, end: dt.date) -> None:

@@ -12,19 +12,18 @@ store and Airflow DB.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from pipelines import cli
-from tests.integration.live import service_env
+from tests.integration.examples import PITSTOP
+from tests.integration.examples import in_project as run
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 PIPELINES = {"scaffolded_regression": "regression", "scaffolded_multiclass": "multiclass"}
-PITSTOP = str(Path(sys.executable).with_name("pitstop"))
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +33,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, task in PIPELINES.items():
         assert "pitstop validate dags/" in run(folder, PITSTOP, "new", name, "--task", task)
     return folder
-
-
-def run(project: Path, *command: str) -> str:
-    """One command in the project folder, with its home and none of the session's settings."""
-    env = service_env(project / "home", 0, 0)  # its ports stay unused: nothing here serves
-    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module", params=list(PIPELINES))

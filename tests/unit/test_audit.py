@@ -220,8 +220,9 @@ def flip_one_byte(file: Path, at: int | None = None) -> str:
     return lake.sha256_file(file)
 
 
-CHECKED = 3 + 5 + 1 + 2 + len(MODEL_FILES)
-"""Three tags, five lake files, the training set's content, two run artifacts, model files."""
+CHECKED = 3 + 5 + 1 + 2 + 1 + len(MODEL_FILES)
+"""Three tags, five lake files, the training set's content, two run artifacts, the lake's GX
+result, model files."""
 
 
 def test_an_untouched_version_verifies_intact(stored: Stored) -> None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import ingest, lake
@@ -78,8 +79,8 @@ def _assert_nothing_published(tiny: LoadedSpec) -> None:
     (lambda f: f.write_bytes(b""), "file is empty (0 bytes)"),
     (lambda f: f.write_text("sensor,ts,value\n"),
      "0 rows, fewer than sensors.yaml: sources.readings.min_rows (1)"),
-    (lambda f: _set_values(f, "inf", "-inf", "Infinity"),
-     "column 'value' has 3 (rule: numbers are finite)"),
+    (lambda f: _set_values(f, "inf", "-inf", "Infinity", "NaN", "nan"),
+     "column 'value' has 5 (rule: numbers are finite"),
     (lambda f: f.write_text(f.read_text().replace(",", ";")), "is the delimiter ',' right?"),
 ])
 def test_bad_file_fails_naming_file_and_rule(tiny: LoadedSpec, corrupt: callable,
@@ -132,10 +133,18 @@ def test_min_rows_zero_accepts_a_day_without_rows(tiny: LoadedSpec) -> None:
 
 
 def test_infinite_values_pass_only_when_the_source_allows_them(tiny: LoadedSpec) -> None:
-    _set_values(_file(tiny, D2), "inf")
+    _set_values(_file(tiny, D2), "inf", "NaN")
     assert ingest.ingest(env_lake(), _with(tiny, allow_infinite=True), "readings", D1, D4).rows == 3 * 72
     with pytest.raises(DataError, match="set sensors.yaml: sources.readings.allow_infinite: true"):
         ingest.ingest(env_lake(), tiny, "readings", D1, D4)
+
+
+def test_an_empty_float_field_is_a_null_not_a_nan(tiny: LoadedSpec) -> None:
+    """The finite rule refuses NaN, never a missing value: an empty field reads as null."""
+    _set_values(_file(tiny, D2), "", "")
+    assert ingest.ingest(env_lake(), tiny, "readings", D1, D4).rows == 3 * 72
+    table = pq.read_table(lake.list_partitions(env_lake(), "sensors", "raw", "readings")[1].data_path)
+    assert table.column("value").null_count == 2
 
 
 def test_infinite_values_fail_a_source_without_a_suite(tiny: LoadedSpec) -> None:

@@ -269,3 +269,19 @@ def test_declaring_columns_changes_no_dataset_id(tmp_path: Path) -> None:
     undeclared = load_spec(copy_example(tmp_path / "b", edit=_undeclared), check=False)
     assert declared.pipeline.feature_views["airframe"].columns
     assert feature_definitions_hash(declared) == feature_definitions_hash(undeclared)
+
+
+def test_specs_in_one_dags_folder_may_not_share_a_name_or_model(tmp_path: Path) -> None:
+    """Two pipelines in one deployment with one `name` share DAG ids and a lake folder; with
+    one `model_name` they register into one MLflow model: both specs say so, naming the
+    other file. A YAML file there that is not a spec is ignored."""
+    first = copy_example(tmp_path, name="alpha")
+    second = copy_example(tmp_path, name="beta", edit=lambda d: d.update(model_name="alpha"))
+    (tmp_path / "notes.yaml").write_text("just: notes\n")
+    assert validation.sibling_findings(load_spec(first, check=False)) == [validation.Finding(
+        first, "model_name", f"'alpha' is also the model_name of {second}: both would register "
+        "versions of one MLflow model and move one champion alias; give each pipeline its own")]
+    third = copy_example(tmp_path, name="gamma", edit=lambda d: d.update(name="beta"))
+    found = {(f.field, f.message.split(": ")[0]) for f in validation.validate(third, full=False)}
+    assert ("name", f"'beta' is also the name of {second}") in found
+    assert validation.sibling_findings(load_spec(copy_example(tmp_path / "solo"), check=False)) == []
