@@ -67,34 +67,48 @@ def bootstrap_deltas(task: str, y: np.ndarray, candidate: np.ndarray, champion: 
     Raises ValueError when y holds fewer than two classes for a classification task (no
     resample could hold two).
     """
-    names = metrics.metric_names(task)
+    metrics.metric_names(task)  # an unknown task fails here, before any work
     y = np.asarray(y)
     if task != "regression" and len(labels := np.unique(y)) < 2:
         raise ValueError(f"bootstrap_deltas: the labels hold {len(labels)} class; a {task} "
                          "bootstrap needs at least 2 (rule: every resample must hold every "
                          "class of y, or AUCs are undefined)")
-    # scored[name][model, j]: model 0 the candidate, 1 the champion; j = 0 the rows as they
-    # are, then the resamples in the order drawn
+    scored = _score_pairs(task, y, (candidate, champion), resamples, seed, threshold, classes)
+    return {name: _delta(name, values, confidence, metrics.higher_is_better(task, name))
+            for name, values in scored.items()}
+
+
+def _score_pairs(task: str, y: np.ndarray, predictions: tuple[np.ndarray, np.ndarray],
+                 resamples: int, seed: int, threshold: float, classes: np.ndarray | None
+                 ) -> dict[str, np.ndarray]:
+    """Every metric of both models on the rows as they are and on each resample, so that the
+    two models always meet the same rows: `scored[name][model, j]`, model 0 the candidate and
+    1 the champion; j = 0 the rows as they are, then the resamples in the order drawn. The
+    resamples come in memory-sized blocks, so a large evaluation set never holds them all."""
+    names = metrics.metric_names(task)
     scored = {name: np.empty((2, resamples + 1)) for name in names}
     done = 0
     for weights in _resample_weights(task, y, resamples, seed):
-        for model, pred in enumerate((candidate, champion)):
+        for model, pred in enumerate(predictions):
             values = metrics.score_resamples(task, y, pred, weights, threshold=threshold,
                                              classes=classes)
             for name in names:
                 scored[name][model, done:done + len(weights)] = values[name]
         done += len(weights)
+    return scored
+
+
+def _delta(name: str, scored: np.ndarray, confidence: float, higher_is_better: bool) -> Delta:
+    """One metric's change with its percentile interval over the paired resample
+    differences; column 0 (the rows as they are) gives the point values and stays out of the
+    interval. Resamples on which the metric is undefined (NaN) are left out of it."""
+    ours, theirs = (float(v) for v in scored[:, 0])
     tail = (1 - confidence) / 2 * 100
-    deltas = {}
-    for name in names:
-        ours, theirs = (float(v) for v in scored[name][:, 0])
-        with warnings.catch_warnings():  # a metric undefined on every resample: NaN bounds
-            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-            low, high = np.nanpercentile(scored[name][0, 1:] - scored[name][1, 1:],
-                                         [tail, 100 - tail])
-        deltas[name] = Delta(name, ours, theirs, ours - theirs, float(low), float(high),
-                             confidence, metrics.higher_is_better(task, name))
-    return deltas
+    with warnings.catch_warnings():  # a metric undefined on every resample: NaN bounds
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        low, high = np.nanpercentile(scored[0, 1:] - scored[1, 1:], [tail, 100 - tail])
+    return Delta(name, ours, theirs, ours - theirs, float(low), float(high), confidence,
+                 higher_is_better)
 
 
 def _resample_weights(task: str, y: np.ndarray, resamples: int, seed: int

@@ -145,7 +145,12 @@ def reference(task: str, training_y: np.ndarray, champion: Scored | None, thresh
 
 def check_guardrails(task: str, pred: np.ndarray, ref: Reference, guardrails: Guardrails,
                      threshold: float, classes: np.ndarray | None) -> list[str]:
-    """What is wrong with a set of predictions, before anyone looks at its metrics."""
+    """What is wrong with a set of predictions, before anyone looks at its metrics.
+
+    Non-finite predictions are reported alone: every other rule would compare NaNs. The
+    rest follow the task, since "shifted" means a mean for binary, standard deviations of
+    the target for regression and class shares for multiclass.
+    """
     finite = np.isfinite(pred).all(axis=1) if pred.ndim == 2 else np.isfinite(pred)
     if not finite.all():
         return [f"{int((~finite).sum())} predictions are not finite numbers"]
@@ -154,38 +159,64 @@ def check_guardrails(task: str, pred: np.ndarray, ref: Reference, guardrails: Gu
     if spread <= guardrails.min_std:
         found.append(f"predictions are constant (std {spread:.2e} <= min_std "
                      f"{guardrails.min_std})")
-    shift = guardrails.mean_shift(task)
-    mean = float(np.mean(pred)) if pred.ndim == 1 else math.nan
     if task == "binary":
-        if pred.min() < 0 or pred.max() > 1:
-            found.append(f"predictions range over [{pred.min():.4f}, {pred.max():.4f}], "
-                         "outside [0, 1]")
-        if abs(mean - ref.mean) > shift:
-            found.append(f"mean prediction {mean:.4f} is more than {shift} from "
-                         f"{ref.mean:.4f}, that of {ref.source} (guardrails.max_mean_shift)")
-    elif task == "regression":
-        unit = ref.spread or 1.0
-        if abs(mean - ref.mean) / unit > shift:
-            found.append(f"mean prediction {mean:.4g} is {abs(mean - ref.mean) / unit:.2f} "
-                         f"standard deviations ({unit:.4g}) from {ref.mean:.4g}, that of "
-                         f"{ref.source}; allowed {shift} (guardrails.max_mean_shift)")
-        excess = guardrails.max_range_excess * unit
-        if pred.min() < ref.low - excess or pred.max() > ref.high + excess:
-            found.append(f"predictions range over [{pred.min():.4g}, {pred.max():.4g}], beyond "
-                         f"[{ref.low:.4g}, {ref.high:.4g}] of {ref.source} by more than "
-                         f"{guardrails.max_range_excess} standard deviations "
-                         "(guardrails.max_range_excess)")
-    else:
-        sums = pred.sum(axis=1)
-        if (off := np.abs(sums - 1) > 1e-6).any():
-            found.append(f"{int(off.sum())} rows' class probabilities do not sum to 1")
-        ours = _shares(decisions(task, pred, threshold, classes))
-        moved = {c: ours.get(c, 0.0) - ref.shares.get(c, 0.0) for c in {*ours, *ref.shares}}
-        worst = max(moved, key=lambda c: abs(moved[c]))
-        if abs(moved[worst]) > shift:
-            found.append(f"class {worst!r} is decided for {ours.get(worst, 0.0):.1%} of rows, "
-                         f"{ref.shares.get(worst, 0.0):.1%} in {ref.source}; allowed change "
-                         f"{shift:.1%} (guardrails.max_mean_shift)")
+        return found + _binary_guardrails(pred, ref, guardrails.mean_shift(task))
+    if task == "regression":
+        return found + _regression_guardrails(pred, ref, guardrails)
+    return found + _multiclass_guardrails(pred, ref, guardrails.mean_shift(task), threshold,
+                                          classes)
+
+
+def _binary_guardrails(pred: np.ndarray, ref: Reference, shift: float) -> list[str]:
+    """Probabilities outside [0, 1], or a mean prediction moved by more than `shift` from the
+    reference's: a model that predicts a different base rate."""
+    found = []
+    if pred.min() < 0 or pred.max() > 1:
+        found.append(f"predictions range over [{pred.min():.4f}, {pred.max():.4f}], "
+                     "outside [0, 1]")
+    mean = float(np.mean(pred))
+    if abs(mean - ref.mean) > shift:
+        found.append(f"mean prediction {mean:.4f} is more than {shift} from "
+                     f"{ref.mean:.4f}, that of {ref.source} (guardrails.max_mean_shift)")
+    return found
+
+
+def _regression_guardrails(pred: np.ndarray, ref: Reference, guardrails: Guardrails
+                           ) -> list[str]:
+    """A mean moved, or a range stretched, by more than allowed, both measured in standard
+    deviations of the training target so that one rule fits targets of any scale (a target
+    without spread measures in its own units)."""
+    found = []
+    unit = ref.spread or 1.0
+    shift = guardrails.mean_shift("regression")
+    mean = float(np.mean(pred))
+    if abs(mean - ref.mean) / unit > shift:
+        found.append(f"mean prediction {mean:.4g} is {abs(mean - ref.mean) / unit:.2f} "
+                     f"standard deviations ({unit:.4g}) from {ref.mean:.4g}, that of "
+                     f"{ref.source}; allowed {shift} (guardrails.max_mean_shift)")
+    excess = guardrails.max_range_excess * unit
+    if pred.min() < ref.low - excess or pred.max() > ref.high + excess:
+        found.append(f"predictions range over [{pred.min():.4g}, {pred.max():.4g}], beyond "
+                     f"[{ref.low:.4g}, {ref.high:.4g}] of {ref.source} by more than "
+                     f"{guardrails.max_range_excess} standard deviations "
+                     "(guardrails.max_range_excess)")
+    return found
+
+
+def _multiclass_guardrails(pred: np.ndarray, ref: Reference, shift: float, threshold: float,
+                           classes: np.ndarray | None) -> list[str]:
+    """Probability rows that do not sum to 1, or the share of rows decided for some class
+    moved by more than `shift`: only the class that moved most is named."""
+    found = []
+    if (off := np.abs(pred.sum(axis=1) - 1) > 1e-6).any():
+        found.append(f"{int(off.sum())} rows' class probabilities do not sum to 1")
+    ours = _shares(decisions("multiclass", pred, threshold, classes))
+    moved = {c: ours.get(c, 0.0) - ref.shares.get(c, 0.0) for c in {*ours, *ref.shares}}
+    worst = max(moved, key=lambda c: abs(moved[c]))
+    if abs(moved[worst]) > shift:
+        found.append(f"class {worst!r} is decided for {ours.get(worst, 0.0):.1%} of rows, "
+                     f"{ref.shares.get(worst, 0.0):.1%} in {ref.source}; allowed change "
+                     f"{shift:.1%} (guardrails.max_mean_shift)")
     return found
 
 
@@ -383,41 +414,60 @@ def judge(spec: LoadedSpec, training: pd.DataFrame, evaluation: pd.DataFrame,
     """
     task, config = spec.pipeline.model.task, spec.pipeline.evaluation
     target = spec.pipeline.label.target
-    y = evaluation[target].to_numpy()
-    classes = train.classes(candidate_model)
-    rows = Rows(evaluation, y, slice_keys(evaluation, config.slices), classes)
+    rows = Rows(evaluation, evaluation[target].to_numpy(), slice_keys(evaluation, config.slices),
+                train.classes(candidate_model))
     candidate = score_model(spec, candidate_model, None, rows, problem_list)
     champion = (None if champion_model is None else
                 score_model(spec, champion_model, champion_version, rows, problem_list))
-    ref = reference(task, training[target].to_numpy(), champion, config.threshold, classes)
+    ref = reference(task, training[target].to_numpy(), champion, config.threshold, rows.classes)
     if broken := check_guardrails(task, candidate.pred, ref, config.guardrails,
-                                  config.threshold, classes):
-        raise GuardrailsFailed(f"guardrails on {len(y)} evaluation rows: " + "; ".join(broken)
+                                  config.threshold, rows.classes):
+        raise GuardrailsFailed(f"guardrails on {len(rows.y)} evaluation rows: "
+                               + "; ".join(broken)
                                + " (rule: spec evaluation.guardrails; nothing was registered)")
-    deltas: dict[str, Delta] = {}
-    agreement, disagreeing = None, []
-    if champion is not None:
-        deltas = differential.bootstrap_deltas(
-            task, y, candidate.pred, champion.pred, config.bootstrap, spec.pipeline.model.seed,
-            config.criteria.confidence, threshold=config.threshold, classes=classes)
-        columns = [spec.pipeline.label.entity, spec.pipeline.label.prediction_time, target,
-                   *[s.column for s in config.slices]]
-        agreement = differential.agreement_rate(task, candidate.pred, champion.pred,
-                                                config.threshold, classes)
-        disagreeing = differential.disagreements(
-            task, evaluation, list(dict.fromkeys(columns)), candidate.pred, champion.pred,
-            config.disagreements, classes).to_dict(orient="records")
+    comparison = Comparison() if champion is None else compare(spec, rows, candidate, champion)
     criteria = config.criteria
-    verdict = decide(task, candidate.metrics, criteria, deltas=deltas if champion else None,
-                     slices=candidate.slices, rows=len(y),
-                     problem_reasons=problems.regressions(
+    verdict = decide(task, candidate.metrics, criteria,
+                     deltas=comparison.deltas if champion else None, slices=candidate.slices,
+                     rows=len(rows.y), problem_reasons=problems.regressions(
                          candidate.problems, champion.problems if champion else None,
                          problem_list))
     metric = gate_metric(task, criteria)
-    return Evaluation(task, eval_dataset_id, config.threshold, ref, candidate, champion, deltas,
-                      agreement, disagreeing, metric,
-                      worst_slices(task, candidate.slices, metric, criteria.slice_min_rows,
-                                   config.worst_slices), verdict, y, classes, rows.keys)
+    return Evaluation(task, eval_dataset_id, config.threshold, ref, candidate, champion,
+                      comparison.deltas, comparison.agreement_rate, comparison.disagreements,
+                      metric, worst_slices(task, candidate.slices, metric,
+                                           criteria.slice_min_rows, config.worst_slices),
+                      verdict, rows.y, rows.classes, rows.keys)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Candidate against champion on the same rows; empty when there is no champion."""
+
+    deltas: dict[str, Delta] = field(default_factory=dict)
+    agreement_rate: float | None = None
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
+    """The rows where the two differ most, as records, with the label's key columns, the
+    target and the slice columns, so a reviewer can find them again."""
+
+
+def compare(spec: LoadedSpec, rows: Rows, candidate: Scored, champion: Scored) -> Comparison:
+    """The differential test: paired bootstrap intervals of every metric's change (seeded by
+    the model's seed), the share of rows on which both decide alike, and the rows where they
+    disagree most."""
+    task, config = spec.pipeline.model.task, spec.pipeline.evaluation
+    label = spec.pipeline.label
+    deltas = differential.bootstrap_deltas(
+        task, rows.y, candidate.pred, champion.pred, config.bootstrap, spec.pipeline.model.seed,
+        config.criteria.confidence, threshold=config.threshold, classes=rows.classes)
+    columns = [label.entity, label.prediction_time, label.target,
+               *[s.column for s in config.slices]]
+    disagreeing = differential.disagreements(
+        task, rows.frame, list(dict.fromkeys(columns)), candidate.pred, champion.pred,
+        config.disagreements, rows.classes)
+    return Comparison(deltas, differential.agreement_rate(task, candidate.pred, champion.pred,
+                                                          config.threshold, rows.classes),
+                      disagreeing.to_dict(orient="records"))
 
 
 def metric_values(result: Evaluation) -> dict[str, float]:

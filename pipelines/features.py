@@ -131,16 +131,36 @@ def compute_view(
         raise DataError(f"feature view {view_name!r} is not declared in {spec.path.name}; "
                         f"the views are {sorted(spec.pipeline.feature_views)}")
     view = spec.pipeline.feature_views[view_name]
-    history = start - dt.timedelta(days=-(-view.lookback // dt.timedelta(days=1)))
-    raw, used = raw_inputs(store, spec, view.sources, history, end)
-    frame = _run_hook(spec, view_name, raw)
+    raw, used = raw_inputs(store, spec, view.sources, start - _lookback(view.lookback), end)
+    frame = view_rows(spec, view_name, _run_hook(spec, view_name, raw), start, end)
+    total = _publish_days(store, spec, view_name, frame, used, start, end, produced_by or {})
+    return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
+                      len(lake.days(start, end)), round(time.perf_counter() - began, 3))
+
+
+def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.date,
+              end: dt.date) -> pd.DataFrame:
+    """The hook's output as it is published: checked, with `created_time` (event time plus
+    the availability lag unless the hook set it), rows without an event time dropped, cut
+    to `[start, end)` (the lookback rows only fed the hook) and sorted, so that the same raw
+    rows always give the same bytes. Pure: the lake is not touched."""
+    view = spec.pipeline.feature_views[view_name]
     _check_view_output(frame, view_name, view.keys)
     if CREATED_TIME not in frame.columns:
-        frame[CREATED_TIME] = frame[EVENT_TIME] + view.availability_lag
+        frame = frame.assign(**{CREATED_TIME: frame[EVENT_TIME] + view.availability_lag})
     frame = frame[frame[EVENT_TIME].notna()]
     _check_created_time(frame, view_name, view.keys)
     in_range = (frame[EVENT_TIME] >= _utc(start)) & (frame[EVENT_TIME] < _utc(end))
-    frame = frame[in_range].sort_values([EVENT_TIME, *view.keys, CREATED_TIME], kind="stable")
+    return frame[in_range].sort_values([EVENT_TIME, *view.keys, CREATED_TIME], kind="stable")
+
+
+def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
+                  used: list[dict[str, Any]], start: dt.date, end: dt.date,
+                  produced_by: dict[str, Any]) -> int:
+    """One partition per day of `[start, end)`, empty days too (a reader then knows the day
+    was computed), each manifest naming only the raw partitions that could feed that day and
+    the view's definitions hash. Returns the rows published."""
+    view = spec.pipeline.feature_views[view_name]
     day_of = frame[EVENT_TIME].dt.floor("D")
     definitions = view_definitions_hash(spec, view_name)
     total = 0
@@ -154,18 +174,22 @@ def compute_view(
             lake.write_parquet(table, tmp / lake.DATA_FILE)
             return {"pipeline": spec.name, "dataset": f"features/{view_name}", "date": day.isoformat(),
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
-                    "produced_by": produced_by or {}}
+                    "produced_by": produced_by}
 
         lake.publish_dir(lake.partition_dir(store, spec.name, "features", view_name, day), write)
         total += len(part)
-    return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
-                      len(lake.days(start, end)), round(time.perf_counter() - began, 3))
+    return total
+
+
+def _lookback(lookback: dt.timedelta) -> dt.timedelta:
+    """The lookback rounded up to whole days: raw partitions are days."""
+    return dt.timedelta(days=-(-lookback // dt.timedelta(days=1)))
 
 
 def _reads_day(path: str, day: dt.date, lookback: dt.timedelta) -> bool:
     """Whether a raw partition (by its date) can feed features of `day`."""
     read_day = lake.day_of(path)
-    return day - dt.timedelta(days=-(-lookback // dt.timedelta(days=1))) <= read_day <= day
+    return day - _lookback(lookback) <= read_day <= day
 
 
 def feature_partitions(

@@ -132,34 +132,18 @@ class _Inputs:
 
 def _inputs(task: str, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None
             ) -> _Inputs:
+    """The arrays checked once for the task, so the vectorised scorers need no checks of
+    their own and a wrong input fails with what to pass, not deep inside numpy."""
     _task_metrics(task)
     y, pred = np.asarray(y), np.asarray(pred, dtype=np.float64)
-    rows = len(y)
-    if y.ndim != 1 or rows == 0:
+    if y.ndim != 1 or len(y) == 0:
         raise ValueError(f"{task} metrics: y must be a non-empty 1-D array, got shape {y.shape}")
     if not np.all(np.isfinite(pred)):
         raise ValueError(f"{task} metrics: predictions hold NaN or infinite values")
     if task == "multiclass":
-        if classes is None:
-            raise ValueError("multiclass metrics need `classes` (sorted labels of the "
-                             "probability columns, as the classifier's classes_)")
-        classes = np.asarray(classes)
-        if classes.ndim != 1 or len(classes) < 2 or not np.all(classes[1:] > classes[:-1]):
-            raise ValueError("multiclass metrics: `classes` must be at least 2 sorted, "
-                             f"distinct labels, got {classes!r}")
-        if pred.shape != (rows, len(classes)):
-            raise ValueError(f"multiclass metrics: predictions must have shape (rows, "
-                             f"classes) = {(rows, len(classes))}, got {pred.shape}")
-        codes = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
-        if not np.all(classes[codes] == y):
-            raise ValueError("multiclass metrics: y holds labels that are not in `classes`: "
-                             f"{np.setdiff1d(y, classes)[:5]!r}")
-        if not np.allclose(1, pred.sum(axis=1)):
-            raise ValueError("multiclass metrics: probability rows must sum to 1 over the "
-                             "classes")
-        return _Inputs(y, pred, codes, classes)
-    if pred.shape != (rows,):
-        raise ValueError(f"{task} metrics: predictions must have shape ({rows},), got "
+        return _multiclass_inputs(y, pred, classes)
+    if pred.shape != (len(y),):
+        raise ValueError(f"{task} metrics: predictions must have shape ({len(y)},), got "
                          f"{pred.shape}")
     if task == "binary":
         if not np.all((y == 0) | (y == 1)):
@@ -173,6 +157,31 @@ def _inputs(task: str, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | No
     if not np.all(np.isfinite(y)):
         raise ValueError("regression metrics: y holds NaN or infinite values")
     return _Inputs(y, pred, None, None)
+
+
+def _multiclass_inputs(y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None
+                       ) -> _Inputs:
+    """Multiclass needs the classifier's sorted `classes` to know which probability column
+    is which label; y becomes their column positions (`codes`), and every probability row
+    must sum to 1, or the AUC and log loss would score a different model."""
+    if classes is None:
+        raise ValueError("multiclass metrics need `classes` (sorted labels of the "
+                         "probability columns, as the classifier's classes_)")
+    classes = np.asarray(classes)
+    if classes.ndim != 1 or len(classes) < 2 or not np.all(classes[1:] > classes[:-1]):
+        raise ValueError("multiclass metrics: `classes` must be at least 2 sorted, "
+                         f"distinct labels, got {classes!r}")
+    if pred.shape != (len(y), len(classes)):
+        raise ValueError(f"multiclass metrics: predictions must have shape (rows, "
+                         f"classes) = {(len(y), len(classes))}, got {pred.shape}")
+    codes = np.minimum(np.searchsorted(classes, y), len(classes) - 1)
+    if not np.all(classes[codes] == y):
+        raise ValueError("multiclass metrics: y holds labels that are not in `classes`: "
+                         f"{np.setdiff1d(y, classes)[:5]!r}")
+    if not np.allclose(1, pred.sum(axis=1)):
+        raise ValueError("multiclass metrics: probability rows must sum to 1 over the "
+                         "classes")
+    return _Inputs(y, pred, codes, classes)
 
 
 def _nonnegative(weights: np.ndarray) -> None:

@@ -226,37 +226,65 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
           keys: list[str], spine_time: str, feature_time: str, created_time: str | None,
           ttl: dt.timedelta | None, known_at_time: bool, prefix: str,
           output: str | Path | None) -> pd.DataFrame:
+    """The plan of the module docstring on one connection: inputs checked, feature rows
+    ranked, one of the two plans prepared, then the spine ASOF-joined onto it."""
     _register(con, "spine_in", spine, numbered=True)
     _register(con, "feats_in", features, numbered=False)
+    spine_cols, values = _checked_columns(con, keys, spine_time, feature_time, created_time)
+    named = {c: prefix + c for c in values}
+    if clashes := sorted(n for n in named.values() if n in spine_cols):
+        raise DataError(f"feature columns {clashes} clash with spine columns; pass prefix= "
+                        f"to name them apart")
+    _usable_feature_rows(con, keys, feature_time, created_time, values)
+    con.execute("SET preserve_insertion_order = false")  # the final query has its ORDER BY
+    _rank_feature_rows(con, keys, feature_time, created_time, values)
+    final = (_plan_known_at_time(con, keys, values) if created_time and known_at_time
+             else _plan_by_feature_time(keys, values))
+    con.execute("SET preserve_insertion_order = true")
+    query = _final_query(final, keys, list(spine_cols), spine_time, ttl, named)
+    if output is not None:
+        con.execute(f"COPY ({query}) TO {_literal(str(Path(output)))} "
+                    f"(FORMAT parquet, COMPRESSION zstd)")
+        return pd.DataFrame()
+    return con.sql(query).to_arrow_table().to_pandas()
+
+
+def _checked_columns(con: duckdb.DuckDBPyConnection, keys: list[str], spine_time: str,
+                     feature_time: str, created_time: str | None
+                     ) -> tuple[dict[str, str], list[str]]:
+    """The spine's columns (name -> type, without the row number) and the feature value
+    columns (every feature column but the keys and times), after checking that both sides
+    hold the keys and timezone-aware times: a naive time would join hours apart."""
     spine_cols = {c: t for c, t in _columns(con, "spine_in").items() if c != ROW}
     feat_cols = _columns(con, "feats_in")
     times = [feature_time] + ([created_time] if created_time else [])
     _check_columns("spine", spine_cols, [*keys, spine_time], [spine_time])
     _check_columns("features", feat_cols, [*keys, *times], times)
-    values = [c for c in feat_cols if c not in {*keys, *times}]
-    named = {c: prefix + c for c in values}
-    if clashes := sorted(n for n in named.values() if n in spine_cols):
-        raise DataError(f"feature columns {clashes} clash with spine columns; pass prefix= "
-                        f"to name them apart")
+    return spine_cols, [c for c in feat_cols if c not in {*keys, *times}]
 
-    # the usable feature rows, times under fixed names; without created_time, ct = ft
+
+def _usable_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
+                         created_time: str | None, values: list[str]) -> None:
+    """View `feats_src`: the feature rows that can match (no null key or feature time), with
+    the times under fixed names so the plans need not know the caller's; without
+    created_time, ct = ft."""
     created = _q(created_time) if created_time else _q(feature_time)
     not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in [*keys, feature_time])
     value_list = "".join(f", {_q(c)}" for c in values)
     con.execute(f"CREATE TEMP VIEW feats_src AS SELECT {', '.join(map(_q, keys))}, "
                 f"{_q(feature_time)} AS {FT}, {created} AS {CT}{value_list} "
                 f"FROM feats_in WHERE {not_null}")
-    con.execute("SET preserve_insertion_order = false")  # the final query has its ORDER BY
-    _rank_feature_rows(con, keys, feature_time, created_time, values)
-    final = (_plan_known_at_time(con, keys, values) if created_time and known_at_time
-             else _plan_by_feature_time(keys, values))
-    con.execute("SET preserve_insertion_order = true")
 
+
+def _final_query(final: _Plan, keys: list[str], spine_cols: list[str], spine_time: str,
+                 ttl: dt.timedelta | None, named: dict[str, str]) -> str:
+    """The one query that ASOF-joins the spine onto the plan's timeline, applies the TTL to
+    the winner's feature time and puts the rows back in spine order."""
     on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
     spine_list = ", ".join(f"w.{_q(c)}" for c in spine_cols)
     fresh = None if ttl is None else (  # the winner's ft goes in at FT_SLOT
         f"{FT_SLOT} >= w.{_q(spine_time)} - INTERVAL '{int(ttl.total_seconds() * 1e6)} microseconds'")
-    query = f"""
+    return f"""
         WITH w AS (
             SELECT s.*, {final.carried}
             FROM spine_in s ASOF LEFT JOIN {final.timeline} t
@@ -265,11 +293,6 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
         SELECT {spine_list}{final.select(fresh, named)}
         ORDER BY w.{ROW}
     """
-    if output is not None:
-        con.execute(f"COPY ({query}) TO {_literal(str(Path(output)))} "
-                    f"(FORMAT parquet, COMPRESSION zstd)")
-        return pd.DataFrame()
-    return con.sql(query).to_arrow_table().to_pandas()
 
 
 @dataclass(frozen=True)

@@ -195,8 +195,28 @@ def add_problem(spec: LoadedSpec, name: str, description: str,
     e.g. `md5(<entity column>)` for a spread that is still deterministic), written with every
     column of the training set; the problems file keeps the filter as provenance.
     """
-    import duckdb
+    path, current = _open_for(spec, name, limit)
+    declared = ProblemSpec(description=description, expected=expected, max_error=max_error,
+                           tolerance=tolerance, cases=f"problems/{name}.csv",
+                           query=where + (f" ORDER BY {order_by}" if order_by else ""))
+    check_declaration(path, name, declared, spec.pipeline.model.task)
+    cases = _select_cases(name, where, order_by or f'"{spec.pipeline.label.entity}"', limit,
+                          training_set)
+    target = path.parent / declared.cases
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cases.to_csv(target, index=False)
+    problems = {k: v.model_dump(mode="json", exclude_none=True)
+                for k, v in current.problems.items()}
+    problems[name] = declared.model_dump(mode="json", exclude_none=True)
+    path.write_text(f"# Known problems of the {spec.name} pipeline: every candidate is scored on "
+                    "them (pipelines/problems.py).\n# Add one with `pitstop problems add`.\n"
+                    + yaml.safe_dump({"problems": problems}, sort_keys=False, width=100))
+    return next(p for p in load_problems(spec) if p.name == name)
 
+
+def _open_for(spec: LoadedSpec, name: str, limit: int) -> tuple[Path, ProblemsFile]:
+    """The problems file and what it holds, once the new problem's name and size are known
+    to fit: checked before any query runs, so a refused problem writes nothing."""
     path = spec.problems_path
     if path is None:
         raise SpecError(f"{spec.path}: evaluation.problems names no problems file")
@@ -208,11 +228,16 @@ def add_problem(spec: LoadedSpec, name: str, description: str,
     if not MIN_CASES <= limit <= MAX_CASES:
         raise SpecError(f"problem {name}: limit {limit}; a problem has {MIN_CASES} to "
                         f"{MAX_CASES} cases")
-    declared = ProblemSpec(description=description, expected=expected, max_error=max_error,
-                           tolerance=tolerance, cases=f"problems/{name}.csv",
-                           query=where + (f" ORDER BY {order_by}" if order_by else ""))
-    check_declaration(path, name, declared, spec.pipeline.model.task)
-    order = order_by or f'"{spec.pipeline.label.entity}"'
+    return path, current
+
+
+def _select_cases(name: str, where: str, order: str, limit: int, training_set: Path
+                  ) -> pd.DataFrame:
+    """The first `limit` rows of the training set that match the filter, in a fixed order
+    so the same command picks the same cases; a filter DuckDB refuses, or one that matches
+    too few rows, is bad data naming the filter."""
+    import duckdb
+
     try:
         cases = duckdb.sql(
             f"SELECT * FROM read_parquet(?, hive_partitioning = false) WHERE {where} "
@@ -224,16 +249,7 @@ def add_problem(spec: LoadedSpec, name: str, description: str,
     if len(cases) < MIN_CASES:
         raise DataError(f"problem {name}: the filter {where!r} matches {len(cases)} rows of "
                         f"{training_set}; a problem needs at least {MIN_CASES}")
-    target = path.parent / declared.cases
-    target.parent.mkdir(parents=True, exist_ok=True)
-    cases.to_csv(target, index=False)
-    problems = {k: v.model_dump(mode="json", exclude_none=True)
-                for k, v in current.problems.items()}
-    problems[name] = declared.model_dump(mode="json", exclude_none=True)
-    path.write_text(f"# Known problems of the {spec.name} pipeline: every candidate is scored on "
-                    "them (pipelines/problems.py).\n# Add one with `pitstop problems add`.\n"
-                    + yaml.safe_dump({"problems": problems}, sort_keys=False, width=100))
-    return next(p for p in load_problems(spec) if p.name == name)
+    return cases
 
 
 def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:

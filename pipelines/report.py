@@ -228,34 +228,53 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _metrics_table(result: dict[str, Any]) -> str:
+    """One row per metric: the candidate's value beside the champion's, with the change and
+    its bootstrap interval ("–" where there is no champion to compare with)."""
+    champion = result.get("champion_metrics") or {}
+    deltas = result.get("comparison", {}).get("deltas", {})
+    rows = [{"metric": k, "candidate": v, "champion": champion.get(k, "–"),
+             "change": f"{deltas[k]['delta']:+.4f}" if k in deltas else "–",
+             "interval": (f"{deltas[k]['low']:+.4f} to {deltas[k]['high']:+.4f}"
+                          if k in deltas else "–")}
+            for k, v in result["metrics"].items()]
+    return _table(rows, ["metric", "candidate", "champion", "change", "interval"])
+
+
+def _problems_table(result: dict[str, Any]) -> str:
+    """One row per known problem: cases solved by the candidate and by the champion."""
+    rows = [{"problem": k, "expected": v["expected"], "solved": f"{v['solved']}/{v['cases']}",
+             "champion": (f"{result['champion_problems'][k]['solved']}/{v['cases']}"
+                          if result.get("champion_problems") else "–")}
+            for k, v in result["problems"].items()]
+    return _table(rows, ["problem", "expected", "solved", "champion"])
+
+
+def _agreement(result: dict[str, Any]) -> str:
+    """The differential section: how often both models decide alike and the rows where they
+    differ most, or a line saying there was no champion."""
+    comparison = result.get("comparison") or {}
+    if not comparison.get("disagreements"):
+        return "<p>No champion to compare with.</p>"
+    return (f"<p>Decisions agree with the champion's on {comparison['agreement_rate']:.1%} "
+            f"of rows ({result['task']}).</p>"
+            + "<h2>Rows where the models disagree most</h2>"
+            + _table(comparison["disagreements"], list(comparison["disagreements"][0])))
+
+
 def html_page(spec_name: str, run_id: str, result: dict[str, Any], images: dict[str, Path]
               ) -> str:
+    """The evaluation report as one self-contained page (images inlined), so it can be
+    logged as a single MLflow artifact and read without the server."""
     verdict = result["verdict"]
     state = "passed" if verdict["passed"] else "rejected"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"]) or "<li>none</li>"
     reasons += "".join(f"<li>note: {html.escape(n)}</li>" for n in verdict["notes"])
-    champion = result.get("champion_metrics") or {}
-    deltas = result.get("comparison", {}).get("deltas", {})
-    metric_rows = [{"metric": k, "candidate": v, "champion": champion.get(k, "–"),
-                    "change": f"{deltas[k]['delta']:+.4f}" if k in deltas else "–",
-                    "interval": (f"{deltas[k]['low']:+.4f} to {deltas[k]['high']:+.4f}"
-                                 if k in deltas else "–")}
-                   for k, v in result["metrics"].items()]
-    problems = [{"problem": k, "expected": v["expected"], "solved": f"{v['solved']}/{v['cases']}",
-                 "champion": (f"{result['champion_problems'][k]['solved']}/{v['cases']}"
-                              if result.get("champion_problems") else "–")}
-                for k, v in result["problems"].items()]
     worst = result["worst_slices"]
     pictures = "".join(
         f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
         f"src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
         for title, path in images.items())
-    comparison = result.get("comparison") or {}
-    agreement = (f"<p>Decisions agree with the champion's on {comparison['agreement_rate']:.1%} "
-                 f"of rows ({result['task']}).</p>"
-                 + "<h2>Rows where the models disagree most</h2>"
-                 + _table(comparison["disagreements"], list(comparison["disagreements"][0]))
-                 if comparison.get("disagreements") else "<p>No champion to compare with.</p>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(spec_name)} evaluation {run_id}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
@@ -267,9 +286,9 @@ font-size:13px}}.passed{{color:#2a7d2a}}.rejected{{color:#c0392b}}img{{max-width
 (eval_dataset_id {result['eval_dataset_id'][:16]}…); champion:
 {html.escape(str(result.get('champion_version') or 'none'))}.</p>
 <h2>Why</h2><ul>{reasons}</ul>
-<h2>Metrics</h2>{_table(metric_rows, ["metric", "candidate", "champion", "change", "interval"])}
-{agreement}
-<h2>Known problems</h2>{_table(problems, ["problem", "expected", "solved", "champion"])}
+<h2>Metrics</h2>{_metrics_table(result)}
+{_agreement(result)}
+<h2>Known problems</h2>{_problems_table(result)}
 <h2>Worst slices by {worst['metric']}</h2>
 {_table(worst['slices'], ["slice", "value", "rows", worst['metric']])}
 {pictures}

@@ -340,11 +340,13 @@ def train_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     return dag
 
 
-def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
-    """Recompute feature views over a range chosen in the trigger form, in month chunks."""
+def _backfill_params(spec: LoadedSpec) -> dict[str, Param]:
+    """The trigger form of a backfill: a range from the pipeline's first day (a week by
+    default, at most MAX_BACKFILL_DAYS), the views to recompute (all by default, only
+    declared ones accepted) and the reason kept in each partition's manifest."""
     views = list(spec.pipeline.feature_views)
     first = spec.pipeline.start_date
-    params = {
+    return {
         "start": Param(first.isoformat(), type="string", format="date", title="First day",
                        description=f"First day (UTC) to recompute; not before {first}"),
         "end": Param((first + dt.timedelta(days=7)).isoformat(), type="string", format="date",
@@ -356,11 +358,15 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                        description="Feature views to recompute"),
         "reason": _reason_param("Why this backfill runs; kept in each partition's manifest"),
     }
+
+
+def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
+    """Recompute feature views over a range chosen in the trigger form, in month chunks."""
     kwargs = _dag_kwargs(spec, settings, "backfill", None,
                          "Recompute feature partitions of a range (month-sized mapped chunks, "
                          "one partition per day, replaced whole).")
     kwargs["default_args"]["retries"] = 0
-    with DAG(**kwargs, params=params) as dag:
+    with DAG(**kwargs, params=_backfill_params(spec)) as dag:
 
         @task
         @fail_on_bad_data

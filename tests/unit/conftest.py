@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import textwrap
 import uuid
 from pathlib import Path
@@ -164,3 +165,12 @@ def logged() -> TrainedRun:
 def model_name() -> str:
     """A registered-model name no other test uses."""
     return f"test-model-{uuid.uuid4().hex[:12]}"
+
+
+def training_suite(spec: LoadedSpec, max_value: float) -> None:
+    """The tiny pipeline's training-set suite: readings between 0 and `max_value`."""
+    spec.suite_path("sensors_training_set").write_text(json.dumps({
+        "name": "sensors_training_set",
+        "expectations": [{"type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": "last__value", "min_value": 0,
+                                     "max_value": max_value}}]}))

@@ -16,6 +16,8 @@ from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 
+from .conftest import training_suite
+
 REPO_SUITES = sorted((Path(__file__).resolve().parents[2] / "expectations").glob("*.json"))
 SUITE = {
     "name": "readings_check",
@@ -272,20 +274,11 @@ def test_training_suite_accepts_features_at_the_cutoff(lake_dir: Path) -> None:
     assert report.success, [f.describe() for f in report.failures]
 
 
-def _training_suite(spec: LoadedSpec, max_value: float) -> None:
-    """The tiny pipeline's training-set suite: readings between 0 and `max_value`."""
-    spec.suite_path("sensors_training_set").write_text(json.dumps({
-        "name": "sensors_training_set",
-        "expectations": [{"type": "expect_column_values_to_be_between",
-                          "kwargs": {"column": "last__value", "min_value": 0,
-                                     "max_value": max_value}}]}))
-
-
 def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
                                                         built: TrainingInput) -> None:
     """The suite runs over the set's own rows; the summary's paths are lake-relative and
     resolve, under the set's dataset_id."""
-    _training_suite(ingested, 1.0)
+    training_suite(ingested, 1.0)
     summary = quality.validate_training_set(env_lake(), ingested, built.training_set)
     assert isinstance(summary, quality.QualitySummary)
     assert (summary.suite, summary.success, summary.evaluated, summary.successful) == (
@@ -303,7 +296,7 @@ def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
 
 def test_validate_training_set_refuses_a_set_that_fails_its_suite(
         ingested: LoadedSpec, built: TrainingInput) -> None:
-    _training_suite(ingested, 0.5)  # the readings are uniform on [0, 1)
+    training_suite(ingested, 0.5)  # the readings are uniform on [0, 1)
     with pytest.raises(ValidationFailed) as caught:
         quality.validate_training_set(env_lake(), ingested, built.training_set)
     message = str(caught.value)
