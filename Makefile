@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 up down clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ bench-bootstrap: install
 # Feature reads re-hashed against their manifests vs the same reads without (~5 min; see bench/README.md)
 bench-verify: install
 	$(BIN)/python bench/verify_reads.py
+
+# Full-2013 `pitstop run` with the lake in a SeaweedFS bucket vs a folder, as a ratio (see bench/README.md)
+bench-s3: install
+	$(BIN)/python bench/s3_lake.py
 
 clean:
 	rm -rf $(PITSTOP_HOME)

@@ -40,7 +40,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import features, lake, settings  # noqa: E402
+from pipelines import features, lake  # noqa: E402
 
 PEER = "the same read without verification"
 DATA = Path(__file__).resolve().parent / ".data"
@@ -79,8 +79,8 @@ def generated_lake(days: int, views: int, rows: int, seed: int) -> Path:
                 lake.write_parquet(table, tmp / lake.DATA_FILE)
                 return {"pipeline": PIPELINE, "dataset": f"features/{view}"}
 
-            lake.publish_dir(lake.partition_dir(PIPELINE, "features", view, day, root=root),
-                             write)
+            lake.publish_dir(lake.partition_dir(lake.open_lake(root), PIPELINE, "features", view,
+                                                day), write)
     sidecar.write_text(json.dumps(params))
     return root
 
@@ -142,12 +142,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="runs of each way (median shown)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    root, pipeline = args.lake or settings.lake_root(), args.pipeline
-    if not lake.pipeline_dir(pipeline, "features", root=root).is_dir():
+    store, pipeline = lake.open_lake(args.lake) if args.lake else lake.from_env(), args.pipeline
+    root = store.root
+    if not lake.pipeline_dir(store, pipeline, "features").is_dir():
         print(f"no {pipeline} features in {root}: generating {args.views} views x {args.days} "
               f"days x {args.rows:,} rows", flush=True)
         root, pipeline = generated_lake(args.days, args.views, args.rows, args.seed), PIPELINE
-    views = sorted(p.name for p in lake.pipeline_dir(pipeline, "features", root=root).iterdir()
+        store = lake.open_lake(root)
+    views = sorted(p.name for p in lake.pipeline_dir(store, pipeline, "features").iterdir()
                    if p.is_dir())
     print(f"reading feature partitions with features.read_features, verified vs {PEER!r}; "
           f"{root}/{pipeline}; python {platform.python_version()}, {os.cpu_count()} cpus, "
@@ -157,7 +159,7 @@ def main() -> None:
     print(f"{'view':<16} {'parts':>5} {'rows':>11} {'MB':>8} {'without':>18} "
           f"{'verified':>18} {'hash':>18}  ratio")
     for view in views:
-        partitions = lake.list_partitions(pipeline, "features", view, root=root)
+        partitions = lake.list_partitions(store, pipeline, "features", view)
         print(bench_line(view, partitions, args.reps), flush=True)
 
 

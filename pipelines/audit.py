@@ -15,14 +15,10 @@ whose own hash is the version's `lineage_sha256` tag. From a reference (`name@al
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import re
-import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +103,7 @@ def resolve(ref: str) -> list[Subject]:
 
 
 def _span(partitions: list[dict[str, Any]]) -> str:
-    days = sorted(p["path"].rsplit("date=", 1)[-1] for p in partitions)
+    days = sorted(lake.day_of(p["path"]).isoformat() for p in partitions)
     return f"{days[0]}..{days[-1]}" if days else "none"
 
 
@@ -208,35 +204,35 @@ class Verification:
         return {**asdict(self), "intact": self.intact}
 
 
-def _lake_file(part: dict[str, Any]) -> Path | None:
+def _lake_file(store: lake.Lake, part: dict[str, Any]) -> lake.LakePath | None:
     """The recorded file of a partition as its manifest names it now, or None if gone: a
     re-publication writes new files, so only the manifest knows where the bytes are."""
     try:
-        file = lake.committed_file(lake.lake_root() / part["path"], part["file"])
+        file = lake.committed_file(store.root / part["path"], part["file"])
     except DataError:
         return None
     return file if file.exists() else None
 
 
-def _file_sha(file: Path | None) -> str:
+def _file_sha(file: lake.LakePath | None) -> str:
     return lake.sha256_file(file) if file and file.exists() else "missing"
 
 
-def _gx_result(recorded: str) -> tuple[str, Path | None]:
+def _gx_result(store: lake.Lake, recorded: str) -> tuple[str, lake.LakePath | None]:
     """The gate's GX result in the lake: named by its published folder like every partition,
     read from the generation lineage recorded while it is kept, else from the one committed now
     (so a re-validation with the same bytes still verifies, and other bytes are a mismatch)."""
-    path = lake.lake_root() / recorded
+    path = store.root / recorded
     folder = path.parent.parent if lake.GENERATION.fullmatch(path.parent.name) else path.parent
-    part = {"path": lake.relative(folder), "file": path.name}
-    return f"{part['path']}/{path.name}", path if path.exists() else _lake_file(part)
+    part = {"path": store.relative(folder), "file": path.name}
+    return f"{part['path']}/{path.name}", path if path.exists() else _lake_file(store, part)
 
 
-def _lake_sha(part: dict[str, Any]) -> str:
-    return _file_sha(_lake_file(part))
+def _lake_sha(store: lake.Lake, part: dict[str, Any]) -> str:
+    return _file_sha(_lake_file(store, part))
 
 
-def verify_subject(subject: Subject) -> Verification:
+def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
     """Re-hash every stored input and artifact of one version against its record."""
     from pipelines.lineage import stored_content_hash
 
@@ -247,8 +243,8 @@ def verify_subject(subject: Subject) -> Verification:
     result.expect("tag dataset_id", subject.tags.get("dataset_id"), rec["dataset_id"])
     training = rec["training_set"]
     for part in [training, *rec["feature_partitions"], *rec["raw_partitions"]]:
-        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _lake_sha(part))
-    if data_file := _lake_file(training):
+        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _lake_sha(store, part))
+    if data_file := _lake_file(store, training):
         result.expect("dataset_id (content of the training set)", rec["dataset_id"],
                       stored_content_hash(data_file, rec["feature_definitions_hash"]))
     with tempfile.TemporaryDirectory(prefix="pitstop-verify-") as tmp:
@@ -259,7 +255,7 @@ def verify_subject(subject: Subject) -> Verification:
         result_copy = _download(subject.run_id, check["artifact"], Path(tmp))
         result.expect(f"run artifact {check['artifact']}", check["sha256"],
                       lake.sha256_file(result_copy))
-    gx_result, gx_file = _gx_result(check["result"])
+    gx_result, gx_file = _gx_result(store, check["result"])
     result.expect(gx_result, check["sha256"], _file_sha(gx_file))
     actual_model = registry.artifact_hashes(rec["model"]["uri"])
     for name, sha in sorted(rec["model"]["files"].items()):
@@ -268,21 +264,8 @@ def verify_subject(subject: Subject) -> Verification:
     return result
 
 
-def verify(ref: str) -> list[Verification]:
-    return [verify_subject(s) for s in resolve(ref)]
-
-
-@contextlib.contextmanager
-def _scratch_lake(root: Path) -> Iterator[None]:
-    saved = os.environ.get("PITSTOP_LAKE")
-    os.environ["PITSTOP_LAKE"] = str(root)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("PITSTOP_LAKE", None)
-        else:
-            os.environ["PITSTOP_LAKE"] = saved
+def verify(store: lake.Lake, ref: str) -> list[Verification]:
+    return [verify_subject(store, s) for s in resolve(ref)]
 
 
 @dataclass
@@ -302,42 +285,67 @@ class Reproduction:
         return {**asdict(self), "identical": self.identical}
 
 
-def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reproduction:
+def reproduce_subject(store: lake.Lake, subject: Subject,
+                      spec_path: Path | None = None) -> Reproduction:
     """Rebuild the training set from the recorded raw partitions and refit; compare."""
-    from pipelines import features, lineage, train, training_set
     from pipelines.spec import load_spec
 
     rec = subject.record
     out = Reproduction(subject.name, subject.version)
     spec = load_spec(spec_path or Path(rec["spec"]["path"]))
+    _compare_code(spec, rec, out)
+    for part in rec["raw_partitions"]:
+        actual = _lake_sha(store, part)
+        if actual != part["sha256"]:
+            raise LineageError(f"{part['path']}/{part['file']}: sha256 {actual} is not the "
+                               f"recorded {part['sha256']}; run `pitstop verify` first")
+    rebuilt, frame = _rebuild(store, spec, rec)
+    out.details["dataset_id"] = {"recorded": rec["dataset_id"], "rebuilt": rebuilt}
+    out.checks["dataset_id identical"] = rebuilt == rec["dataset_id"]
+    _compare_predictions(spec, subject, frame, out)
+    return out
+
+
+def _compare_code(spec: Any, rec: dict[str, Any], out: Reproduction) -> None:
+    """Whether the spec and code files are those recorded: a reproduction with other code
+    says so instead of passing for the original."""
+    from pipelines import lineage
+
     out.checks["spec unchanged"] = lake.sha256_file(spec.path) == rec["spec"]["sha256"]
     now_files = lineage.code_digests(spec)
     changed = sorted(n for n in {*now_files, *rec["code"]["files"]}
                      if now_files.get(n) != rec["code"]["files"].get(n))
     out.checks["code unchanged"] = not changed
     out.details["code files changed"] = changed
-    for part in rec["raw_partitions"]:
-        actual = _lake_sha(part)
-        if actual != part["sha256"]:
-            raise LineageError(f"{part['path']}/{part['file']}: sha256 {actual} is not the "
-                               f"recorded {part['sha256']}; run `pitstop verify` first")
+
+
+def _rebuild(store: lake.Lake, spec: Any, rec: dict[str, Any]) -> tuple[str, Any]:
+    """The dataset_id and rows of the training set rebuilt in a scratch lake (a local folder,
+    whatever the real lake is) from copies of the recorded raw partitions, so nothing is
+    written to the real lake."""
+    from pipelines import features, training_set
+
     window = rec["training_set"]["window"]
     start, end = dt.date.fromisoformat(window["start"]), dt.date.fromisoformat(window["end"])
-    split = training_set.Split(**{k: dt.date.fromisoformat(v)
-                                  for k, v in rec["training"]["split"].items()})
-    real_root = lake.lake_root()
-    with tempfile.TemporaryDirectory(prefix="pitstop-reproduce-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="pitstop-reproduce-") as folder:
+        scratch = lake.open_lake(folder)
         for part in rec["raw_partitions"]:
-            shutil.copytree(real_root / part["path"], Path(scratch) / part["path"])
-        with _scratch_lake(Path(scratch)):
-            for view, parts in _by_view(rec["feature_partitions"]).items():
-                first = min(_day(p) for p in parts)
-                features.compute_view(spec, view, first, max(_day(p) for p in parts)
-                                      + dt.timedelta(days=1))
-            rebuilt = training_set.build_training_set(spec, start, end)
-            frame = training_set.read_training_set(rebuilt)
-    out.details["dataset_id"] = {"recorded": rec["dataset_id"], "rebuilt": rebuilt.dataset_id}
-    out.checks["dataset_id identical"] = rebuilt.dataset_id == rec["dataset_id"]
+            store.copy_to(store.root / part["path"], Path(folder) / part["path"])
+        for view, parts in _by_view(rec["feature_partitions"]).items():
+            days = [lake.day_of(p["path"]) for p in parts]
+            features.compute_view(scratch, spec, view, min(days),
+                                  max(days) + dt.timedelta(days=1))
+        rebuilt = training_set.build_training_set(scratch, spec, start, end)
+        return rebuilt.dataset_id, training_set.read_training_set(scratch, rebuilt)
+
+
+def _compare_predictions(spec: Any, subject: Subject, frame: Any, out: Reproduction) -> None:
+    """Refit on the rebuilt train rows with the recorded split and compare its predictions
+    on the evaluation rows with the registered model's, exactly."""
+    from pipelines import train, training_set
+
+    split = training_set.Split(**{k: dt.date.fromisoformat(v)
+                                  for k, v in subject.record["training"]["split"].items()})
     train_rows, evaluation = training_set.split_frame(frame, spec, split)
     refit = train.fit(spec, train_rows)
     registered = registry.load_model(f"models:/{subject.name}/{subject.version}")
@@ -346,11 +354,6 @@ def reproduce_subject(subject: Subject, spec_path: Path | None = None) -> Reprod
     out.details["max abs prediction difference"] = float(np.max(np.abs(new - old))) if len(
         new) else 0.0
     out.checks["predictions identical"] = bool(np.array_equal(new, old))
-    return out
-
-
-def _day(part: dict[str, Any]) -> dt.date:
-    return dt.date.fromisoformat(part["path"].rsplit("date=", 1)[1][:10])
 
 
 def _by_view(partitions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -360,5 +363,5 @@ def _by_view(partitions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return grouped
 
 
-def reproduce(ref: str, spec_path: Path | None = None) -> list[Reproduction]:
-    return [reproduce_subject(s, spec_path) for s in resolve(ref)]
+def reproduce(store: lake.Lake, ref: str, spec_path: Path | None = None) -> list[Reproduction]:
+    return [reproduce_subject(store, s, spec_path) for s in resolve(ref)]

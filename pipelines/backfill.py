@@ -19,8 +19,8 @@ from pipelines.settings import MAX_BACKFILL_DAYS
 from pipelines.spec import LoadedSpec
 
 
-def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[str] | None = None
-                  ) -> list[tuple[str, tuple[dt.date, dt.date]]]:
+def plan_backfill(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date,
+                  views: list[str] | None = None) -> list[tuple[str, tuple[dt.date, dt.date]]]:
     """Check a backfill request and split it into (view, month chunk) units of work.
 
     Every rule a request can break is checked here, before anything is written, and the
@@ -45,7 +45,7 @@ def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[st
         lookback = max(-(-view.lookback // dt.timedelta(days=1))
                        for view in views if source in view.sources)
         first = max(spec.pipeline.start_date, start - dt.timedelta(days=lookback))
-        have = {p.day for p in lake.list_partitions(spec.name, "raw", source, first, end)}
+        have = {p.day for p in lake.list_partitions(store, spec.name, "raw", source, first, end)}
         if missing := [d for d in lake.days(first, end) if d not in have]:
             raise DataError(f"backfill: raw/{source} has no data for {len(missing)} days the "
                             f"range needs (its views read {lookback}d of history before {start}), "
@@ -56,6 +56,7 @@ def plan_backfill(spec: LoadedSpec, start: dt.date, end: dt.date, views: list[st
 
 
 def backfill(
+    store: lake.Lake,
     spec: LoadedSpec,
     start: dt.date,
     end: dt.date,
@@ -67,10 +68,10 @@ def backfill(
 
     `produced_by` (who, why, which command) goes into every partition's manifest.
     """
-    chunks = plan_backfill(spec, start, end, views)
+    chunks = plan_backfill(store, spec, start, end, views)
     results, began = [], time.perf_counter()
     for done, (view_name, (lo, hi)) in enumerate(chunks, start=1):
-        results.append(compute_view(spec, view_name, lo, hi, produced_by=produced_by))
+        results.append(compute_view(store, spec, view_name, lo, hi, produced_by=produced_by))
         rows = sum(r.rows for r in results)
         elapsed = time.perf_counter() - began
         progress(f"[{done}/{len(chunks)}] {view_name} {lo}..{hi}: {results[-1].rows} rows "

@@ -19,6 +19,14 @@ from pipelines import settings
 from pipelines.errors import DataError, SpecError
 
 
+def _lake() -> Any:
+    """The lake the command works on (`PITSTOP_LAKE`), built here at the edge and passed in;
+    imported late, as every heavy module of the CLI is."""
+    from pipelines import lake
+
+    return lake.from_env()
+
+
 def print_summary(summary: dict[str, Any], echo: Any) -> None:
     echo("")
     echo(f"pair_id     {summary['pair_id']}")
@@ -35,9 +43,7 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
                                     if summary.get("rejected_reason") else "")
     echo(f"verdict     {verdict}{'  (alias champion)' if summary['champion'] else ''}")
     echo("metrics     " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items())))
-    from pipelines import lake
-
-    echo(f"data docs   {lake.lake_root() / summary['data_docs']}")
+    echo(f"data docs   {_lake().root / summary['data_docs']}")
     echo(f"report      {summary['report']}  (evaluation: plots, slices, problems)")
     echo(f"MLflow UI   .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']} "
          "--port 5000   then http://127.0.0.1:5000")
@@ -57,11 +63,11 @@ def audit_command(command: str, ref: str, as_json: bool) -> int:
                 print("\n\n".join("\n".join(audit.trace_lines(s)) for s in audit.resolve(ref)))
             return 0
         if command == "verify":
-            checked = audit.verify(ref)
+            checked = audit.verify(_lake(), ref)
             lines = [line for v in checked for line in _verification_lines(v)]
             results, ok = [v.to_dict() for v in checked], all(v.intact for v in checked)
         else:
-            redone = audit.reproduce(ref)
+            redone = audit.reproduce(_lake(), ref)
             lines = [line for r in redone for line in _reproduction_lines(r)]
             results, ok = [r.to_dict() for r in redone], all(r.identical for r in redone)
     except (LineageError, DataError, SpecError) as exc:
@@ -142,6 +148,8 @@ def champion_command(args: argparse.Namespace) -> int:
 
 def problems_command(spec: Any, args: argparse.Namespace) -> None:
     """`pitstop problems add|rescore|list SPEC`: the known-problem regression cases."""
+    import tempfile
+
     from pipelines import lake, problems, registry
 
     if args.action == "add":
@@ -151,11 +159,14 @@ def problems_command(spec: Any, args: argparse.Namespace) -> None:
             if holder is None:
                 raise DataError("problems add: no champion to take cases from; pass --dataset")
             dataset = holder.tags["dataset_id"]
-        path = lake.committed_file(lake.pipeline_dir(spec.name, "datasets", dataset))
-        problem = problems.add_problem(spec, args.name, args.description,
-                                       _expected(args.expected), args.where, path,
-                                       args.tolerance, args.limit, args.order_by,
-                                       args.max_error)
+        store = _lake()
+        path = lake.committed_file(lake.pipeline_dir(store, spec.name, "datasets", dataset))
+        with tempfile.TemporaryDirectory(prefix="pitstop-problems-") as scratch:
+            problem = problems.add_problem(spec, args.name, args.description,
+                                           _expected(args.expected), args.where,
+                                           store.localized(path, Path(scratch)),
+                                           args.tolerance, args.limit, args.order_by,
+                                           args.max_error)
         print(f"added problem {problem.name}: {len(problems.read_cases(problem.cases_path))} "
               f"cases in {problem.cases_path}")
     if args.action in ("add", "rescore"):
@@ -186,11 +197,11 @@ def doctor_command(args: argparse.Namespace) -> int:
     """`pitstop doctor [--fix]`: exit 1 while something is left that --fix did not clear."""
     from dataclasses import asdict
 
-    from pipelines import doctor, lake
+    from pipelines import doctor
     from pipelines.orchestration.abandoned import dag_run_findings
 
     before = dt.datetime.now(dt.UTC) - dt.timedelta(hours=args.older_than)
-    found = (doctor.examine(lake.lake_root(), before, args.fix)
+    found = (doctor.examine(_lake(), before, args.fix)
              + dag_run_findings(before, args.fix))
     print(json.dumps([asdict(f) for f in found], indent=2) if args.json
           else "\n".join(doctor.lines(found, args.fix)))
@@ -255,7 +266,7 @@ def score_command(spec: Any, args: argparse.Namespace) -> int:
 
     echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
     end = args.end or args.start + dt.timedelta(days=1)
-    verdicts, failure, log_file = score_pipeline(spec, args.start, end, echo)
+    verdicts, failure, log_file = score_pipeline(_lake(), spec, args.start, end, echo)
     if args.json:
         print(json.dumps({"days": [asdict(v) for v in verdicts], "failure": failure,
                           "log": str(log_file)}, indent=2, default=str))
@@ -294,7 +305,7 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
             from pipelines.backfill import backfill as run_backfill
 
             views = args.views.split(",") if args.views else None
-            results = run_backfill(spec, args.start, args.end, views,
+            results = run_backfill(_lake(), spec, args.start, args.end, views,
                                    produced_by=command_context(args.reason, argv))
             print(f"backfilled {sum(r.rows for r in results)} feature rows in "
                   f"{sum(r.partitions for r in results)} partitions")
@@ -381,8 +392,9 @@ def _other_parsers(commands: Any) -> None:
     doctor.add_argument("--fix", action="store_true", help="remove leftovers, fail stale runs")
     doctor.add_argument("--json", action="store_true")
     doctor.add_argument("--older-than", type=float, default=2.0, metavar="HOURS",
-                        help="runs started longer ago are abandoned (default 2: the default "
-                        "execution_timeout)")
+                        help="runs started longer ago are abandoned, and so are uncommitted "
+                        "generations last written longer ago on an object-store lake "
+                        "(default 2: the default execution_timeout)")
     commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
     commands.add_parser("down", help="stop what `pitstop up` started")
 

@@ -7,6 +7,10 @@ layout before generations, and MLflow runs left RUNNING are what this module fin
 never touches what a manifest names, nor what a live writer holds: a generation being
 written carries its writer's flock, and a manifest being committed sits under the folder's
 lock. Airflow dag runs left running are found by `orchestration/abandoned.py`.
+
+An object store has no flock to tell a live writer from a dead one, so there a generation no
+manifest names is a leftover once its newest object is older than the age rule
+(`--older-than`, the same rule as abandoned runs): a writer uploads for minutes, not hours.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import lake, registry, settings
+from pipelines import lake, lake_objects, registry, settings
 
 LEGACY = re.compile(r"\.(tmp|trash)-(.+)-[0-9a-f]{32}")
 """A folder of the layout before generations: built under `.tmp-`, swapped out to `.trash-`."""
@@ -39,6 +43,11 @@ class Finding:
     """Why it is a leftover, in a sentence that says what --fix does."""
     action: str = ""
     """What --fix did (`removed`, `restored`, `marked FAILED`); empty when nothing was done."""
+
+
+def _where(path: Path, root: Path) -> str:
+    """A local leftover's lake-relative path, as findings name it."""
+    return path.relative_to(root).as_posix()
 
 
 def _remove(path: Path) -> str:
@@ -108,7 +117,7 @@ def _published_folder(folder: Path, root: Path, fix: bool) -> list[Finding]:
             action = repair() if fix else ""
         except FileNotFoundError:  # its writer finished or removed it meanwhile
             continue
-        found.append(Finding(kind, lake.relative(path, root), detail, action))
+        found.append(Finding(kind, _where(path, root), detail, action))
     return found
 
 
@@ -118,7 +127,7 @@ def _legacy(path: Path, root: Path, fix: bool) -> Finding:
     last committed version, and --fix puts it back."""
     kind, name = LEGACY.fullmatch(path.name).group(1, 2)  # type: ignore[union-attr]
     final = path.parent / name
-    where = lake.relative(path, root)
+    where = _where(path, root)
     if kind == "tmp":
         return Finding("legacy temp", where, f"an unpublished build of {name}; --fix removes it",
                        _remove(path) if fix else "")
@@ -135,12 +144,12 @@ def _legacy(path: Path, root: Path, fix: bool) -> Finding:
 
 
 def lake_findings(root: Path, fix: bool = False) -> list[Finding]:
-    """Every leftover under the lake `root`, removed (or restored) when `fix`."""
+    """Every leftover under the local lake folder `root`, removed (or restored) when `fix`."""
     found: list[Finding] = []
     for here, dirs, files in os.walk(root) if root.exists() else []:
         folder = Path(here)
         if lake.LOCK in files and not _busy(folder / lake.LOCK):
-            found.append(Finding("stale lock", lake.relative(folder / lake.LOCK, root),
+            found.append(Finding("stale lock", _where(folder / lake.LOCK, root),
                                  "a lock file no process holds (its writer was killed); "
                                  "--fix removes it", _release(folder) if fix else ""))
         found += [_legacy(folder / d, root, fix) for d in sorted(dirs) if LEGACY.fullmatch(d)]
@@ -150,6 +159,42 @@ def lake_findings(root: Path, fix: bool = False) -> list[Finding]:
             dirs[:] = []
         else:
             dirs[:] = sorted(d for d in dirs if not LEGACY.fullmatch(d))
+    return found
+
+
+def _generations(store: lake.Lake) -> dict[tuple[str, str], dt.datetime]:
+    """Every generation in an object-store lake, as (its folder, its name), with the time
+    its newest object was written."""
+    newest: dict[tuple[str, str], dt.datetime] = {}
+    root = store.root.path
+    for key, info in store.fs.find(root, detail=True).items():
+        parts = key.removeprefix(root + "/").split("/")
+        at = next((i for i, part in enumerate(parts) if lake.GENERATION.fullmatch(part)), None)
+        if at is not None:
+            where = ("/".join(parts[:at]), parts[at])
+            newest[where] = max(newest.get(where, info["LastModified"]), info["LastModified"])
+    return newest
+
+
+def object_findings(store: lake.Lake, started_before: dt.datetime,
+                    fix: bool = False) -> list[Finding]:
+    """Generations of an object-store lake that no manifest names and that were last written
+    before `started_before`: what writers killed before their commit (or before removing
+    the generation they superseded) left. Younger ones may be a live writer's, and stay."""
+    found, named = [], {}
+    for (folder, generation), written in sorted(_generations(store).items()):
+        if folder not in named:
+            named[folder] = _named(lake.read_manifest(store.root / folder))
+        if generation in named[folder] or written >= started_before:
+            continue
+        path = store.root / folder / generation
+        if fix:
+            lake_objects.remove(path)
+        found.append(Finding(
+            "uncommitted", f"{folder}/{generation}",
+            f"a generation no manifest names, last written {written:%Y-%m-%d %H:%M} UTC: its "
+            "writer was killed before committing, or before removing the one it superseded; "
+            "--fix removes it", "removed" if fix else ""))
     return found
 
 
@@ -187,14 +232,16 @@ def mlflow_findings(pipelines: list[str], started_before: dt.datetime,
     return found
 
 
-def pipelines_in(root: Path) -> list[str]:
+def pipelines_in(root: lake.LakePath) -> list[str]:
     """The pipelines of a lake: each owns one top-level folder, named by its spec."""
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
-def examine(root: Path, started_before: dt.datetime, fix: bool = False) -> list[Finding]:
+def examine(store: lake.Lake, started_before: dt.datetime, fix: bool = False) -> list[Finding]:
     """The lake's leftovers and the pipelines' abandoned MLflow runs."""
-    return lake_findings(root, fix) + mlflow_findings(pipelines_in(root), started_before, fix)
+    found = (lake_findings(Path(store.url), fix) if store.local
+             else object_findings(store, started_before, fix))
+    return found + mlflow_findings(pipelines_in(store.root), started_before, fix)
 
 
 def lines(found: list[Finding], fix: bool) -> list[str]:

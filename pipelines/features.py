@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -34,7 +33,7 @@ def _utc(day: dt.date) -> pd.Timestamp:
 
 
 def raw_inputs(
-    spec: LoadedSpec, sources: Iterable[str], start: dt.date, end: dt.date
+    store: lake.Lake, spec: LoadedSpec, sources: Iterable[str], start: dt.date, end: dt.date
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
     """Raw rows of `[start, end)` per source, and the partitions read (path, sha256, rows):
     `read_raw` verified each file against that sha256 as it read it.
@@ -45,7 +44,7 @@ def raw_inputs(
     frames, used = {}, []
     for name in sources:
         source = spec.pipeline.sources[name]
-        partitions = lake.list_partitions(spec.name, "raw", name, start, end)
+        partitions = lake.list_partitions(store, spec.name, "raw", name, start, end)
         if source.kind == "events":
             have = {p.day for p in partitions}
             first = max(start, spec.pipeline.start_date)
@@ -55,7 +54,7 @@ def raw_inputs(
                     f"(rule: ingest before computing features; run the ingest DAG for that range)"
                 )
         frames[name] = ingest.read_raw(name, partitions, source.columns).to_pandas()
-        used += [{"path": lake.relative(p.path), "sha256": p.sha256, "rows": p.rows}
+        used += [{"path": store.relative(p.path), "sha256": p.sha256, "rows": p.rows}
                  for p in partitions]
     return frames, used
 
@@ -119,6 +118,7 @@ def _check_created_time(frame: pd.DataFrame, view_name: str, keys: list[str]) ->
 
 
 def compute_view(
+    store: lake.Lake,
     spec: LoadedSpec,
     view_name: str,
     start: dt.date,
@@ -131,9 +131,9 @@ def compute_view(
         raise DataError(f"feature view {view_name!r} is not declared in {spec.path.name}; "
                         f"the views are {sorted(spec.pipeline.feature_views)}")
     view = spec.pipeline.feature_views[view_name]
-    raw, used = raw_inputs(spec, view.sources, start - _lookback(view.lookback), end)
+    raw, used = raw_inputs(store, spec, view.sources, start - _lookback(view.lookback), end)
     frame = view_rows(spec, view_name, _run_hook(spec, view_name, raw), start, end)
-    total = _publish_days(spec, view_name, frame, used, start, end, produced_by or {})
+    total = _publish_days(store, spec, view_name, frame, used, start, end, produced_by or {})
     return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
                       len(lake.days(start, end)), round(time.perf_counter() - began, 3))
 
@@ -154,7 +154,7 @@ def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.d
     return frame[in_range].sort_values([EVENT_TIME, *view.keys, CREATED_TIME], kind="stable")
 
 
-def _publish_days(spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
+def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
                   used: list[dict[str, Any]], start: dt.date, end: dt.date,
                   produced_by: dict[str, Any]) -> int:
     """One partition per day of `[start, end)`, empty days too (a reader then knows the day
@@ -176,7 +176,7 @@ def _publish_days(spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
                     "produced_by": produced_by}
 
-        lake.publish_dir(lake.partition_dir(spec.name, "features", view_name, day), write)
+        lake.publish_dir(lake.partition_dir(store, spec.name, "features", view_name, day), write)
         total += len(part)
     return total
 
@@ -188,17 +188,17 @@ def _lookback(lookback: dt.timedelta) -> dt.timedelta:
 
 def _reads_day(path: str, day: dt.date, lookback: dt.timedelta) -> bool:
     """Whether a raw partition (by its date) can feed features of `day`."""
-    read_day = dt.date.fromisoformat(path.rsplit("date=", 1)[1][:10])
+    read_day = lake.day_of(path)
     return day - _lookback(lookback) <= read_day <= day
 
 
 def feature_partitions(
-    spec: LoadedSpec, view_name: str, start: dt.date, end: dt.date
+    store: lake.Lake, spec: LoadedSpec, view_name: str, start: dt.date, end: dt.date
 ) -> list[lake.Partition]:
     """Partitions a window's rows can see: back to the TTL (or all history), up to `end`."""
     view = spec.pipeline.feature_views[view_name]
     first = None if view.ttl is None else start - dt.timedelta(days=view.ttl.days + 1)
-    partitions = lake.list_partitions(spec.name, "features", view_name, first, end)
+    partitions = lake.list_partitions(store, spec.name, "features", view_name, first, end)
     have = {p.day for p in partitions}
     if missing := [d for d in lake.days(max(start, spec.pipeline.start_date), end)
                    if d not in have]:
@@ -234,8 +234,7 @@ def check_definitions(spec: LoadedSpec, view_name: str, partitions: list[lake.Pa
 def read_features(partitions: list[lake.Partition]) -> pa.Table:
     """Rows of the partitions with `as_of`, each file re-hashed against its manifest as it is
     read (`lake.read_verified`): a corrupt partition fails here, before any join or fit."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = lake.connect([p.path for p in partitions])
     return lake.read_verified(partitions, lambda paths: con.sql(
         f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?, hive_partitioning = false)",
         params=[paths],

@@ -324,6 +324,7 @@ def check_values(table: pa.Table, path: Path, source: Source, field: str,
 
 
 def ingest(
+    store: lake.Lake,
     spec: LoadedSpec,
     source_name: str,
     start: dt.date,
@@ -349,14 +350,15 @@ def ingest(
         check_rows(table, path, source, found[path])
         check_values(table, path, source, field, now)
     days = split_days(source, found, tables, start, end)
-    report = _validate(spec, source_name, days, f"{start}_{end}")
+    report = _validate(store, spec, source_name, days, f"{start}_{end}")
     files = {path: _file_record(path) for path in found}
-    partitions = [_publish_day(spec, source_name, rows, [files[p] for p in rows.paths],
-                               _quality_summary(report), produced_by or {}) for rows in days]
+    partitions = [_publish_day(store, spec, source_name, rows, [files[p] for p in rows.paths],
+                               _quality_summary(store, report), produced_by or {})
+                  for rows in days]
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
-        quality=_quality_summary(report),
+        quality=_quality_summary(store, report),
     )
 
 
@@ -395,7 +397,7 @@ def split_days(source: Source, found: dict[Path, Delivery], tables: dict[Path, p
     return cut
 
 
-def _validate(spec: LoadedSpec, source_name: str, days: list[DayRows],
+def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[DayRows],
               span: str) -> quality.ValidationReport | None:
     """The source's GX suite over the rows about to be published; None without a suite."""
     source = spec.pipeline.sources[source_name]
@@ -408,7 +410,7 @@ def _validate(spec: LoadedSpec, source_name: str, days: list[DayRows],
         spec.suite_path(source.suite),
         data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from files "
                   f"{first}..{last} under {landing}",
-        out_dir=lake.pipeline_dir(spec.name, "_quality", "raw", source_name, span),
+        out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name, span),
         pipeline=spec.name,
     )
     quality.require_valid(report)
@@ -420,14 +422,14 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": lake.sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _publish_day(spec: LoadedSpec, source_name: str, rows: DayRows,
+def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
                  source_files: list[dict[str, Any]], quality_summary: dict[str, Any] | None,
                  produced_by: dict[str, Any]) -> dict[str, Any]:
     """Publish one UTC day's partition, sorted by event time and keys; its summary."""
     source = spec.pipeline.sources[source_name]
     sort_keys = ([source.event_time] if source.event_time else []) + source.keys
     ordered = rows.table.sort_by([(k, "ascending") for k in sort_keys])
-    folder = lake.partition_dir(spec.name, "raw", source_name, rows.day)
+    folder = lake.partition_dir(store, spec.name, "raw", source_name, rows.day)
 
     def write(tmp: Path) -> dict[str, Any]:
         lake.write_parquet(ordered, tmp / lake.DATA_FILE)
@@ -438,7 +440,7 @@ def _publish_day(spec: LoadedSpec, source_name: str, rows: DayRows,
 
     manifest = lake.publish_dir(folder, write)
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-    return {"date": rows.day.isoformat(), "path": lake.relative(folder),
+    return {"date": rows.day.isoformat(), "path": store.relative(folder),
             "rows": data["rows"], "sha256": data["sha256"]}
 
 
@@ -479,11 +481,12 @@ def _check_not_future(path: Path, delivery: Delivery, spec: LoadedSpec, source_n
                         "ingest the month's days once it has ended and its file is complete")
 
 
-def _quality_summary(report: quality.ValidationReport | None) -> dict[str, Any] | None:
+def _quality_summary(store: lake.Lake, report: quality.ValidationReport | None
+                     ) -> dict[str, Any] | None:
     if report is None:
         return None
     return {"suite": report.suite, "success": report.success,
-            "result": lake.relative(report.result_path)}
+            "result": store.relative(report.result_path)}
 
 
 def read_raw(
@@ -499,8 +502,7 @@ def read_raw(
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
     if not partitions:
         return pa.schema(fields).empty_table()
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
+    con = lake.connect([p.path for p in partitions])
     return lake.read_verified(partitions, lambda paths: con.sql(
         f"SELECT * EXCLUDE ({FILE}), "
         f"CAST(regexp_extract({FILE}, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "

@@ -9,6 +9,11 @@ and reads only the files the manifest names. No folder is renamed, so the same p
 on an object store, where a PUT of the manifest is the commit. Anything in a folder that its
 manifest does not name is uncommitted: a writer killed mid-way leaves it, `pitstop doctor`
 lists and removes it.
+
+A lake is a value, `Lake` (its root URL and filesystem), built at the edges from
+`PITSTOP_LAKE` (`from_env()`) and passed in. On a local folder its paths are
+`pathlib.Path`s and a commit is `os.replace` under a flock; on an object store they are
+`upath.UPath`s and a commit is a conditional PUT (`lake_objects.py`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,20 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+from upath import UPath
 
-from pipelines.errors import DataError, LineageError
-from pipelines.settings import lake_root
+from pipelines import lake_objects, settings
+from pipelines.errors import DataError, LineageError, SpecError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 MANIFEST = "_manifest.json"
 DATA_FILE = "data.parquet"
@@ -42,9 +54,121 @@ MANIFEST_TMP = MANIFEST + ".tmp-"
 """Prefix of a manifest being committed; left behind only by a writer killed mid-commit."""
 
 
-def sha256_file(path: Path) -> str:
+LakePath = Path | UPath
+"""A path in a lake: a `Path` on a local folder, a `UPath` on an object store."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where a lake is and how to reach it: what every reader and writer is given.
+
+    `url` is an absolute folder or `s3://bucket/prefix`; `fs` is its fsspec filesystem,
+    built once with the endpoint and credentials (`from_env()`), so the library reads
+    no environment and `reproduce` can work on a scratch lake beside the real one.
+    """
+
+    url: str
+    fs: AbstractFileSystem
+
+    @property
+    def local(self) -> bool:
+        return "file" in self.fs.protocol
+
+    @property
+    def root(self) -> LakePath:
+        return Path(self.url) if self.local else UPath(self.url, **self.fs.storage_options)
+
+    def relative(self, path: LakePath) -> str:
+        """Lake-relative path as recorded in manifests, so a lake can move without re-hashing."""
+        if self.local:
+            return str(Path(path).resolve().relative_to(Path(self.url).resolve()))
+        return str(path).removeprefix(self.url + "/")
+
+    def uri(self, path: LakePath) -> str:
+        """A URI for `path` that names its store (`file:///…` or `s3://…`), for MLflow."""
+        return path.as_uri() if isinstance(path, Path) else str(path)
+
+    def copy_to(self, path: LakePath, target: Path) -> Path:
+        """Copy the file or folder `path` of this lake to the local `target` (made)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(path, Path):
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, target)
+        elif path.is_dir():
+            self.fs.get(path.path.rstrip("/") + "/", str(target), recursive=True)
+        else:
+            self.fs.get_file(path.path, str(target))
+        return target
+
+    def localized(self, path: LakePath, scratch: Path) -> Path:
+        """`path` as a local file or folder: itself on a local lake, else a copy made in
+        `scratch`, for what only reads local files (MLflow's artifact upload, DuckDB's
+        module-level queries)."""
+        if isinstance(path, Path):
+            return path
+        return self.copy_to(path, scratch / uuid.uuid4().hex / path.name)
+
+
+def open_lake(url: str | Path, storage_options: dict[str, Any] | None = None) -> Lake:
+    """The lake at `url`: a local folder (made absolute), or an fsspec URL such as
+    `s3://bucket/prefix` reached with `storage_options`."""
+    url = str(url)
+    if "://" not in url:
+        return Lake(str(Path(url).resolve()), fsspec.filesystem("file"))
+    protocol = url.split("://", 1)[0]
+    if protocol != "s3":
+        raise SpecError(f"PITSTOP_LAKE={url}: a lake is a local folder or s3://bucket/prefix "
+                        f"(publication needs the S3 API's conditional PUT), not {protocol}://")
+    return Lake(url.rstrip("/"), fsspec.filesystem(protocol, **(storage_options or {})))
+
+
+def from_env() -> Lake:
+    """The lake the commands and tasks work on: `PITSTOP_LAKE` (a folder or
+    `s3://bucket/prefix`), by default `$PITSTOP_HOME/lake`. The only reader of that variable:
+    the CLI and the orchestration layer build the value here and pass it in."""
+    url = os.environ.get("PITSTOP_LAKE") or str(settings.home() / "lake")
+    return open_lake(url, s3_options() if url.startswith("s3://") else None)
+
+
+def s3_options() -> dict[str, Any]:
+    """s3fs settings from the standard AWS variables, as every S3 client reads them.
+
+    They are passed explicitly (not left to botocore) because fsspec caches a filesystem by
+    its arguments: two lakes on two endpoints must not share one. Listings are not cached,
+    so a reader sees partitions other processes committed since its last listing.
+    """
+    env = os.environ
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if endpoint := env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3"):
+        options["endpoint_url"] = endpoint
+    if key := env.get("AWS_ACCESS_KEY_ID"):
+        options.update(key=key, secret=env.get("AWS_SECRET_ACCESS_KEY"))
+    if region := env.get("AWS_DEFAULT_REGION"):
+        options["client_kwargs"] = {"region_name": region}
+    return options
+
+
+def connect(paths: Sequence[LakePath] = ()) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection in UTC that reads `paths`: the filesystem of those on an object
+    store is registered with it, so DuckDB reads them through fsspec (its httpfs extension
+    would be downloaded at run time). DuckDB is imported here, not with the module: the DAG
+    factory imports this module when a DAG file is parsed."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for fs in {id(p.fs): p.fs for p in paths if not isinstance(p, Path)}.values():
+        con.register_filesystem(fs)
+    return con
+
+
+def day_of(path: str | LakePath) -> dt.date:
+    """The day of a day partition from its path (`…/date=YYYY-MM-DD[/…]`)."""
+    return dt.date.fromisoformat(str(path).rsplit("date=", 1)[1][:10])
+
+
+def sha256_file(path: LakePath) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with (open(path, "rb") if isinstance(path, str | Path) else path.open("rb")) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -56,26 +180,19 @@ def sha256_json(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def pipeline_dir(pipeline: str, *parts: str, root: Path | None = None) -> Path:
+def pipeline_dir(store: Lake, pipeline: str, *parts: str) -> LakePath:
     """`<lake>/<pipeline>/<parts…>`: each pipeline owns one top-level folder of the lake.
 
     Raw, feature, training-set and quality folders all sit under it, so two pipelines that
     both have a source `orders` or a view `daily` never write into each other's partitions,
     and removing one pipeline's folder leaves the others whole.
     """
-    return (root or lake_root()).joinpath(pipeline, *parts)
+    return store.root.joinpath(pipeline, *parts)
 
 
-def partition_dir(
-    pipeline: str, layer: str, dataset: str, day: dt.date, root: Path | None = None
-) -> Path:
+def partition_dir(store: Lake, pipeline: str, layer: str, dataset: str, day: dt.date) -> LakePath:
     """`<lake>/<pipeline>/<layer>/<dataset>/date=YYYY-MM-DD`, e.g. shop/raw/orders."""
-    return pipeline_dir(pipeline, layer, dataset, f"date={day.isoformat()}", root=root)
-
-
-def relative(path: Path, root: Path | None = None) -> str:
-    """Lake-relative path as recorded in manifests, so a lake can move without re-hashing."""
-    return str(Path(path).resolve().relative_to((root or lake_root()).resolve()))
+    return pipeline_dir(store, pipeline, layer, dataset, f"date={day.isoformat()}")
 
 
 def _same_file(handle: Any, path: Path) -> bool:
@@ -159,7 +276,7 @@ def _commit(final: Path, manifest: dict[str, Any]) -> None:
         raise
 
 
-def publish_dir(final: Path, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def publish_dir(final: LakePath, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Write a new generation of `final` with `write(folder)` (which returns manifest
     fields), then commit it by replacing the manifest; returns the committed manifest.
 
@@ -169,7 +286,14 @@ def publish_dir(final: Path, write: Callable[[Path], dict[str, Any]]) -> dict[st
     generation stays until the next commit, so a reader that read the old manifest just
     before has one whole publication's time to finish; the one before it is removed. A
     failed write removes its own files and leaves the committed partition as it was.
+    On an object store `write` gets a local scratch folder and the commit is a conditional
+    PUT (`lake_objects.publish`), with the same guarantees and no lock.
     """
+    if not isinstance(final, Path):
+        manifest, replaced = lake_objects.publish(final, write, _describe, MANIFEST)
+        if GENERATION.fullmatch(replaced.get("previous") or ""):
+            lake_objects.remove(final / replaced["previous"])
+        return manifest
     final.mkdir(parents=True, exist_ok=True)
     generation = f"g-{uuid.uuid4().hex}"
     folder = final / generation
@@ -198,7 +322,18 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", write_statistics=True)
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
+def read_frame(path: LakePath) -> pd.DataFrame:
+    """A Parquet file of the lake as a frame (a training set, known-problem cases), on a local
+    folder or an object store alike."""
+    import pandas as pd
+
+    if isinstance(path, Path):
+        return pd.read_parquet(path)
+    with path.open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def read_manifest(folder: LakePath) -> dict[str, Any] | None:
     """The committed manifest of `folder`, or None when nothing was ever committed there."""
     try:
         return json.loads((folder / MANIFEST).read_text())
@@ -206,14 +341,14 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def generation_dir(folder: Path, manifest: dict[str, Any]) -> Path:
+def generation_dir(folder: LakePath, manifest: dict[str, Any]) -> LakePath:
     """Where the files of `folder`'s committed publication are. A manifest written before
     generations (no `generation`) names files in the folder itself, so an older lake reads."""
     return folder / manifest.get("generation", "")
 
 
-def committed_file(folder: Path, name: str = DATA_FILE,
-                   manifest: dict[str, Any] | None = None) -> Path:
+def committed_file(folder: LakePath, name: str = DATA_FILE,
+                   manifest: dict[str, Any] | None = None) -> LakePath:
     """The file `name` of the publication committed at `folder` (its manifest is read unless
     given): how every reader finds a file, since each publication writes new ones."""
     manifest = manifest if manifest is not None else read_manifest(folder)
@@ -245,12 +380,12 @@ def committed_parquet(folder: Path) -> list[Path]:
 class Partition:
     """A published day partition: its folder, day and manifest."""
 
-    path: Path
+    path: LakePath
     day: dt.date
     manifest: dict[str, Any]
 
     @property
-    def data_path(self) -> Path:
+    def data_path(self) -> LakePath:
         """The data file this partition's manifest names (in its committed generation)."""
         return committed_file(self.path, DATA_FILE, self.manifest)
 
@@ -268,18 +403,18 @@ class Partition:
 
 
 def list_partitions(
+    store: Lake,
     pipeline: str,
     layer: str,
     dataset: str,
     start: dt.date | None = None,
     end: dt.date | None = None,
-    root: Path | None = None,
 ) -> list[Partition]:
     """Published partitions with `start <= day < end`, in day order (unbounded when None)."""
-    folder = pipeline_dir(pipeline, layer, dataset, root=root)
+    folder = pipeline_dir(store, pipeline, layer, dataset)
     found = []
-    for path in sorted(folder.glob("date=*")) if folder.exists() else []:
-        day = dt.date.fromisoformat(path.name.removeprefix("date="))
+    for path in sorted(folder.glob("date=*"), key=str) if folder.exists() else []:
+        day = day_of(path.name)
         if (start and day < start) or (end and day >= end):
             continue
         if (manifest := read_manifest(path)) is not None:
@@ -300,7 +435,33 @@ def _identity(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def verify_file(path: Path, expected: str | None, repair: str) -> tuple[int, ...]:
+def _object_identity(path: UPath) -> tuple[Any, ...]:
+    """What replacing an object changes: its ETag and size (objects are never appended to)."""
+    info = path.fs.info(path.path)
+    return (info.get("ETag"), info["size"])
+
+
+def _current_identity(path: LakePath) -> tuple[Any, ...]:
+    """`_identity` of the file at `path` now, or () when it is gone."""
+    try:
+        return _identity(os.stat(path)) if isinstance(path, Path) else _object_identity(path)
+    except FileNotFoundError:
+        return ()
+
+
+def _hashed(path: LakePath) -> tuple[tuple[Any, ...], int, str]:
+    """The identity `path` was hashed at, its size and its sha256 (raises
+    FileNotFoundError)."""
+    if not isinstance(path, Path):
+        identity = _object_identity(path)
+        with path.open("rb") as handle:
+            return identity, identity[1], hashlib.file_digest(handle, "sha256").hexdigest()
+    with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        return _identity(stat), stat.st_size, hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def verify_file(path: LakePath, expected: str | None, repair: str) -> tuple[Any, ...]:
     """Re-hash `path` against the sha256 its manifest records; DataError naming the file, both
     hashes and `repair` (what to run) when they differ. Returns the identity it was hashed at.
 
@@ -311,15 +472,13 @@ def verify_file(path: Path, expected: str | None, repair: str) -> tuple[int, ...
     (`make bench-verify`, bench/README.md).
     """
     try:
-        with open(path, "rb") as handle:
-            identity = _identity(os.fstat(handle.fileno()))
-            found = hashlib.file_digest(handle, "sha256").hexdigest()
+        identity, size, found = _hashed(path)
     except FileNotFoundError:
-        identity, found = (), "missing"
+        identity, size, found = (), -1, "missing"
     if found != expected:
-        size = f"{identity[2]} bytes" if identity else "no file"
+        held = f"{size} bytes" if identity else "no file"
         raise DataError(
-            f"{path}: sha256 {found} ({size}) is not {expected or 'none'}, the sha256 its "
+            f"{path}: sha256 {found} ({held}) is not {expected or 'none'}, the sha256 its "
             f"manifest records (rule: data is read only as published; this file was changed, "
             f"truncated or removed since, and nothing was read from it); {repair}")
     return identity
@@ -327,7 +486,9 @@ def verify_file(path: Path, expected: str | None, repair: str) -> tuple[int, ...
 
 def _repair(partition: Partition) -> str:
     """What republishes a day partition from what it was made of, by its layer."""
-    pipeline, layer, dataset = partition.path.parts[-4:-1]
+    dataset_dir = partition.path.parent
+    pipeline, layer, dataset = dataset_dir.parent.parent.name, dataset_dir.parent.name, \
+        dataset_dir.name
     day, after = partition.day, partition.day + dt.timedelta(days=1)
     if layer == "features":
         return (f"recompute that day: `pitstop backfill <{pipeline} spec> --start {day} "
@@ -336,7 +497,7 @@ def _repair(partition: Partition) -> str:
             f"{day} and end {after}, then recompute the features that read it")
 
 
-def verified_training_file(folder: Path, start: dt.date, end: dt.date) -> Path:
+def verified_training_file(folder: LakePath, start: dt.date, end: dt.date) -> LakePath:
     """A published training set's data file, re-hashed against its manifest: what the GX gate,
     training and evaluation read, so a set corrupted after it was built is never used."""
     manifest = read_manifest(folder) or {}
@@ -347,7 +508,7 @@ def verified_training_file(folder: Path, start: dt.date, end: dt.date) -> Path:
     return path
 
 
-def verify(partition: Partition) -> tuple[int, ...]:
+def verify(partition: Partition) -> tuple[Any, ...]:
     """`verify_file` for a day partition, saying how to republish it when it fails."""
     return verify_file(partition.data_path, partition.sha256, _repair(partition))
 
@@ -366,11 +527,7 @@ def read_verified(partitions: Sequence[Partition], read: Callable[[list[str]], T
     before = [verify(p) for p in partitions]
     result = read([str(p.data_path) for p in partitions])
     for partition, identity in zip(partitions, before, strict=True):
-        try:
-            after = _identity(os.stat(partition.data_path))
-        except FileNotFoundError:
-            after = ()
-        if after != identity:
+        if _current_identity(partition.data_path) != identity:
             raise LineageError(f"{partition.data_path}: replaced while it was read, so what "
                                "was read is not what its manifest names; run the task again")
     return result

@@ -43,12 +43,12 @@ def frame_content_hash(frame: pd.DataFrame, definitions_hash: str) -> str:
     return digest.hexdigest()
 
 
-def stored_content_hash(data_file: Path, definitions_hash: str) -> str:
+def stored_content_hash(data_file: lake.LakePath, definitions_hash: str) -> str:
     """`frame_content_hash` of a stored training set, as a content ID to compare with its
     `dataset_id`, or why there is none (`missing`, `unreadable (…)`): bytes that no longer
     decode are a mismatch to report, not a crash."""
     try:
-        return frame_content_hash(pd.read_parquet(data_file), definitions_hash)
+        return frame_content_hash(lake.read_frame(data_file), definitions_hash)
     except FileNotFoundError:
         return "missing"
     except (OSError, pa.ArrowException) as exc:
@@ -187,31 +187,33 @@ def plan_pair(spec: LoadedSpec, dataset_id: str) -> Pair:
     return Pair(pair_id(dataset_id, training_config(spec), code), dataset_id, code)
 
 
-def _manifest(path: str) -> dict[str, Any]:
-    manifest = lake.read_manifest(lake.lake_root() / path)
+def _manifest(store: lake.Lake, path: str) -> dict[str, Any]:
+    manifest = lake.read_manifest(store.root / path)
     if manifest is None:
         raise DataError(f"{path}: no {lake.MANIFEST} (rule: only published partitions are used)")
     return manifest
 
 
-def raw_partitions_used(training_set: TrainingSet) -> list[dict[str, Any]]:
+def raw_partitions_used(store: lake.Lake, training_set: TrainingSet) -> list[dict[str, Any]]:
     """Every raw partition behind a training set: the spine's and those behind each feature."""
-    manifest = _manifest(training_set.path)
+    manifest = _manifest(store, training_set.path)
     used = {p["path"]: p for p in manifest["inputs"]["spine"]}
     for partitions in manifest["inputs"]["features"].values():
         for partition in partitions:
-            used.update({p["path"]: p for p in _manifest(partition["path"]).get("inputs", [])})
+            used.update({p["path"]: p
+                         for p in _manifest(store, partition["path"]).get("inputs", [])})
     return sorted(used.values(), key=lambda p: p["path"])
 
 
-def _partition(path: str, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
+def _partition(store: lake.Lake, path: str, sha256: str | None = None,
+               **extra: Any) -> dict[str, Any]:
     """A partition as lineage names it: path, data file, rows, sha256, who produced it.
 
     `sha256` is the hash of the bytes read when the partition was used (verified then, and
     kept in the reader's manifest `inputs`); the manifest's own is used only for the training
     set, which its reader has just verified.
     """
-    manifest = _manifest(path)
+    manifest = _manifest(store, path)
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
     return {"path": path, "file": lake.DATA_FILE, "rows": data.get("rows"),
             "sha256": sha256 or data["sha256"], "produced_by": manifest.get("produced_by", {}),
@@ -219,6 +221,7 @@ def _partition(path: str, sha256: str | None = None, **extra: Any) -> dict[str, 
 
 
 def lineage_record(
+    store: lake.Lake,
     spec: LoadedSpec,
     built: TrainingInput,
     quality_report: QualitySummary,
@@ -231,15 +234,15 @@ def lineage_record(
     `reproduce` read it back, so MLflow plus the lake is all an auditor needs.
     """
     training_set = built.training_set
-    manifest = _manifest(training_set.path)
-    features = [_partition(p["path"], p["sha256"], view=view)
+    manifest = _manifest(store, training_set.path)
+    features = [_partition(store, p["path"], p["sha256"], view=view)
                 for view, parts in sorted(manifest["inputs"]["features"].items())
                 for p in parts]
     raw = []
     checks: dict[str, dict[str, Any]] = {}
-    for used in raw_partitions_used(training_set):
-        part = _partition(used["path"], used["sha256"])
-        raw_manifest = _manifest(used["path"])
+    for used in raw_partitions_used(store, training_set):
+        part = _partition(store, used["path"], used["sha256"])
+        raw_manifest = _manifest(store, used["path"])
         part["source_files"] = raw_manifest.get("source_files", [])
         if quality := raw_manifest.get("quality"):
             part["check"] = quality["result"]
@@ -255,7 +258,7 @@ def lineage_record(
         "pipeline": spec.name,
         "pair_id": pair.pair_id,
         "dataset_id": training_set.dataset_id,
-        "training_set": {**_partition(training_set.path), "window": manifest["window"],
+        "training_set": {**_partition(store, training_set.path), "window": manifest["window"],
                          "columns": manifest["columns"]},
         "feature_definitions_hash": feature_definitions_hash(spec),
         "feature_partitions": features,
@@ -265,7 +268,7 @@ def lineage_record(
         "checks": {
             "training_set": {"suite": quality_report.suite, "success": quality_report.success,
                              "result": quality_report.result_path,
-                             "sha256": sha256_file(lake.lake_root() / quality_report.result_path),
+                             "sha256": sha256_file(store.root / quality_report.result_path),
                              "artifact": "quality/validation_result.json",
                              "data_docs": "quality/data_docs/index.html"},
             "raw": sorted(checks.values(), key=lambda c: c["result"]),

@@ -68,19 +68,19 @@ class ValidationReport:
     success: bool
     evaluated: int
     successful: int
-    result_path: Path
+    result_path: lake.LakePath
     """Full GX result (JSON) under the lake."""
-    docs_path: Path
+    docs_path: lake.LakePath
     """Data Docs index page of this validation."""
     failures: list[Failure] = field(default_factory=list)
 
-    def summary(self) -> QualitySummary:
+    def summary(self, store: lake.Lake) -> QualitySummary:
         """The small, lake-relative form that crosses task boundaries."""
         return QualitySummary(
             suite=self.suite, success=self.success, evaluated=self.evaluated,
-            successful=self.successful, result_path=lake.relative(self.result_path),
-            docs_dir=lake.relative(self.result_path.parent / DOCS_DIR),
-            docs_path=lake.relative(self.docs_path))
+            successful=self.successful, result_path=store.relative(self.result_path),
+            docs_dir=store.relative(self.result_path.parent / DOCS_DIR),
+            docs_path=store.relative(self.docs_path))
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def _failures(result: dict[str, Any]) -> list[Failure]:
 
 
 def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
-             out_dir: Path, pipeline: str | None = None) -> ValidationReport:
+             out_dir: lake.LakePath, pipeline: str | None = None) -> ValidationReport:
     """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
 
     Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
@@ -172,7 +172,7 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
     published = lake.generation_dir(out_dir, lake.publish_dir(out_dir, write))
     result = outcome["result"]
     stats = result["statistics"]
-    pages = sorted((published / DOCS_DIR / "validations").rglob("*.html"))
+    pages = sorted((published / DOCS_DIR / "validations").rglob("*.html"), key=str)
     return ValidationReport(
         suite=suite_json["name"], data_name=data_name, success=bool(result["success"]),
         evaluated=int(stats["evaluated_expectations"]),
@@ -195,19 +195,21 @@ def require_valid(report: ValidationReport) -> None:
     )
 
 
-def validate_training_set(spec: LoadedSpec, training_set: TrainingSet) -> QualitySummary:
+def validate_training_set(store: lake.Lake, spec: LoadedSpec,
+                          training_set: TrainingSet) -> QualitySummary:
     """The gate before training: the pipeline's training-set suite over the published set."""
     suite = spec.pipeline.training_suite
     if suite is None:
         raise SpecError(f"{spec.path}: training_suite: required (no model is trained on "
                         f"unvalidated data)")
-    data_file = lake.verified_training_file(lake.lake_root() / training_set.path,
+    data_file = lake.verified_training_file(store.root / training_set.path,
                                             training_set.start, training_set.end)
     report = validate(
-        pd.read_parquet(data_file), spec.suite_path(suite),
+        lake.read_frame(data_file), spec.suite_path(suite),
         data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
-        out_dir=lake.pipeline_dir(spec.name, "_quality", "datasets", training_set.dataset_id),
+        out_dir=lake.pipeline_dir(store, spec.name, "_quality", "datasets",
+                                  training_set.dataset_id),
         pipeline=spec.name,
     )
     require_valid(report)
-    return report.summary()
+    return report.summary(store)

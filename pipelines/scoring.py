@@ -78,16 +78,16 @@ def pin_model(spec: LoadedSpec) -> PinnedModel:
                        holder.tags.get("pair_id", ""), reference)
 
 
-def scoring_rows(spec: LoadedSpec, day: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
+def scoring_rows(store: lake.Lake, spec: LoadedSpec, day: dt.date) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The day's spine rows with their features at each row's prediction time, and the
     partitions read. The target is dropped: it is what the model is there to predict."""
     end = day + dt.timedelta(days=1)
-    spine, spine_inputs = label_spine(spec, day, end)
+    spine, spine_inputs = label_spine(store, spec, day, end)
     spine = spine.drop(columns=[spec.pipeline.label.target])
     if spine.empty:
         raise DataError(f"score {day}: the label function gave no spine rows for the day "
                         "(rule: a scored day has rows); check that day's raw data")
-    frame, feature_inputs = join_feature_views(spec, spine, day, end)
+    frame, feature_inputs = join_feature_views(store, spec, spine, day, end)
     return frame, {"spine": spine_inputs, "features": feature_inputs}
 
 
@@ -123,24 +123,24 @@ class ScoredDay:
     seconds: float = 0.0
 
 
-def score_day(spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
+def score_day(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
               produced_by: dict[str, Any] | None = None) -> ScoredDay:
     """Score one day with the pinned version, publish, monitor; raise on a breach (after
     the predictions, marked not to use, and every monitored value are recorded)."""
     began = time.perf_counter()
-    frame, inputs = scoring_rows(spec, day)
+    frame, inputs = scoring_rows(store, spec, day)
     scored, pred = predictions(spec, registry.load_model(pinned.model_uri), frame)
     seconds = time.perf_counter() - began
     reference = Reference.from_json(registry.load_json(pinned.reference_uri))
     found = monitoring.monitor_day(reference, frame, pred, spec.pipeline.monitoring)
     breaches = [b.message() for b in found.breaches]
-    folder = publish_scores(spec, pinned, day, scored, inputs, breaches, produced_by or {})
-    publish_monitoring(spec, pinned, day, found)
+    folder = publish_scores(store, spec, pinned, day, scored, inputs, breaches, produced_by or {})
+    publish_monitoring(store, spec, pinned, day, found)
     run_id = log_monitoring(spec, pinned, day, found, seconds)
     record_breaches(pinned, day, breaches)
-    log_report(spec, pinned)
+    log_report(store, spec, pinned)
     result = ScoredDay(day, pinned.model_name, pinned.version, len(scored),
-                       lake.relative(folder), not breaches, breaches, run_id, round(seconds, 3))
+                       store.relative(folder), not breaches, breaches, run_id, round(seconds, 3))
     if breaches:
         raise MonitoringBreach(f"score {day}: {pinned.model_name} version {pinned.version}: "
                                + "; ".join(breaches) + f" (predictions kept in {folder}, "
@@ -148,12 +148,12 @@ def score_day(spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
     return result
 
 
-def publish_scores(spec: LoadedSpec, pinned: PinnedModel, day: dt.date, scored: pd.DataFrame,
-                   inputs: dict[str, Any], breaches: list[str],
-                   produced_by: dict[str, Any]) -> Path:
+def publish_scores(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
+                   scored: pd.DataFrame, inputs: dict[str, Any], breaches: list[str],
+                   produced_by: dict[str, Any]) -> lake.LakePath:
     """The day's predictions as a partition whose manifest says which version made them
     from which inputs, and whether they may be used."""
-    folder = lake.partition_dir(spec.name, SCORES, pinned.model_name, day)
+    folder = lake.partition_dir(store, spec.name, SCORES, pinned.model_name, day)
 
     def write(tmp: Path) -> dict[str, Any]:
         lake.write_parquet(pa.Table.from_pandas(scored, preserve_index=False),
@@ -168,10 +168,10 @@ def publish_scores(spec: LoadedSpec, pinned: PinnedModel, day: dt.date, scored: 
     return folder
 
 
-def publish_monitoring(spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
-                       found: DayMonitoring) -> Path:
+def publish_monitoring(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
+                       found: DayMonitoring) -> lake.LakePath:
     """Every monitored value of the day as rows of the lake's monitoring table."""
-    folder = lake.partition_dir(spec.name, MONITORING, pinned.model_name, day)
+    folder = lake.partition_dir(store, spec.name, MONITORING, pinned.model_name, day)
     rows = monitoring.table(found).assign(day=day.isoformat(), model_version=pinned.version)
 
     def write(tmp: Path) -> dict[str, Any]:
@@ -214,10 +214,10 @@ def record_breaches(pinned: PinnedModel, day: dt.date, breaches: list[str]) -> N
         registry.delete_version_tag(pinned.model_name, pinned.version, key)
 
 
-def log_report(spec: LoadedSpec, pinned: PinnedModel) -> None:
+def log_report(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel) -> None:
     """The version's monitoring report over every day scored so far, logged to its training
     run as `monitoring/report.html` (replacing the last one), next to its evaluation report."""
-    table = read_monitoring(spec)
+    table = read_monitoring(store, spec)
     page = monitoring_report.html_page(pinned.model_name, pinned.version,
                                        table[table["model_version"] == pinned.version])
     with tempfile.TemporaryDirectory(prefix="pitstop-monitoring-") as tmp:
@@ -245,10 +245,10 @@ class DayVerdict:
                 + "; ".join(self.breaches))
 
 
-def day_verdicts(spec: LoadedSpec, start: dt.date, end: dt.date) -> list[DayVerdict]:
+def day_verdicts(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date) -> list[DayVerdict]:
     """Each day of `[start, end)` as its committed prediction manifest records it."""
     published = {p.day: p.manifest for p in
-                 lake.list_partitions(spec.name, SCORES, spec.pipeline.model_name, start, end)}
+                 lake.list_partitions(store, spec.name, SCORES, spec.pipeline.model_name, start, end)}
     verdicts = []
     for day in lake.days(start, end):
         if (manifest := published.get(day)) is None:
@@ -259,20 +259,20 @@ def day_verdicts(spec: LoadedSpec, start: dt.date, end: dt.date) -> list[DayVerd
     return verdicts
 
 
-def days_without_features(spec: LoadedSpec, start: dt.date, end: dt.date) -> list[dt.date]:
+def days_without_features(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date) -> list[dt.date]:
     """Days of `[start, end)` some feature view has no committed partition for."""
-    have = [{p.day for p in lake.list_partitions(spec.name, "features", view, start, end)}
+    have = [{p.day for p in lake.list_partitions(store, spec.name, "features", view, start, end)}
             for view in spec.pipeline.feature_views]
     return [day for day in lake.days(start, end) if any(day not in h for h in have)]
 
 
-def read_monitoring(spec: LoadedSpec, start: dt.date | None = None,
+def read_monitoring(store: lake.Lake, spec: LoadedSpec, start: dt.date | None = None,
                     end: dt.date | None = None) -> pd.DataFrame:
     """The lake's monitoring table over `[start, end)`: one row per day, metric, feature."""
-    partitions = lake.list_partitions(spec.name, MONITORING, spec.pipeline.model_name,
+    partitions = lake.list_partitions(store, spec.name, MONITORING, spec.pipeline.model_name,
                                       start, end)
     if not partitions:
         return pd.DataFrame(columns=["metric", "feature", "value", "limit", "breached", "day",
                                      "model_version"])
-    return lake.read_verified(partitions, lambda paths: pd.concat(
-        [pd.read_parquet(path) for path in paths], ignore_index=True))
+    return lake.read_verified(partitions, lambda _: pd.concat(
+        [lake.read_frame(p.data_path) for p in partitions], ignore_index=True))

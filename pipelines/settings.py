@@ -29,10 +29,6 @@ def home() -> Path:
     return Path(os.environ.get("PITSTOP_HOME", ".pitstop")).resolve()
 
 
-def lake_root() -> Path:
-    return Path(os.environ.get("PITSTOP_LAKE") or home() / "lake").resolve()
-
-
 def database_url() -> str | None:
     """An existing PostgreSQL server for `pitstop up` (`PITSTOP_DATABASE_URL`, any SQLAlchemy
     PostgreSQL URL; its `airflow` and `mlflow` databases are created when missing). Unset:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipelines import (
@@ -47,17 +49,18 @@ LINEAGE_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 INPUT_EXAMPLE_ROWS = 5
 
 
-def build_training_set(spec: LoadedSpec, window: tuple[dt.date, dt.date],
+def build_training_set(store: lake.Lake, spec: LoadedSpec, window: tuple[dt.date, dt.date],
                        eval_start: dt.date | None, produced_by: dict[str, Any]
                        ) -> TrainingInput:
     """The first train task: the estimator checked against the task (DAG parsing skips this
     import-heavy check), then the split checked and the set built and published."""
     check_model(spec)
-    return prepare(spec, *window, eval_start=eval_start, produced_by=produced_by)
+    return prepare(store, spec, *window, eval_start=eval_start, produced_by=produced_by)
 
 
-def validate_training_set(spec: LoadedSpec, built: TrainingInput) -> QualitySummary:
-    return quality.validate_training_set(spec, built.training_set)
+def validate_training_set(store: lake.Lake, spec: LoadedSpec,
+                          built: TrainingInput) -> QualitySummary:
+    return quality.validate_training_set(store, spec, built.training_set)
 
 
 def plan_pair(spec: LoadedSpec, built: TrainingInput) -> Pair:
@@ -68,11 +71,13 @@ def plan_pair(spec: LoadedSpec, built: TrainingInput) -> Pair:
         pair, registered_version=None if existing is None else str(existing.version))
 
 
-def training_log(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySummary,
-                 pair: Pair, context: dict[str, Any]) -> TrainingLog:
-    """What the training run records: tags, params, lineage, and the files to attach."""
+def training_log(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
+                 quality_report: QualitySummary, pair: Pair, context: dict[str, Any],
+                 scratch: Path) -> TrainingLog:
+    """What the training run records: tags, params, lineage, and the files to attach (lake
+    files on an object store are copied into `scratch` for MLflow to upload)."""
     training_set, split, model = built.training_set, built.split, spec.pipeline.model
-    raw = lineage.raw_partitions_used(training_set)
+    raw = lineage.raw_partitions_used(store, training_set)
     tags = {
         "pipeline": spec.name, "pair_id": pair.pair_id, "dataset_id": training_set.dataset_id,
         "code_version": pair.code_version,
@@ -86,8 +91,8 @@ def training_log(spec: LoadedSpec, built: TrainingInput, quality_report: Quality
         "triggered_by": str(context.get("triggered_by") or "unknown"),
         "reason": str(context.get("reason") or ""),
     }
-    folder = lake.lake_root() / training_set.path
-    docs = lake.lake_root() / quality_report.docs_dir
+    folder = store.root / training_set.path
+    docs = store.root / quality_report.docs_dir
     return TrainingLog(
         experiment_id=registry.experiment_id(spec.name),
         run_name=f"{spec.name}-{pair.pair_id[:12]}", tags=tags,
@@ -96,14 +101,14 @@ def training_log(spec: LoadedSpec, built: TrainingInput, quality_report: Quality
                 **_flat("preprocessing", model.preprocessing.model_dump(mode="json")),
                 "train_start": split.train_start, "eval_start": split.eval_start,
                 "end": split.end, "features": ",".join(model.features)},
-        dataset_uri=lake.committed_file(folder).as_uri(), dataset_name=f"{spec.name}-training-set",
+        dataset_uri=store.uri(lake.committed_file(folder)), dataset_name=f"{spec.name}-training-set",
         dataset_id=training_set.dataset_id, target=spec.pipeline.label.target,
         artifacts={"lineage/spec": spec.path,
-                   "quality": lake.lake_root() / quality_report.result_path},
-        folders={"quality/data_docs": docs} if docs.is_dir() else {},
+                   "quality": store.localized(store.root / quality_report.result_path, scratch)},
+        folders={"quality/data_docs": store.localized(docs, scratch)} if docs.is_dir() else {},
         json_artifacts={"lineage/training_set_manifest.json": lake.read_manifest(folder),
                         "lineage/raw_partitions.json": raw},
-        lineage=lineage.lineage_record(spec, built, quality_report, pair, context),
+        lineage=lineage.lineage_record(store, spec, built, quality_report, pair, context),
         lineage_file=lineage.LINEAGE_ARTIFACT,
     )
 
@@ -115,8 +120,9 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
     return {k: v for key, item in value.items() for k, v in _flat(f"{prefix}.{key}", item).items()}
 
 
-def train_model(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySummary,
-                pair: Pair, context: dict[str, Any]) -> TrainedRun:
+def train_model(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
+                quality_report: QualitySummary, pair: Pair, context: dict[str, Any]
+                ) -> TrainedRun:
     """Fit on the train rows, then log run, dataset, model and lineage to MLflow.
 
     A retried task finds the finished run of its pair and returns it instead of training
@@ -125,14 +131,15 @@ def train_model(spec: LoadedSpec, built: TrainingInput, quality_report: QualityS
     experiment = registry.experiment_id(spec.name)
     if (done := registry.finished_run(experiment, pair.pair_id)) is not None:
         return done
-    frame = read_training_set(built.training_set)
+    frame = read_training_set(store, built.training_set)
     rows, _ = split_frame(frame, spec, built.split)
     model = train.fit(spec, rows)
     columns, categorical = train.input_columns(model)
     example = train.model_input(rows.head(INPUT_EXAMPLE_ROWS), columns, categorical)
     requirements = [f"{n}=={v}" for n, v in lineage.package_versions(LINEAGE_PACKAGES).items()]
-    return registry.log_training_run(training_log(spec, built, quality_report, pair, context),
-                                     frame, model, example, requirements)
+    with tempfile.TemporaryDirectory(prefix="pitstop-log-") as scratch:
+        log = training_log(store, spec, built, quality_report, pair, context, Path(scratch))
+        return registry.log_training_run(log, frame, model, example, requirements)
 
 
 def rescore_known_problems(spec: LoadedSpec) -> list[tuple[str, str, float]]:
@@ -140,14 +147,15 @@ def rescore_known_problems(spec: LoadedSpec) -> list[tuple[str, str, float]]:
     return problems.rescore_versions(spec)
 
 
-def evaluate_model(spec: LoadedSpec, built: TrainingInput, run: TrainedRun) -> EvaluationSummary:
+def evaluate_model(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
+                   run: TrainedRun) -> EvaluationSummary:
     """Judge the candidate against the champion on the evaluation rows; log it all.
 
     Any failure (guardrails included) marks the candidate's run FAILED, so MLflow never shows
     a finished run of a pair that was not evaluated; a later success marks it FINISHED.
     """
     try:
-        frame = read_training_set(built.training_set)
+        frame = read_training_set(store, built.training_set)
         training, rows = split_frame(frame, spec, built.split)
         holder = registry.champion_version(spec.pipeline.model_name)
         champion_model = (None if holder is None else

@@ -48,11 +48,11 @@ class TrainingSet:
     end: dt.date
 
 
-def label_spine(spec: LoadedSpec, start: dt.date, end: dt.date
+def label_spine(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date
                 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The label function's rows of `[start, end)` (one per entity) and the raw inputs read."""
     label = spec.pipeline.label
-    raw, spine_inputs = raw_inputs(spec, label.sources, start, end)
+    raw, spine_inputs = raw_inputs(store, spec, label.sources, start, end)
     spine = spec.resolve(label.function)(raw)
     for column in (label.entity, label.prediction_time, label.target):
         if column not in spine.columns:
@@ -62,17 +62,17 @@ def label_spine(spec: LoadedSpec, start: dt.date, end: dt.date
     return spine, spine_inputs
 
 
-def join_feature_views(spec: LoadedSpec, spine: pd.DataFrame, start: dt.date, end: dt.date
-                       ) -> tuple[pd.DataFrame, dict[str, list[dict[str, Any]]]]:
+def join_feature_views(store: lake.Lake, spec: LoadedSpec, spine: pd.DataFrame, start: dt.date,
+                       end: dt.date) -> tuple[pd.DataFrame, dict[str, list[dict[str, Any]]]]:
     """Every view as-of joined onto the spine at each row's prediction time, rows in entity
     order; also the feature partitions read. Training sets and batch scoring both read
     features through here, so a scored row sees exactly what a training row would."""
     label = spec.pipeline.label
     feature_inputs: dict[str, list[dict[str, Any]]] = {}
     for view_name, view in spec.pipeline.feature_views.items():
-        partitions = feature_partitions(spec, view_name, start, end)
+        partitions = feature_partitions(store, spec, view_name, start, end)
         feature_inputs[view_name] = [
-            {"path": lake.relative(p.path), "sha256": p.sha256, "rows": p.rows}
+            {"path": store.relative(p.path), "sha256": p.sha256, "rows": p.rows}
             for p in partitions
         ]
         spine = point_in_time_join(
@@ -84,16 +84,17 @@ def join_feature_views(spec: LoadedSpec, spine: pd.DataFrame, start: dt.date, en
 
 
 def assemble_training_frame(
-    spec: LoadedSpec, start: dt.date, end: dt.date
+    store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Spine of `[start, end)` as-of joined to every view; also returns the inputs used."""
-    spine, spine_inputs = label_spine(spec, start, end)
-    frame, feature_inputs = join_feature_views(spec, spine, start, end)
+    spine, spine_inputs = label_spine(store, spec, start, end)
+    frame, feature_inputs = join_feature_views(store, spec, spine, start, end)
     check_target(spec, frame[spec.pipeline.label.target])
     return frame, {"spine": spine_inputs, "features": feature_inputs}
 
 
 def build_training_set(
+    store: lake.Lake,
     spec: LoadedSpec,
     start: dt.date,
     end: dt.date,
@@ -104,10 +105,10 @@ def build_training_set(
     A set already published under its ID is reused only when it still holds that content
     (`_holds`); otherwise it is published again over the bad folder, so a re-run repairs it.
     """
-    frame, inputs = assemble_training_frame(spec, start, end)
+    frame, inputs = assemble_training_frame(store, spec, start, end)
     definitions = feature_definitions_hash(spec)
     dataset_id = frame_content_hash(frame, definitions)
-    folder = lake.pipeline_dir(spec.name, "datasets", dataset_id)
+    folder = lake.pipeline_dir(store, spec.name, "datasets", dataset_id)
     if not _holds(folder, dataset_id, definitions):
 
         def write(tmp: Path) -> dict[str, Any]:
@@ -120,10 +121,10 @@ def build_training_set(
                     "produced_by": produced_by or {}}
 
         lake.publish_dir(folder, write)
-    return TrainingSet(dataset_id, lake.relative(folder), len(frame), start, end)
+    return TrainingSet(dataset_id, store.relative(folder), len(frame), start, end)
 
 
-def _holds(folder: Path, dataset_id: str, definitions: str) -> bool:
+def _holds(folder: lake.LakePath, dataset_id: str, definitions: str) -> bool:
     """Whether a published training set still holds the content its `dataset_id` names: its
     data file hashes to its manifest's sha256 and its rows to `dataset_id`. A folder that does
     not is logged and not trusted; the caller republishes it from the frame just built."""
@@ -170,11 +171,12 @@ def split_window(spec: LoadedSpec, start: dt.date, end: dt.date,
     return Split(start, cut, end)
 
 
-def prepare(spec: LoadedSpec, start: dt.date, end: dt.date, eval_start: dt.date | None = None,
+def prepare(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date,
+            eval_start: dt.date | None = None,
             produced_by: dict[str, Any] | None = None) -> TrainingInput:
     """The train DAG's first step: check the split, then build and publish the set."""
     split = split_window(spec, start, end, eval_start)
-    return TrainingInput(build_training_set(spec, start, end, produced_by), split)
+    return TrainingInput(build_training_set(store, spec, start, end, produced_by), split)
 
 
 def check_target(spec: LoadedSpec, target: pd.Series) -> None:
@@ -218,8 +220,8 @@ def split_frame(frame: pd.DataFrame, spec: LoadedSpec, split: Split
     return train, evaluation
 
 
-def read_training_set(training_set: TrainingSet) -> pd.DataFrame:
+def read_training_set(store: lake.Lake, training_set: TrainingSet) -> pd.DataFrame:
     """The published set's rows, its data file re-hashed against its manifest first: a set
     corrupted after it was built fails here, before anything is fitted on it."""
-    return pd.read_parquet(lake.verified_training_file(
-        lake.lake_root() / training_set.path, training_set.start, training_set.end))
+    return lake.read_frame(lake.verified_training_file(
+        store.root / training_set.path, training_set.start, training_set.end))

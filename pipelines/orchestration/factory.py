@@ -41,7 +41,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines import validation
 from pipelines.errors import DataError, SpecError
-from pipelines.lake import days, month_chunks
+from pipelines.lake import Lake, days, month_chunks
 from pipelines.orchestration import stopping
 from pipelines.orchestration.context import (
     date_param,
@@ -56,6 +56,14 @@ from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
 OPTIONAL_DATE = ["null", "string"]
+
+
+def task_lake() -> Lake:
+    """The lake a task works on, built from `PITSTOP_LAKE` when the task runs, never when the
+    DAG file is parsed (a worker on another host reaches the same bucket)."""
+    from pipelines.lake import from_env
+
+    return from_env()
 
 
 def fail_on_bad_data(func: F) -> F:
@@ -178,7 +186,8 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                 from pipelines.ingest import ingest
 
                 context = get_current_context()
-                return ingest(spec, source, *_span(chunk), produced_by=run_context(context),
+                return ingest(task_lake(), spec, source, *_span(chunk),
+                              produced_by=run_context(context),
                               now=run_clock(context)).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
@@ -205,7 +214,7 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             def compute(chunk: dict[str, str], view: str = view) -> dict[str, Any]:
                 from pipelines.features import compute_view
 
-                return dump(compute_view(spec, view, *_span(chunk),
+                return dump(compute_view(task_lake(), spec, view, *_span(chunk),
                                          produced_by=run_context(get_current_context())))
 
             computed.append(compute.expand(chunk=chunks))
@@ -243,7 +252,7 @@ def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
         def score_day(day: str, pinned: dict[str, Any]) -> dict[str, Any]:
             from pipelines import scoring
 
-            return dump(scoring.score_day(spec, load(scoring.PinnedModel, pinned),
+            return dump(scoring.score_day(task_lake(), spec, load(scoring.PinnedModel, pinned),
                                           dt.date.fromisoformat(day),
                                           run_context(get_current_context())))
 
@@ -261,7 +270,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
 
         context = get_current_context()
         return dump(steps.build_training_set(
-            spec, window(context, default_start=spec.pipeline.start_date),
+            task_lake(), spec, window(context, default_start=spec.pipeline.start_date),
             date_param(context, "eval_start"), run_context(context)))
 
     @task
@@ -270,7 +279,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
         from pipelines import steps
         from pipelines.training_set import TrainingInput
 
-        return dump(steps.validate_training_set(spec, load(TrainingInput, built)))
+        return dump(steps.validate_training_set(task_lake(), spec, load(TrainingInput, built)))
 
     @task
     def plan_pair(built: dict[str, Any]) -> dict[str, Any]:
@@ -299,7 +308,7 @@ def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
         from pipelines.quality import QualitySummary
         from pipelines.training_set import TrainingInput
 
-        return dump(steps.train_model(spec, load(TrainingInput, built),
+        return dump(steps.train_model(task_lake(), spec, load(TrainingInput, built),
                                       load(QualitySummary, report), load(Pair, pair),
                                       run_context(get_current_context())))
 
@@ -318,7 +327,7 @@ def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
         from pipelines.registry import TrainedRun
         from pipelines.training_set import TrainingInput
 
-        return dump(steps.evaluate_model(spec, load(TrainingInput, built),
+        return dump(steps.evaluate_model(task_lake(), spec, load(TrainingInput, built),
                                          load(TrainedRun, run)))
 
     return train_model, rescore_known_problems, evaluate_model
@@ -418,7 +427,7 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
 
             context = get_current_context()
             return [{"view": view, "start": lo.isoformat(), "end": hi.isoformat()}
-                    for view, (lo, hi) in plan(spec, date_param(context, "start"),
+                    for view, (lo, hi) in plan(task_lake(), spec, date_param(context, "start"),
                                                date_param(context, "end"),
                                                list(context["params"]["views"]))]
 
@@ -427,7 +436,7 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
         def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
             from pipelines.features import compute_view
 
-            return dump(compute_view(spec, chunk["view"], *_span(chunk),
+            return dump(compute_view(task_lake(), spec, chunk["view"], *_span(chunk),
                                      produced_by=run_context(get_current_context())))
 
         compute_chunk.expand(chunk=plan_backfill())

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import scaffold, settings
 from pipelines.errors import DataError
@@ -25,6 +25,9 @@ from pipelines.orchestration import stopping
 from pipelines.settings import MAX_REASON_LENGTH
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import split_window
+
+if TYPE_CHECKING:
+    from pipelines.lake import Lake
 
 
 def configure_airflow() -> Path:
@@ -304,8 +307,8 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
     return summary
 
 
-def score_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, echo: Any
-                   ) -> tuple[list[Any], str | None, Path]:
+def score_pipeline(store: Lake, spec: LoadedSpec | Path, start: dt.date, end: dt.date,
+                   echo: Any) -> tuple[list[Any], str | None, Path]:
     """Score `[start, end)` through the score DAG's `dag.test()`; days without features in
     the lake first get that range's ingest and features, as the scheduled chain would.
 
@@ -324,7 +327,7 @@ def score_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, echo: 
     dags = build_dags(spec)
     log_file = _log_file()
     stages = [("score", {"start": start.isoformat(), "end": end.isoformat()})]
-    if missing := scoring.days_without_features(spec, start, end):
+    if missing := scoring.days_without_features(store, spec, start, end):
         span = {"start": missing[0].isoformat(),
                 "end": (missing[-1] + dt.timedelta(days=1)).isoformat()}
         stages = [("ingest", span), ("features", span), *stages]
@@ -334,4 +337,4 @@ def score_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, echo: 
         _run_stages(spec, dags, stages, log_file, echo)
     except RuntimeError as exc:
         failure = str(exc)
-    return scoring.day_verdicts(spec, start, end), failure, log_file
+    return scoring.day_verdicts(store, spec, start, end), failure, log_file

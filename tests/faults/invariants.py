@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from pipelines import doctor, features, ingest, lake, training_set
-from pipelines.settings import lake_root
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec, load_spec
 from tests.unit import conftest as unit
 
@@ -54,7 +54,7 @@ def _kept(folder: Path, manifest: dict[str, Any]) -> set[str]:
 def leftovers(root: Path | None = None) -> list[Path]:
     """What `pitstop doctor` reports in the lake (without --fix): uncommitted generations,
     temp manifests, stale locks, old-layout `.tmp-…`/`.trash-…` folders. Never read."""
-    root = root or lake_root()
+    root = root or env_lake().root
     if not root.exists():
         return []
     return sorted(root / finding.where for finding in doctor.lake_findings(root))
@@ -66,7 +66,7 @@ def assert_all_committed(root: Path | None = None, allow_leftovers: bool = False
     replaced) generation; with `allow_leftovers`, what `pitstop doctor` reports (an
     interrupted writer's uncommitted generation, temp manifest, lock, hidden folder) may
     remain: readers never look in it."""
-    root = root or lake_root()
+    root = root or env_lake().root
     if not root.exists():
         return
     committed = {folder: lake.read_manifest(folder) or {} for folder in _committed_folders(root)}
@@ -96,7 +96,7 @@ def assert_all_committed(root: Path | None = None, allow_leftovers: bool = False
 def assert_manifests_match(root: Path | None = None) -> int:
     """Re-hash every file every committed manifest lists (in its committed generation);
     returns how many were checked."""
-    root = root or lake_root()
+    root = root or env_lake().root
     checked = 0
     for folder in _committed_folders(root) if root.exists() else []:
         manifest = json.loads((folder / lake.MANIFEST).read_text())
@@ -125,8 +125,8 @@ def assert_lake_sound(root: Path | None = None, allow_leftovers: bool = False) -
 
 def assert_nothing_published(spec: LoadedSpec, layer: str, dataset: str) -> None:
     """No committed partition of this layer, and no data of it lying around either."""
-    assert lake.list_partitions(spec.name, layer, dataset) == []
-    folder = lake.pipeline_dir(spec.name, layer, dataset)
+    assert lake.list_partitions(env_lake(), spec.name, layer, dataset) == []
+    folder = lake.pipeline_dir(env_lake(), spec.name, layer, dataset)
     stray = [p for p in folder.rglob("*") if p.is_file() and p.name != ".lock"] \
         if folder.exists() else []
     assert stray == [], f"stray files under {folder}: {stray}"
@@ -135,7 +135,7 @@ def assert_nothing_published(spec: LoadedSpec, layer: str, dataset: str) -> None
 
 def assert_trained_on_recorded(built: training_set.TrainingInput) -> None:
     """The bytes behind a training set are the bytes its manifest records, at every layer."""
-    folder = lake_root() / built.training_set.path
+    folder = env_lake().root / built.training_set.path
     manifest = lake.read_manifest(folder)
     assert manifest is not None, f"{folder}: no manifest"
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
@@ -145,7 +145,7 @@ def assert_trained_on_recorded(built: training_set.TrainingInput) -> None:
               *(p for parts in manifest["inputs"]["features"].values() for p in parts)]
     assert inputs, "a training set records its inputs"
     for used in inputs:
-        path = lake.committed_file(lake_root() / used["path"])
+        path = lake.committed_file(env_lake().root / used["path"])
         assert lake.sha256_file(path) == used["sha256"], f"{path}: not the bytes recorded"
 
 
@@ -161,9 +161,9 @@ def assert_clear_error(excinfo: pytest.ExceptionInfo[BaseException], kind: type[
 
 def run_clean(spec: LoadedSpec) -> str:
     """Ingest, compute and build D1..D4 of the tiny pipeline: the dataset_id."""
-    ingest.ingest(spec, "readings", D1, D4)
-    features.compute_view(spec, "last", D1, D4)
-    built = training_set.prepare(spec, D1, D4)
+    ingest.ingest(env_lake(), spec, "readings", D1, D4)
+    features.compute_view(env_lake(), spec, "last", D1, D4)
+    built = training_set.prepare(env_lake(), spec, D1, D4)
     assert_trained_on_recorded(built)
     return built.training_set.dataset_id
 

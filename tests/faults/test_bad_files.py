@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import features, ingest, lake, training_set
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from tests.faults.invariants import (
     D1,
@@ -89,7 +90,7 @@ def test_a_bad_file_publishes_nothing_and_a_fixed_one_gives_the_clean_id(
     path = landing(tiny, D2)
     case.fault(path)
     with pytest.raises(DataError) as error:
-        ingest.ingest(tiny, "readings", D1, D4)
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4)
     assert_clear_error(error, DataError, str(path), *case.needles)
     assert_nothing_published(tiny, "raw", "readings")
     reland(tiny, D2)
@@ -113,7 +114,7 @@ def test_a_fifo_in_place_of_a_file_fails_without_hanging(
 
     def run() -> None:
         try:
-            ingest.ingest(tiny, "readings", D1, D4)
+            ingest.ingest(env_lake(), tiny, "readings", D1, D4)
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
@@ -158,7 +159,7 @@ def test_a_corrupt_parquet_file_fails_naming_it(tiny: LoadedSpec, tmp_path: Path
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(DataError) as error:
-        ingest.ingest(spec, "readings", D1, D4)
+        ingest.ingest(env_lake(), spec, "readings", D1, D4)
     assert_clear_error(error, DataError, str(path), "cannot be read as parquet")
     assert_nothing_published(spec, "raw", "readings")
     path.write_bytes(good)
@@ -181,12 +182,12 @@ def test_a_bad_file_on_rerun_leaves_the_published_days_as_they_were(
     path = landing(tiny, D2)
     path.write_text(path.read_text()[: path.read_text().index("\nb,") + 5])
     with pytest.raises(DataError, match="truncated"):
-        ingest.ingest(tiny, "readings", D1, D4)
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4)
     assert {p.path: p.sha256 for p in _raw(tiny)} == before
     assert_lake_sound()
-    features.compute_view(tiny, "last", D1, D4)
-    assert training_set.prepare(tiny, D1, D4).training_set.dataset_id == clean_dataset_id
+    features.compute_view(env_lake(), tiny, "last", D1, D4)
+    assert training_set.prepare(env_lake(), tiny, D1, D4).training_set.dataset_id == clean_dataset_id
 
 
 def _raw(spec: LoadedSpec) -> list[lake.Partition]:
-    return lake.list_partitions(spec.name, "raw", "readings")
+    return lake.list_partitions(env_lake(), spec.name, "raw", "readings")

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import features, ingest, training_set
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from tests.faults.invariants import (
     D1,
@@ -80,7 +81,7 @@ def test_a_bad_value_fails_ingest_and_publishes_nothing(
     if case.fault:
         case.fault(path)
     with pytest.raises(DataError) as error:
-        ingest.ingest(tiny, "readings", D1, D4, now=case.options.get("now"))
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4, now=case.options.get("now"))
     assert_clear_error(error, DataError, str(path), *case.needles)
     assert_nothing_published(tiny, "raw", "readings")
     reland(tiny, day)
@@ -138,7 +139,7 @@ def test_a_hook_creating_rows_before_their_event_is_refused(
     view = ingested.pipeline.feature_views["last"].model_copy(update={"function": "bad:early_created"})
     bad = amend(ingested, feature_views={"last": view})
     with pytest.raises(DataError) as error:
-        features.compute_view(bad, "last", D1, D4)
+        features.compute_view(env_lake(), bad, "last", D1, D4)
     assert_clear_error(error, DataError, "feature view last", "created_time before event_time",
                        "availability_lag")
     assert_nothing_published(ingested, "features", "last")
@@ -165,11 +166,11 @@ def test_a_bad_label_publishes_no_training_set(
     with a DataError naming the field and the rule, before anything is published; with the
     spec's own label the dataset_id is the clean one."""
     _with_bad_hooks(ingested)
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     bad = amend(ingested, label=ingested.pipeline.label.model_copy(
         update={"function": case.options["hook"]}))
     with pytest.raises(DataError) as error:
-        training_set.prepare(bad, D1, D4)
+        training_set.prepare(env_lake(), bad, D1, D4)
     assert_clear_error(error, DataError, *case.needles)
     assert_nothing_published(ingested, "datasets", "")
     assert run_clean(ingested) == clean_dataset_id
@@ -183,11 +184,11 @@ def test_a_label_of_one_class_is_never_trained_on(ingested: LoadedSpec) -> None:
     move eval_start`.
     """
     _with_bad_hooks(ingested)
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     bad = amend(ingested, label=ingested.pipeline.label.model_copy(
         update={"function": "bad:one_class"}))
-    built = training_set.prepare(bad, D1, D4)
-    frame = training_set.read_training_set(built.training_set)
+    built = training_set.prepare(env_lake(), bad, D1, D4)
+    frame = training_set.read_training_set(env_lake(), built.training_set)
     assert frame["high"].nunique() == 1
     with pytest.raises(DataError) as error:
         training_set.split_frame(frame, bad, built.split)

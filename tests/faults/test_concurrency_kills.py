@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import doctor, ingest, lake
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from tests.faults.invariants import (
     D1,
@@ -45,7 +46,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _final(root: Path) -> Path:
-    return lake.partition_dir("sensors", "raw", "readings", D1, root=root)
+    return lake.partition_dir(lake.open_lake(root), "sensors", "raw", "readings", D1)
 
 
 def _writer(label: str, rows: int = 500) -> Any:
@@ -114,7 +115,7 @@ def test_two_ingests_of_one_range_give_the_serial_result(
 
     def run() -> None:
         try:
-            ingest.ingest(tiny, "readings", D1, D4)
+            ingest.ingest(env_lake(), tiny, "readings", D1, D4)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             errors.append(exc)
 
@@ -152,7 +153,7 @@ def test_a_reader_never_sees_a_republished_partition_missing(
 
     def poll() -> None:
         while not done.is_set():
-            if D1 not in {p.day for p in lake.list_partitions("sensors", "raw", "readings")}:
+            if D1 not in {p.day for p in lake.list_partitions(env_lake(), "sensors", "raw", "readings")}:
                 seen_missing.append("by the polling reader")
 
     def republish() -> None:
@@ -262,7 +263,7 @@ def test_a_writer_killed_on_first_publication_leaves_nothing(
         with pytest.raises(Killed):
             lake.publish_dir(final, write)
     assert _state(final) is None
-    assert lake.list_partitions("sensors", "raw", "readings") == []
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
     assert leftovers(root) == []
     assert_lake_sound(root)
     lake.publish_dir(final, _writer("new"))
@@ -288,7 +289,7 @@ def test_an_ingest_killed_mid_range_converges_on_rerun(
     with monkeypatch.context() as patch:
         patch.setattr(lake, "publish_dir", dying)
         with pytest.raises(Killed):
-            ingest.ingest(tiny, "readings", D1, D4)
-    assert [p.day for p in lake.list_partitions("sensors", "raw", "readings")] == [D1]
+            ingest.ingest(env_lake(), tiny, "readings", D1, D4)
+    assert [p.day for p in lake.list_partitions(env_lake(), "sensors", "raw", "readings")] == [D1]
     assert_lake_sound()
     assert run_clean(tiny) == clean_dataset_id

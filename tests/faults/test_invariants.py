@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import lake
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 from tests.faults import invariants
@@ -18,11 +19,11 @@ def test_the_lake_checks_pass_on_a_clean_lake_and_recheck_every_file(built: Trai
 
 
 def test_a_partition_without_manifest_or_stray_data_is_caught(ingested: LoadedSpec) -> None:
-    partition = lake.list_partitions("sensors", "raw", "readings")[0]
+    partition = lake.list_partitions(env_lake(), "sensors", "raw", "readings")[0]
     (partition.path / lake.MANIFEST).unlink()
     with pytest.raises(AssertionError, match="visible partition without manifest"):
         invariants.assert_all_committed()
-    stray = lake.pipeline_dir("sensors", "raw", "readings") / "loose.parquet"
+    stray = lake.pipeline_dir(env_lake(), "sensors", "raw", "readings") / "loose.parquet"
     stray.write_bytes(b"x")
     partition.path.rename(partition.path.parent / ".tmp-left")
     with pytest.raises(AssertionError, match="stray data"):
@@ -33,7 +34,7 @@ def test_a_partition_without_manifest_or_stray_data_is_caught(ingested: LoadedSp
 
 
 def test_changed_bytes_and_unlisted_files_are_caught(built: TrainingInput) -> None:
-    partition = lake.list_partitions("sensors", "features", "last")[1]
+    partition = lake.list_partitions(env_lake(), "sensors", "features", "last")[1]
     extra = partition.data_path.parent / "extra.parquet"  # inside the committed generation
     extra.write_bytes(b"x")
     with pytest.raises(AssertionError, match="files not in its manifest"):

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines import backfill, features, ingest, training_set
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.orchestration.runner import check_request
 from pipelines.spec import LoadedSpec
 from tests.faults.invariants import (
@@ -45,7 +46,7 @@ def test_a_bad_backfill_request_writes_nothing(ingested: LoadedSpec, case: Case)
     chunk: a DataError saying what to change, and no feature partition published."""
     start, end, views = case.fault
     with pytest.raises(DataError) as error:
-        backfill.backfill(ingested, start, end, views, progress=lambda _: None)
+        backfill.backfill(env_lake(), ingested, start, end, views, progress=lambda _: None)
     assert_clear_error(error, DataError, *case.needles)
     assert_nothing_published(ingested, "features", "last")
 
@@ -67,9 +68,9 @@ def test_an_evaluation_start_outside_the_window_builds_no_training_set(
     Sees: `split: evaluation start 2024-01-10 must fall inside the window
     2024-01-01..2024-01-04 (rule: both train and evaluation sets are non-empty)`.
     """
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     with pytest.raises(DataError) as error:
-        training_set.prepare(ingested, D1, D4, eval_start=dt.date(2024, 1, 10))
+        training_set.prepare(env_lake(), ingested, D1, D4, eval_start=dt.date(2024, 1, 10))
     assert_clear_error(error, DataError, "evaluation start 2024-01-10 must fall inside the window")
     assert_nothing_published(ingested, "datasets", "")
 
@@ -81,7 +82,7 @@ def test_features_before_ingest_name_the_missing_partitions(tiny: LoadedSpec) ->
     computing features; run the ingest DAG for that range)`.
     """
     with pytest.raises(DataError) as error:
-        features.compute_view(tiny, "last", D1, D4)
+        features.compute_view(env_lake(), tiny, "last", D1, D4)
     assert_clear_error(error, DataError, "raw/readings: 3 day partitions missing from 2024-01-01",
                        "run the ingest DAG")
     assert_nothing_published(tiny, "features", "last")
@@ -93,7 +94,7 @@ def test_an_ingest_range_ending_before_it_starts_is_refused(tiny: LoadedSpec) ->
     Sees: `ingest readings: end 2024-01-01 must be after start 2024-01-04 (end is exclusive)`.
     """
     with pytest.raises(DataError, match="must be after"):
-        ingest.ingest(tiny, "readings", D4, D1)
+        ingest.ingest(env_lake(), tiny, "readings", D4, D1)
     assert_lake_sound()
 
 def test_an_unknown_view_name_is_a_clear_error(ingested: LoadedSpec) -> None:
@@ -103,5 +104,5 @@ def test_an_unknown_view_name_is_a_clear_error(ingested: LoadedSpec) -> None:
     Sees: `feature view 'lasst' is not declared in sensors.yaml; the views are ['last']`.
     """
     with pytest.raises(DataError, match=r"'lasst'.*\['last'\]"):
-        features.compute_view(ingested, "lasst", D1, D4)
+        features.compute_view(env_lake(), ingested, "lasst", D1, D4)
 

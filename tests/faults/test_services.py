@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import audit, registry, settings
 from pipelines.errors import LineageError
+from pipelines.lake import from_env as env_lake
 from tests.faults.invariants import assert_clear_error
 
 pytestmark = pytest.mark.timeout(120)  # a hang fails the test instead of the suite
@@ -103,7 +104,7 @@ def test_an_unreachable_store_is_not_a_missing_version_for_the_auditor(refused: 
     Sees: `API request to http://127.0.0.1:<port>/… failed` (not a LineageError).
     """
     with pytest.raises(MlflowException) as error:
-        audit.verify("sensors@champion")
+        audit.verify(env_lake(), "sensors@champion")
     assert not isinstance(error.value, LineageError)
     assert_clear_error(error, MlflowException, refused)
 

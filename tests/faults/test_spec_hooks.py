@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import features, training_set, validation
 from pipelines.errors import DataError, SpecError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec, load_spec
 from tests.faults.invariants import (
     D1,
@@ -170,7 +171,7 @@ def test_a_broken_view_hook_publishes_no_features(
     _with_broken_hooks(ingested)
     view = ingested.pipeline.feature_views["last"].model_copy(update={"function": case.fault})
     with pytest.raises(Exception) as error:  # noqa: PT011 - the type is what is checked
-        features.compute_view(amend(ingested, feature_views={"last": view}), "last", D1, D4)
+        features.compute_view(env_lake(), amend(ingested, feature_views={"last": view}), "last", D1, D4)
     assert isinstance(error.value, DataError | SpecError), repr(error.value)
     assert_clear_error(error, type(error.value), *case.needles)
     assert_nothing_published(ingested, "features", "last")
@@ -185,10 +186,10 @@ def test_a_label_hook_without_the_target_publishes_no_training_set(
     Sees: `label broken:spine_without_target: output lacks column 'high'`.
     """
     _with_broken_hooks(ingested)
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     label = ingested.pipeline.label.model_copy(update={"function": "broken:spine_without_target"})
     with pytest.raises(DataError) as error:
-        training_set.prepare(amend(ingested, label=label), D1, D4)
+        training_set.prepare(env_lake(), amend(ingested, label=label), D1, D4)
     assert_clear_error(error, DataError, "label broken:spine_without_target",
                        "output lacks column 'high'")
     assert_nothing_published(ingested, "datasets", "")
@@ -204,6 +205,6 @@ def test_an_unresolvable_hook_fails_the_stage_as_a_spec_error(ingested: LoadedSp
     """
     view = ingested.pipeline.feature_views["last"].model_copy(update={"function": "hooks:nope"})
     with pytest.raises(SpecError) as error:
-        features.compute_view(amend(ingested, feature_views={"last": view}), "last", D1, D4)
+        features.compute_view(env_lake(), amend(ingested, feature_views={"last": view}), "last", D1, D4)
     assert_clear_error(error, SpecError, str(ingested.path), "cannot resolve hook 'hooks:nope'")
     assert_nothing_published(ingested, "features", "last")

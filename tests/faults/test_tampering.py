@@ -19,7 +19,7 @@ import pytest
 
 from pipelines import audit, features, lake, lineage, quality, training_set
 from pipelines.errors import DataError
-from pipelines.settings import lake_root
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 from tests.faults.invariants import D1, D2, D4, Case, assert_clear_error, flip_byte, params
@@ -37,15 +37,15 @@ class Recorded:
     subject: audit.Subject
 
     def verify(self) -> audit.Verification:
-        return audit.verify_subject(self.subject)
+        return audit.verify_subject(env_lake(), self.subject)
 
     def file(self, layer: str) -> Path:
         """The committed data file of one layer the record names: raw D2, features D2, the
         set (in the generation its manifest names)."""
         if layer == "training set":
-            return lake.committed_file(lake_root() / self.built.training_set.path)
+            return lake.committed_file(env_lake().root / self.built.training_set.path)
         dataset = "raw/readings" if layer == "raw" else "features/last"
-        return lake.committed_file(lake.pipeline_dir("sensors", *dataset.split("/"),
+        return lake.committed_file(lake.pipeline_dir(env_lake(), "sensors", *dataset.split("/"),
                                                      f"date={D2}"))
 
 
@@ -53,14 +53,14 @@ class Recorded:
 def recorded(ingested: LoadedSpec, built: TrainingInput, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Recorded:
     (ingested.expectations_dir / "sensors_training_set.json").write_text(json.dumps(SUITE))
-    gate = quality.validate_training_set(ingested, built.training_set)
+    gate = quality.validate_training_set(env_lake(), ingested, built.training_set)
     pair = lineage.plan_pair(ingested, built.training_set.dataset_id)
-    record = lineage.lineage_record(ingested, built, gate, pair, {"dag_id": "sensors_train"})
+    record = lineage.lineage_record(env_lake(), ingested, built, gate, pair, {"dag_id": "sensors_train"})
     record["model"] = {"uri": "models:/sensors/1", "model_id": "m-faults", "files": {}}
     store = tmp_path / "artifacts"  # the run's artifacts as they were logged
     for artifact, source in ((record["spec"]["artifact"], ingested.path),
                              (record["checks"]["training_set"]["artifact"],
-                              lake_root() / gate.result_path)):
+                              env_lake().root / gate.result_path)):
         (store / artifact).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, store / artifact)
     monkeypatch.setattr(audit, "_download", lambda run_id, path, into: store / path)
@@ -68,7 +68,7 @@ def recorded(ingested: LoadedSpec, built: TrainingInput, tmp_path: Path,
     tags = {"lineage_sha256": lake.sha256_json(record), "pair_id": pair.pair_id,
             "dataset_id": pair.dataset_id}
     subject = audit.Subject("sensors", "1", "run-faults", ["champion"], tags, record)
-    result = audit.verify_subject(subject)
+    result = audit.verify_subject(env_lake(), subject)
     assert result.intact and result.checked >= 10, result
     return Recorded(ingested, built, subject)
 
@@ -82,7 +82,7 @@ def _rel(path: Path) -> str:
     and file name (`.../date=2024-01-02/data.parquet`), not by the generation it is in now
     (docs/lineage.md: a day republished byte for byte still verifies)."""
     folder = path.parent.parent if lake.GENERATION.fullmatch(path.parent.name) else path.parent
-    return lake.relative(folder) + "/" + path.name
+    return env_lake().relative(folder) + "/" + path.name
 
 
 @pytest.mark.parametrize("layer", ["raw", "features"])
@@ -137,7 +137,7 @@ def test_a_flipped_byte_in_the_lakes_gx_result_is_named_by_verify(recorded: Reco
     the recorded sha256.
     """
     check = recorded.subject.record["checks"]["training_set"]
-    path = lake_root() / check["result"]
+    path = env_lake().root / check["result"]
     flip_byte(path, at=0.3)
     assert _rel(path) in _named(recorded.verify())
 
@@ -152,9 +152,9 @@ def test_a_deleted_raw_manifest_hides_the_partition_from_readers(recorded: Recor
     """
     folder = recorded.file("raw").parent.parent  # the day folder, not its generation
     (folder / lake.MANIFEST).unlink()
-    assert D2 not in {p.day for p in lake.list_partitions("sensors", "raw", "readings")}
+    assert D2 not in {p.day for p in lake.list_partitions(env_lake(), "sensors", "raw", "readings")}
     with pytest.raises(DataError) as error:
-        features.compute_view(recorded.spec, "last", D1, D4)
+        features.compute_view(env_lake(), recorded.spec, "last", D1, D4)
     assert_clear_error(error, DataError, "raw/readings: 1 day partitions missing from 2024-01-02")
 
 
@@ -170,11 +170,11 @@ def _rewrite(path: Path) -> None:
 def _read(recorded: Recorded, layer: str) -> None:
     spec = recorded.spec
     if layer == "raw":
-        features.compute_view(spec, "last", D1, D4)
+        features.compute_view(env_lake(), spec, "last", D1, D4)
     elif layer == "features":
-        training_set.assemble_training_frame(spec, D1, D4)
+        training_set.assemble_training_frame(env_lake(), spec, D1, D4)
     else:
-        quality.validate_training_set(spec, recorded.built.training_set)
+        quality.validate_training_set(env_lake(), spec, recorded.built.training_set)
 
 
 RULE = "the sha256 its manifest records (rule: data is read only as published"

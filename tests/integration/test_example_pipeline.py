@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import champion, lake, registry
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import load_spec
 from tests.integration import examples
 
@@ -62,7 +63,7 @@ def test_run_logged_model_and_dataset_carry_ids(first_run: dict) -> None:
 def test_training_set_is_point_in_time(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
+    frame = pd.read_parquet(lake.committed_file(env_lake().root / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 20_000
     for view in ("origin_weather", "origin_delays", "carrier_delays", "plane"):
         as_of = frame[f"{view}__as_of"]
@@ -78,11 +79,11 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict, spec_path
 
     spec = load_spec(spec_path)
     for view in ("origin_delays", "carrier_delays"):
-        before = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+        before = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 1, 10), dt.date(2013, 1, 14)):
-            features.compute_view(spec, view, day, day + dt.timedelta(days=1))
-        after = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1))
+        after = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 
 
@@ -110,30 +111,30 @@ def test_trace_names_the_whole_chain(first_run: dict, capsys: pytest.CaptureFixt
 def test_verify_catches_one_flipped_byte(first_run: dict) -> None:
     from pipelines import audit
 
-    (clean,) = audit.verify("flights_delay@champion")
+    (clean,) = audit.verify(env_lake(), "flights_delay@champion")
     assert clean.intact and clean.checked > 100
     record = audit.trace(first_run["pair_id"])["versions"][0]["lineage"]
     victim = record["raw_partitions"][len(record["raw_partitions"]) // 2]
-    path = lake.committed_file(lake.lake_root() / victim["path"], victim["file"])
+    path = lake.committed_file(env_lake().root / victim["path"], victim["file"])
     original = path.read_bytes()
     tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x01
     path.write_bytes(bytes(tampered))
     try:
-        (dirty,) = audit.verify("flights_delay@champion")
+        (dirty,) = audit.verify(env_lake(), "flights_delay@champion")
     finally:
         path.write_bytes(original)
     assert not dirty.intact
     assert [m.what for m in dirty.mismatches] == [f"{victim['path']}/{victim['file']}"]
     assert dirty.mismatches[0].expected == victim["sha256"]
-    (restored,) = audit.verify("flights_delay@champion")
+    (restored,) = audit.verify(env_lake(), "flights_delay@champion")
     assert restored.intact
 
 
 def test_reproduce_rebuilds_the_same_dataset_and_model(first_run: dict) -> None:
     from pipelines import audit
 
-    (result,) = audit.reproduce("flights_delay@champion")
+    (result,) = audit.reproduce(env_lake(), "flights_delay@champion")
     assert result.details["dataset_id"]["rebuilt"] == first_run["dataset_id"]
     assert result.checks == {"spec unchanged": True, "code unchanged": True,
                              "dataset_id identical": True, "predictions identical": True}
@@ -205,7 +206,7 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
     assert "flights_delay_ingest failed at ingest_weather" in message
     assert "2013-01-30.csv" in message and "humid" in message
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
-    assert lake.list_partitions("flights_delay", "raw", "weather",
+    assert lake.list_partitions(env_lake(), "flights_delay", "raw", "weather",
                                dt.date(2013, 1, 29), dt.date(2013, 2, 1)) == []
 
 

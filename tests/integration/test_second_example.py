@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from pipelines import lake, registry
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import load_spec
 from tests.integration import examples
 
@@ -58,7 +59,7 @@ def test_logs_regression_metrics(first_run: dict) -> None:
 def test_training_set_is_point_in_time(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
+    frame = pd.read_parquet(lake.committed_file(env_lake().root / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 25_000
     assert frame["aircraft_day"].is_unique and frame["tailnum"].notna().all()
     for view in VIEWS:
@@ -77,11 +78,11 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict) -> None:
 
     spec = load_spec(SPEC)
     for view in ("aircraft_week", "origin_conditions"):
-        before = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+        before = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 2, 6), dt.date(2013, 2, 11)):
-            features.compute_view(spec, view, day, day + dt.timedelta(days=1))
-        after = {p.day: p.sha256 for p in lake.list_partitions(spec.name, "features", view)}
+            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1))
+        after = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 
 
@@ -101,7 +102,7 @@ def test_trace_names_its_own_sources(first_run: dict) -> None:
 def test_verify_finds_everything_intact(first_run: dict) -> None:
     from pipelines import audit
 
-    (result,) = audit.verify(f"{NAME}@champion")
+    (result,) = audit.verify(env_lake(), f"{NAME}@champion")
     assert result.intact, [m.what for m in result.mismatches]
     assert result.checked > 100
 
@@ -109,7 +110,7 @@ def test_verify_finds_everything_intact(first_run: dict) -> None:
 def test_reproduce_rebuilds_the_same_dataset_and_model(first_run: dict) -> None:
     from pipelines import audit
 
-    (result,) = audit.reproduce(f"{NAME}@champion")
+    (result,) = audit.reproduce(env_lake(), f"{NAME}@champion")
     assert result.details["dataset_id"]["rebuilt"] == first_run["dataset_id"]
     assert result.checks == {"spec unchanged": True, "code unchanged": True,
                              "dataset_id identical": True, "predictions identical": True}

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import lake, registry
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import load_spec
 from tests.integration import examples
 
@@ -35,7 +36,7 @@ FLIGHTS_WEEK = (dt.date(2013, 1, 1), dt.date(2013, 1, 8))  # when the flights e2
 
 def _files(pipeline: str, source: str) -> dict[str, str]:
     """sha256 of every file of a pipeline's raw partitions of `source`, read from disk."""
-    root = lake.pipeline_dir(pipeline, "raw", source)
+    root = lake.pipeline_dir(env_lake(), pipeline, "raw", source)
     return {p.relative_to(root).as_posix(): lake.sha256_file(p)
             for p in sorted(root.glob("date=*/**/*")) if p.is_file()}
 
@@ -51,7 +52,7 @@ def flights_weather(airflow_db: Path) -> dict[str, str]:
         from pipelines import ingest
 
         examples.land(FLIGHTS, *FLIGHTS_WEEK)
-        ingest.ingest(load_spec(FLIGHTS), "weather", *FLIGHTS_WEEK)
+        ingest.ingest(env_lake(), load_spec(FLIGHTS), "weather", *FLIGHTS_WEEK)
     before = _files("flights_delay", "weather")
     assert before
     return before
@@ -95,7 +96,7 @@ def test_logs_multiclass_metrics(first_run: dict) -> None:
 def test_training_set_is_one_row_per_airport_hour_three_hours_ahead(first_run: dict) -> None:
     import pandas as pd
 
-    frame = pd.read_parquet(lake.committed_file(lake.lake_root() / first_run["training_set"]["path"]))
+    frame = pd.read_parquet(lake.committed_file(env_lake().root / first_run["training_set"]["path"]))
     assert len(frame) == first_run["training_set"]["rows"] > 4_000
     assert frame["station_hour"].is_unique
     assert not frame.duplicated(["origin", "target_time"]).any()
@@ -113,7 +114,7 @@ def test_training_set_is_one_row_per_airport_hour_three_hours_ahead(first_run: d
 def test_verify_finds_everything_intact(first_run: dict) -> None:
     from pipelines import audit
 
-    (result,) = audit.verify(f"{NAME}@champion")
+    (result,) = audit.verify(env_lake(), f"{NAME}@champion")
     assert result.intact, [m.what for m in result.mismatches]
     assert result.checked > 300
 
@@ -130,9 +131,9 @@ def test_every_manifest_of_the_lineage_is_this_pipelines(lineage: dict) -> None:
     assert {p["path"].split("/date=")[0] for p in lineage["raw_partitions"]} == {
         f"{NAME}/raw/weather", f"{NAME}/raw/flights"}
     assert {p["view"] for p in lineage["feature_partitions"]} == VIEWS
-    own = (lake.lake_root() / NAME).resolve()
+    own = (env_lake().root / NAME).resolve()
     for folder in folders:
-        path = (lake.lake_root() / folder).resolve()
+        path = (env_lake().root / folder).resolve()
         assert path.is_relative_to(own), folder
         manifest = json.loads((path / lake.MANIFEST).read_text())
         assert manifest.get("pipeline") == NAME, folder
@@ -146,8 +147,9 @@ def test_flights_example_weather_is_untouched(first_run: dict,
     ours = _files(NAME, "weather")
     assert len(ours) == 2 * (END - START).days  # data.parquet and _manifest.json per day
     flights_manifest = json.loads(
-        (lake.partition_dir("flights_delay", "raw", "weather", START) / lake.MANIFEST).read_text())
+        (lake.partition_dir(env_lake(), "flights_delay", "raw", "weather", START)
+         / lake.MANIFEST).read_text())
     our_manifest = json.loads(
-        (lake.partition_dir(NAME, "raw", "weather", START) / lake.MANIFEST).read_text())
+        (lake.partition_dir(env_lake(), NAME, "raw", "weather", START) / lake.MANIFEST).read_text())
     assert flights_manifest["pipeline"] == "flights_delay" and our_manifest["pipeline"] == NAME
     assert flights_manifest["source_files"] == our_manifest["source_files"]  # one upstream file

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pipelines import features, ingest, registry, training_set
+from pipelines.lake import from_env as env_lake
 from pipelines.registry import TrainedRun
 from pipelines.spec import LoadedSpec, ModelSpec, load_spec
 from pipelines.training_set import TrainingInput
@@ -130,15 +131,15 @@ def for_task(spec: LoadedSpec, task: str, model: dict[str, Any] | None = None,
 @pytest.fixture
 def ingested(tiny: LoadedSpec) -> LoadedSpec:
     """The tiny pipeline with its three days of readings ingested into this test's lake."""
-    ingest.ingest(tiny, "readings", D1, D4)
+    ingest.ingest(env_lake(), tiny, "readings", D1, D4)
     return tiny
 
 
 @pytest.fixture
 def built(ingested: LoadedSpec) -> TrainingInput:
     """The view computed and the training set of D1..D4 published, evaluating from D3."""
-    features.compute_view(ingested, "last", D1, D4)
-    return training_set.prepare(ingested, D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
+    return training_set.prepare(env_lake(), ingested, D1, D4)
 
 
 def log_tiny_model(run_tags: dict[str, str] | None = None) -> TrainedRun:

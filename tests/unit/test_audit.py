@@ -24,6 +24,7 @@ import pytest
 from pipelines import audit, lake, registry, settings
 from pipelines.audit import Mismatch, Subject
 from pipelines.errors import LineageError
+from pipelines.lake import from_env as env_lake
 from pipelines.lineage import LINEAGE_ARTIFACT, frame_content_hash
 
 MODEL_FILES = {"MLmodel": "flavors: {}\n", "model.skops": "not really a model\n"}
@@ -225,7 +226,7 @@ result, model files."""
 
 
 def test_an_untouched_version_verifies_intact(stored: Stored) -> None:
-    result = audit.verify_subject(stored.subject)
+    result = audit.verify_subject(env_lake(), stored.subject)
     assert result.mismatches == []
     assert result.intact and result.checked == CHECKED
 
@@ -255,7 +256,7 @@ def test_a_flipped_byte_is_named_with_both_hashes(stored: Stored, locate: Callab
                                                   recorded: Callable) -> None:
     what, file = locate(stored)
     found = flip_one_byte(file)
-    result = audit.verify_subject(stored.subject)
+    result = audit.verify_subject(env_lake(), stored.subject)
     assert result.mismatches == [Mismatch(what, recorded(stored.subject.record), found)]
     assert not result.intact and result.checked == CHECKED
 
@@ -264,7 +265,7 @@ def test_a_missing_lake_file_is_reported_missing(stored: Stored) -> None:
     part = stored.subject.record["raw_partitions"][0]
     what, file = lake_file(stored, part)
     file.unlink()
-    assert audit.verify_subject(stored.subject).mismatches == [
+    assert audit.verify_subject(env_lake(), stored.subject).mismatches == [
         Mismatch(what, part["sha256"], "missing")]
 
 
@@ -276,7 +277,7 @@ def test_a_partition_republished_with_the_same_bytes_stays_intact(stored: Stored
     publish(stored.lake, part["path"], pd.read_parquet(before))
     _, after = lake_file(stored, part)
     assert after != before
-    assert audit.verify_subject(stored.subject).mismatches == []
+    assert audit.verify_subject(env_lake(), stored.subject).mismatches == []
 
 
 def test_a_rewritten_training_set_fails_its_hash_and_its_content_id(stored: Stored) -> None:
@@ -286,7 +287,7 @@ def test_a_rewritten_training_set_fails_its_hash_and_its_content_id(stored: Stor
     frame = pd.read_parquet(file)
     frame.loc[0, "last__value"] = 0.5
     frame.to_parquet(file, index=False)
-    assert audit.verify_subject(stored.subject).mismatches == [
+    assert audit.verify_subject(env_lake(), stored.subject).mismatches == [
         Mismatch(what, rec["training_set"]["sha256"], lake.sha256_file(file)),
         Mismatch("dataset_id (content of the training set)", rec["dataset_id"],
                  frame_content_hash(frame, rec["feature_definitions_hash"]))]
@@ -296,7 +297,7 @@ def test_a_corrupt_training_set_is_a_mismatch_not_a_crash(stored: Stored) -> Non
     """Most one-byte changes leave Parquet unreadable; one in the footer's magic always does."""
     what, file = lake_file(stored, stored.subject.record["training_set"])
     found = flip_one_byte(file, at=-1)
-    mismatches = audit.verify_subject(stored.subject).mismatches
+    mismatches = audit.verify_subject(env_lake(), stored.subject).mismatches
     assert Mismatch(what, stored.subject.record["training_set"]["sha256"], found) in mismatches
 
 
@@ -310,7 +311,7 @@ def test_a_corrupt_training_set_is_a_mismatch_not_a_crash(stored: Stored) -> Non
 ], ids=["pair_id", "dataset_id", "edited-record"])
 def test_the_record_is_checked_against_the_version_tags(stored: Stored, change: Callable,
                                                         what: str) -> None:
-    (mismatch,) = audit.verify_subject(change(stored.subject)).mismatches
+    (mismatch,) = audit.verify_subject(env_lake(), change(stored.subject)).mismatches
     assert mismatch.what == what and mismatch.expected != mismatch.actual
 
 
@@ -346,7 +347,7 @@ def test_a_dataset_id_resolves_and_verifies_every_version_trained_on_it(
     first, second = audit.resolve(stored.subject.record["dataset_id"])
     assert first == dataclasses.replace(stored.subject, name=registered)
     assert (second.version, second.aliases, second.record) == ("2", [], stored.subject.record)
-    checked = audit.verify(stored.subject.record["dataset_id"])
+    checked = audit.verify(env_lake(), stored.subject.record["dataset_id"])
     assert [(v.version, [m.what for m in v.mismatches]) for v in checked] == [
         ("1", []), ("2", ["tag pair_id"])]
 

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines import backfill, ingest, lake
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.settings import MAX_BACKFILL_DAYS
 from pipelines.spec import LoadedSpec
 
@@ -17,15 +18,15 @@ from .conftest import D1, D3, D4, write_readings
 
 def test_backfill_reruns_replace_partitions(ingested: LoadedSpec) -> None:
     lines: list[str] = []
-    results = backfill.backfill(ingested, D1, D4, progress=lines.append)
+    results = backfill.backfill(env_lake(), ingested, D1, D4, progress=lines.append)
     assert [(r.view, r.start, r.end, r.rows) for r in results] == [
         ("last", "2024-01-01", "2024-01-04", 216)]
-    sums = [p.sha256 for p in lake.list_partitions("sensors", "features", "last")]
-    backfill.backfill(ingested, D1, D4, progress=lines.append)
-    assert [p.sha256 for p in lake.list_partitions("sensors", "features", "last")] == sums
+    sums = [p.sha256 for p in lake.list_partitions(env_lake(), "sensors", "features", "last")]
+    backfill.backfill(env_lake(), ingested, D1, D4, progress=lines.append)
+    assert [p.sha256 for p in lake.list_partitions(env_lake(), "sensors", "features", "last")] == sums
     assert len(sums) == 3 and lines[0].startswith("[1/1] last 2024-01-01..2024-01-04: 216 rows")
     with pytest.raises(DataError, match="unknown feature views"):
-        backfill.backfill(ingested, D1, D4, views=["nope"])
+        backfill.backfill(env_lake(), ingested, D1, D4, views=["nope"])
 
 
 @pytest.mark.parametrize(("start", "end", "views", "message"), [
@@ -49,10 +50,10 @@ def test_backfill_requests_are_checked_before_writing(
         ingested: LoadedSpec, start: dt.date, end: dt.date, views: list[str] | None,
         message: str) -> None:
     with pytest.raises(DataError, match=message):
-        backfill.plan_backfill(ingested, start, end, views)
+        backfill.plan_backfill(env_lake(), ingested, start, end, views)
     with pytest.raises(DataError, match=message):
-        backfill.backfill(ingested, start, end, views, progress=lambda line: None)
-    assert lake.list_partitions("sensors", "features", "last") == []
+        backfill.backfill(env_lake(), ingested, start, end, views, progress=lambda line: None)
+    assert lake.list_partitions(env_lake(), "sensors", "features", "last") == []
 
 
 def test_backfill_max_days_is_two_years() -> None:
@@ -60,15 +61,15 @@ def test_backfill_max_days_is_two_years() -> None:
 
 
 def test_backfill_plan_is_views_by_month_chunks(ingested: LoadedSpec) -> None:
-    assert backfill.plan_backfill(ingested, D1, D4) == [("last", (D1, D4))]
-    assert backfill.plan_backfill(ingested, D1, D4, ["last"]) == [("last", (D1, D4))]
+    assert backfill.plan_backfill(env_lake(), ingested, D1, D4) == [("last", (D1, D4))]
+    assert backfill.plan_backfill(env_lake(), ingested, D1, D4, ["last"]) == [("last", (D1, D4))]
 
 
 def _land(spec: LoadedSpec, start: dt.date, end: dt.date) -> None:
     """Readings for `[start, end)` landed and ingested."""
     for day in lake.days(start, end):
         write_readings(spec.landing_dir(), day)
-    ingest.ingest(spec, "readings", start, end)
+    ingest.ingest(env_lake(), spec, "readings", start, end)
 
 
 JAN29, JAN30, FEB1, FEB3 = (dt.date(2024, 1, 29), dt.date(2024, 1, 30), dt.date(2024, 2, 1),
@@ -78,19 +79,20 @@ JAN29, JAN30, FEB1, FEB3 = (dt.date(2024, 1, 29), dt.date(2024, 1, 30), dt.date(
 def test_a_backfill_across_months_runs_one_chunk_per_month(ingested: LoadedSpec) -> None:
     """Jan 30 to Feb 2: two chunks, split at the month boundary, each its own compute."""
     _land(ingested, JAN29, FEB3)  # Jan 29 is the first day's one-day lookback
-    assert backfill.plan_backfill(ingested, JAN30, FEB3) == [
+    assert backfill.plan_backfill(env_lake(), ingested, JAN30, FEB3) == [
         ("last", (JAN30, FEB1)), ("last", (FEB1, FEB3))]
     lines: list[str] = []
-    results = backfill.backfill(ingested, JAN30, FEB3, progress=lines.append)
+    results = backfill.backfill(env_lake(), ingested, JAN30, FEB3, progress=lines.append)
     assert [(r.start, r.end, r.partitions) for r in results] == [
         ("2024-01-30", "2024-02-01", 2), ("2024-02-01", "2024-02-03", 2)]
     assert [line.split(":")[0] for line in lines] == [
         "[1/2] last 2024-01-30..2024-02-01", "[2/2] last 2024-02-01..2024-02-03"]
-    assert [p.day for p in lake.list_partitions("sensors", "features", "last")] == lake.days(JAN30, FEB3)
+    assert [p.day for p in lake.list_partitions(env_lake(), "sensors", "features", "last")
+            ] == lake.days(JAN30, FEB3)
 
 
 def test_a_backfill_whose_lookback_has_no_raw_data_is_refused_by_the_plan(
         ingested: LoadedSpec) -> None:
     _land(ingested, JAN30, FEB3)  # the view's one-day lookback needs Jan 29 too
     with pytest.raises(DataError, match="raw/readings.* 2024-01-29"):
-        backfill.plan_backfill(ingested, JAN30, FEB3)
+        backfill.plan_backfill(env_lake(), ingested, JAN30, FEB3)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from pipelines import ingest, lake, validation
 from pipelines.errors import DataError, SpecError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import (
     PARTITION_DAY,
     PATH_PLACEHOLDERS,
@@ -81,7 +82,7 @@ def _land(spec: LoadedSpec, rows: pd.DataFrame, start: str, end: str) -> dict[st
 
 def _ingest(spec: LoadedSpec, start: str, end: str, now: dt.datetime = LATER
             ) -> ingest.IngestResult:
-    return ingest.ingest(spec, "readings", dt.date.fromisoformat(start),
+    return ingest.ingest(env_lake(), spec, "readings", dt.date.fromisoformat(start),
                          dt.date.fromisoformat(end), now=now)
 
 
@@ -90,7 +91,7 @@ def _published(spec: LoadedSpec) -> dict[str, tuple[int, list[str]]]:
     landing = spec.landing_dir()
     return {p.day.isoformat(): (p.rows, [str(Path(f["path"]).relative_to(landing))
                                          for f in p.manifest["source_files"]])
-            for p in lake.list_partitions("sensors", "raw", "readings")}
+            for p in lake.list_partitions(env_lake(), "sensors", "raw", "readings")}
 
 
 # --- the spec -----------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_hour_files_make_one_partition_per_utc_day(tiny: LoadedSpec) -> None:
         ("2024-01-01", 48), ("2024-01-02", 48)]
     published = _published(spec)
     assert published["2024-01-02"][1] == [f"hourly/2024-01-02/{h:02d}.csv" for h in range(24)]
-    manifest = lake.list_partitions("sensors", "raw", "readings")[0].manifest
+    manifest = lake.list_partitions(env_lake(), "sensors", "raw", "readings")[0].manifest
     first = spec.landing_dir() / "hourly/2024-01-01/00.csv"
     assert manifest["source_files"][0] == {"path": str(first), "sha256": lake.sha256_file(first),
                                            "bytes": first.stat().st_size}
@@ -243,7 +244,7 @@ def test_local_day_files_on_daylight_saving_days(tiny: LoadedSpec) -> None:
         "2013-03-10": (48, ["orders/2013-03-09.csv", "orders/2013-03-10.csv"]),
         "2013-11-03": (48, ["orders/2013-11-02.csv", "orders/2013-11-03.csv"]),
         "2013-11-04": (48, ["orders/2013-11-03.csv", "orders/2013-11-04.csv"])}
-    day = lake.list_partitions("sensors", "raw", "readings")[0]
+    day = lake.list_partitions(env_lake(), "sensors", "raw", "readings")[0]
     times = pd.read_parquet(day.data_path)["ts"]
     assert (times.min(), times.max()) == (pd.Timestamp("2013-03-10", tz="UTC"),
                                           pd.Timestamp("2013-03-10T23:30", tz="UTC"))
@@ -297,7 +298,7 @@ def test_a_month_file_is_refused_before_its_month_has_ended(tiny: LoadedSpec) ->
         "2013-04-01T00:00:00+00:00, after the run's clock 2013-03-20T06:00:00+00:00 plus "
         "sensors.yaml: sources.readings.future_tolerance (1 day, 0:00:00) (rule: a month file "
         "holds the whole month")
-    assert lake.list_partitions("sensors", "raw", "readings") == []
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
     assert _ingest(spec, "2013-03-10", "2013-03-11", now=_utc("2013-03-31T06:00")).rows == 4
 
 
@@ -313,7 +314,7 @@ def test_a_missing_file_is_named(tiny: LoadedSpec, period: str, zone: str, missi
         _ingest(spec, "2024-01-01", "2024-01-03")
     assert str(error.value).startswith(f"{spec.landing_dir() / missing}: missing: source "
                                        f"'readings' delivers a file every {period}")
-    assert lake.list_partitions("sensors", "raw", "readings") == []
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
 
 
 @pytest.mark.parametrize(("period", "zone", "file", "edit", "message"), [
@@ -335,7 +336,7 @@ def test_rows_outside_their_files_period_fail(tiny: LoadedSpec, period: str, zon
     path.write_text(path.read_text().replace(*edit))
     with pytest.raises(DataError, match=message):
         _ingest(spec, "2013-03-10", "2013-03-11")
-    assert lake.list_partitions("sensors", "raw", "readings") == []
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
 
 
 def test_keys_are_unique_across_the_files_of_a_day(tiny: LoadedSpec) -> None:

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from pipelines import cli, lake
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from tests.unit.conftest import D1, D4
 
@@ -16,7 +17,7 @@ def test_backfill_needs_a_reason(ingested: LoadedSpec, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_:
         cli.main(["backfill", str(ingested.path), "--start", str(D1), "--end", str(D4)])
     assert exit_.value.code == 2 and "--reason" in capsys.readouterr().err
-    assert lake.list_partitions(ingested.name, "features", "last") == []
+    assert lake.list_partitions(env_lake(), ingested.name, "features", "last") == []
 
 
 def test_backfill_records_who_why_and_how_in_every_manifest(
@@ -25,7 +26,7 @@ def test_backfill_records_who_why_and_how_in_every_manifest(
             "--reason", "sensor b recalibrated"]
     assert cli.main(argv) == 0
     assert "backfilled 216 feature rows in 3 partitions" in capsys.readouterr().out
-    written = lake.list_partitions(ingested.name, "features", "last")
+    written = lake.list_partitions(env_lake(), ingested.name, "features", "last")
     assert len(written) == 3
     for partition in written:
         assert partition.manifest["produced_by"] == {

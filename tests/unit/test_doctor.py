@@ -29,7 +29,7 @@ def _write(rows: int):
 
 
 def _day(root: Path, day: int) -> Path:
-    return lake.partition_dir("p", "raw", "t", dt.date(2013, 1, day), root=root)
+    return lake.partition_dir(lake.open_lake(root), "p", "raw", "t", dt.date(2013, 1, day))
 
 
 def _legacy_partition(folder: Path, rows: int) -> None:
@@ -91,10 +91,10 @@ def test_every_leftover_is_listed_and_listing_changes_nothing(leftovers: Path) -
 
 def test_fix_clears_them_and_keeps_every_committed_partition(leftovers: Path) -> None:
     committed = {p.day: (p.sha256, p.manifest["previous"])
-                 for p in lake.list_partitions("p", "raw", "t", root=leftovers)}
+                 for p in lake.list_partitions(lake.open_lake(leftovers), "p", "raw", "t")}
     assert _summary(doctor.lake_findings(leftovers, fix=True)) == EXPECTED
     assert doctor.lake_findings(leftovers) == []
-    after = lake.list_partitions("p", "raw", "t", root=leftovers)
+    after = lake.list_partitions(lake.open_lake(leftovers), "p", "raw", "t")
     assert [p.day.day for p in after] == [1, 2, 3, 4]  # day 4 came back from its trash folder
     for part in after:
         assert lake.sha256_file(part.data_path) == part.sha256

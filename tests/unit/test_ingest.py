@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import ingest, lake
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from tests.unit.conftest import amend
 
@@ -25,10 +26,10 @@ def _file(spec: LoadedSpec, day: dt.date) -> Path:
 
 
 def test_ingest_publishes_a_partition_per_day(tiny: LoadedSpec) -> None:
-    result = ingest.ingest(tiny, "readings", D1, dt.date(2024, 1, 4))
+    result = ingest.ingest(env_lake(), tiny, "readings", D1, dt.date(2024, 1, 4))
     assert [p["date"] for p in result.partitions] == ["2024-01-01", "2024-01-02", "2024-01-03"]
     assert result.rows == 3 * 72
-    partitions = lake.list_partitions("sensors", "raw", "readings")
+    partitions = lake.list_partitions(env_lake(), "sensors", "raw", "readings")
     assert [p.rows for p in partitions] == [72, 72, 72]
     table = pd.read_parquet(partitions[0].data_path)
     assert str(table["ts"].dtype) == "datetime64[us, UTC]"
@@ -37,8 +38,8 @@ def test_ingest_publishes_a_partition_per_day(tiny: LoadedSpec) -> None:
 
 
 def test_rerun_changes_no_checksum(tiny: LoadedSpec) -> None:
-    first = ingest.ingest(tiny, "readings", D1, D4)
-    second = ingest.ingest(tiny, "readings", D1, D4)
+    first = ingest.ingest(env_lake(), tiny, "readings", D1, D4)
+    second = ingest.ingest(env_lake(), tiny, "readings", D1, D4)
     assert [p["sha256"] for p in first.partitions] == [p["sha256"] for p in second.partitions]
 
 
@@ -51,7 +52,7 @@ def _set_values(path: Path, *values: str | None) -> None:
 
 
 def _assert_nothing_published(tiny: LoadedSpec) -> None:
-    assert lake.list_partitions("sensors", "raw", "readings") == []
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
 
 
 @pytest.mark.parametrize(("corrupt", "message"), [
@@ -87,7 +88,7 @@ def test_bad_file_fails_naming_file_and_rule(tiny: LoadedSpec, corrupt: callable
     path = _file(tiny, D2)
     corrupt(path)
     with pytest.raises(DataError) as error:
-        ingest.ingest(tiny, "readings", D1, D4)
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4)
     assert str(path) in str(error.value)
     assert message in str(error.value)
     _assert_nothing_published(tiny)
@@ -114,34 +115,35 @@ def test_the_declared_delimiter_is_used_never_a_guessed_one(tiny: LoadedSpec) ->
         path = _file(tiny, day)
         path.write_text(path.read_text().replace(",", ";").replace("\na;", '\n"a;x";', 1))
     semicolons = _with(tiny, delimiter=";")
-    result = ingest.ingest(semicolons, "readings", D1, D4)
+    result = ingest.ingest(env_lake(), semicolons, "readings", D1, D4)
     assert result.rows == 3 * 72
-    sensors = pd.read_parquet(lake.list_partitions("sensors", "raw", "readings")[0].data_path)["sensor"]
+    first = lake.list_partitions(env_lake(), "sensors", "raw", "readings")[0]
+    sensors = pd.read_parquet(first.data_path)["sensor"]
     assert sensors.iloc[0] == "a;x"  # a quoted delimiter is data
     with pytest.raises(DataError, match="is the delimiter ',' right"):
-        ingest.ingest(tiny, "readings", D1, D4)
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4)
 
 
 def test_min_rows_zero_accepts_a_day_without_rows(tiny: LoadedSpec) -> None:
     _file(tiny, D2).write_text("sensor,ts,value\n")
-    result = ingest.ingest(_with(tiny, min_rows=0), "readings", D1, D4)
+    result = ingest.ingest(env_lake(), _with(tiny, min_rows=0), "readings", D1, D4)
     assert [p["rows"] for p in result.partitions] == [72, 0, 72]
     with pytest.raises(DataError, match=r"72 rows, fewer than .*min_rows \(100\)"):
-        ingest.ingest(_with(tiny, min_rows=100), "readings", D1, D4)
+        ingest.ingest(env_lake(), _with(tiny, min_rows=100), "readings", D1, D4)
 
 
 def test_infinite_values_pass_only_when_the_source_allows_them(tiny: LoadedSpec) -> None:
     _set_values(_file(tiny, D2), "inf", "NaN")
-    assert ingest.ingest(_with(tiny, allow_infinite=True), "readings", D1, D4).rows == 3 * 72
+    assert ingest.ingest(env_lake(), _with(tiny, allow_infinite=True), "readings", D1, D4).rows == 3 * 72
     with pytest.raises(DataError, match="set sensors.yaml: sources.readings.allow_infinite: true"):
-        ingest.ingest(tiny, "readings", D1, D4)
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4)
 
 
 def test_an_empty_float_field_is_a_null_not_a_nan(tiny: LoadedSpec) -> None:
     """The finite rule refuses NaN, never a missing value: an empty field reads as null."""
     _set_values(_file(tiny, D2), "", "")
-    assert ingest.ingest(tiny, "readings", D1, D4).rows == 3 * 72
-    table = pq.read_table(lake.list_partitions("sensors", "raw", "readings")[1].data_path)
+    assert ingest.ingest(env_lake(), tiny, "readings", D1, D4).rows == 3 * 72
+    table = pq.read_table(lake.list_partitions(env_lake(), "sensors", "raw", "readings")[1].data_path)
     assert table.column("value").null_count == 2
 
 
@@ -156,7 +158,7 @@ def test_infinite_values_fail_a_source_without_a_suite(tiny: LoadedSpec) -> None
     frame.to_parquet(parquet)
     source = _with(tiny, format="parquet", path="readings/{date}.parquet")
     with pytest.raises(DataError) as error:
-        ingest.ingest(source, "readings", D1, D2)
+        ingest.ingest(env_lake(), source, "readings", D1, D2)
     assert str(parquet) in str(error.value) and "column 'value' has 1" in str(error.value)
 
 
@@ -165,7 +167,7 @@ NOON_D2 = dt.datetime(2024, 1, 2, 12, tzinfo=dt.UTC)
 
 def test_events_later_than_the_clock_and_tolerance_fail(tiny: LoadedSpec) -> None:
     with pytest.raises(DataError) as error:
-        ingest.ingest(tiny, "readings", D1, dt.date(2024, 1, 3),
+        ingest.ingest(env_lake(), tiny, "readings", D1, dt.date(2024, 1, 3),
                       now=NOON_D2 - dt.timedelta(days=1))
     message = str(error.value)
     assert str(_file(tiny, D2)) in message
@@ -174,12 +176,12 @@ def test_events_later_than_the_clock_and_tolerance_fail(tiny: LoadedSpec) -> Non
     assert "e.g. 2024-01-02T13:00:00+00:00" in message
     _assert_nothing_published(tiny)
     later = _with(tiny, future_tolerance=dt.timedelta(hours=12))
-    assert ingest.ingest(later, "readings", D1, D2, now=NOON_D2).rows == 72
-    assert ingest.ingest(tiny, "readings", D1, D4, now=NOON_D2 + dt.timedelta(days=1)).rows == 216
+    assert ingest.ingest(env_lake(), later, "readings", D1, D2, now=NOON_D2).rows == 72
+    assert ingest.ingest(env_lake(), tiny, "readings", D1, D4, now=NOON_D2 + dt.timedelta(days=1)).rows == 216
 
 
 def test_a_file_dated_beyond_the_tolerance_is_refused_by_name(tiny: LoadedSpec) -> None:
     with pytest.raises(DataError) as error:
-        ingest.ingest(tiny, "readings", D1, D4, now=NOON_D2 - dt.timedelta(days=1))
+        ingest.ingest(env_lake(), tiny, "readings", D1, D4, now=NOON_D2 - dt.timedelta(days=1))
     assert f"{_file(tiny, dt.date(2024, 1, 3))}: dated 2024-01-03 (UTC day), after the run's clock" \
         in str(error.value)

@@ -22,7 +22,7 @@ def _write(rows: int, fail: bool = False):
 
 
 def test_publish_records_rows_bytes_sha(tmp_path: Path) -> None:
-    folder = lake.partition_dir("p", "raw", "t", dt.date(2013, 1, 1), root=tmp_path)
+    folder = lake.partition_dir(lake.open_lake(tmp_path), "p", "raw", "t", dt.date(2013, 1, 1))
     manifest = lake.publish_dir(folder, _write(5))
     (entry,) = manifest["files"]
     assert entry["rows"] == 5
@@ -71,11 +71,11 @@ def test_concurrent_publishers_leave_one_complete_version(tmp_path: Path) -> Non
 
 def test_list_partitions_skips_unpublished(tmp_path: Path) -> None:
     for day in (1, 2, 3):
-        lake.publish_dir(lake.partition_dir("p", "raw", "t", dt.date(2013, 1, day), root=tmp_path),
+        lake.publish_dir(lake.partition_dir(lake.open_lake(tmp_path), "p", "raw", "t", dt.date(2013, 1, day)),
                          _write(day))
     (tmp_path / "p" / "raw" / "t" / "date=2013-01-04").mkdir()  # no manifest: never published
-    found = lake.list_partitions("p", "raw", "t", dt.date(2013, 1, 2), dt.date(2013, 1, 9),
-                                 root=tmp_path)
+    found = lake.list_partitions(lake.open_lake(tmp_path), "p", "raw", "t", dt.date(2013, 1, 2),
+                                 dt.date(2013, 1, 9))
     assert [p.day.day for p in found] == [2, 3]
     assert found[0].rows == 2
 

@@ -37,10 +37,11 @@ def test_library_knows_nothing_of_the_example(path: Path) -> None:
     assert words == [], f"{path} mentions the example: {sorted(set(words))}"
 
 
-LAYERS = ["errors", "settings", "metrics", "lake", "spec", "monitoring", "spec_reference",
-          "scaffold", "pit", "lineage", "quality", "ingest", "features", "training_set",
-          "backfill", "train", "differential", "registry", "problems", "validation", "evaluate",
-          "report", "monitoring_report", "champion", "steps", "scoring", "audit", "doctor", "cli"]
+LAYERS = ["errors", "settings", "metrics", "lake_objects", "lake", "spec", "monitoring",
+          "spec_reference", "scaffold", "pit", "lineage", "quality", "ingest", "features",
+          "training_set", "backfill", "train", "differential", "registry", "problems",
+          "validation", "evaluate", "report", "monitoring_report", "champion", "steps", "scoring",
+          "audit", "doctor", "cli"]
 """Library modules, lowest first: each may import only modules before it (orchestration/ may
 import any). Type-only imports (`if TYPE_CHECKING:`) do not count: they run nothing."""
 
@@ -86,8 +87,7 @@ MAX_FUNCTION_LINES = 40
 """From `def` to the function's last line, decorators left out (`ast`: end_lineno - lineno
 + 1): a function longer than this does more than one thing and wants named helpers."""
 
-PENDING_LONG_FUNCTIONS = {"lineage.lineage_record", "audit.trace_lines",
-                          "audit.reproduce_subject", "quality.validate",
+PENDING_LONG_FUNCTIONS = {"lineage.lineage_record", "audit.trace_lines", "quality.validate",
                           "ingest.read_landing_files"}
 """Functions still over the limit, in modules being rewritten for object storage (issue 12).
 Each must still be over it: when one is fixed, take it off this list, so the list shrinks."""

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines import lake, lineage, quality
+from pipelines.lake import from_env as env_lake
 from pipelines.lineage import Pair
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import TrainingInput
@@ -269,29 +270,30 @@ def test_plan_pair_names_the_dataset_config_and_code(suited: LoadedSpec) -> None
 
 
 def _raw_paths() -> list[str]:
-    return [lake.relative(p.path) for p in lake.list_partitions("sensors", "raw", "readings")]
+    store = env_lake()
+    return [store.relative(p.path) for p in lake.list_partitions(store, "sensors", "raw", "readings")]
 
 
 def test_raw_partitions_used_are_the_spines_and_the_features(built: TrainingInput) -> None:
     """Each raw partition once, by path, with the hash and rows its manifest records."""
-    used = lineage.raw_partitions_used(built.training_set)
+    used = lineage.raw_partitions_used(env_lake(), built.training_set)
     assert [p["path"] for p in used] == _raw_paths() == [
         f"sensors/raw/readings/date=2024-01-0{d}" for d in (1, 2, 3)]
     assert [(p["sha256"], p["rows"]) for p in used] == [
-        (p.sha256, p.rows) for p in lake.list_partitions("sensors", "raw", "readings")]
+        (p.sha256, p.rows) for p in lake.list_partitions(env_lake(), "sensors", "raw", "readings")]
 
 
 def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
                                                      built: TrainingInput) -> None:
-    report = quality.validate_training_set(suited, built.training_set)
+    report = quality.validate_training_set(env_lake(), suited, built.training_set)
     pair = lineage.plan_pair(suited, built.training_set.dataset_id)
     context = {"dag_id": "sensors_train", "run_id": "manual__1", "task_id": "train_model",
                "try": 2, "triggered_by": "alice", "reason": "new view"}
-    record = lineage.lineage_record(suited, built, report, pair, context)
+    record = lineage.lineage_record(env_lake(), suited, built, report, pair, context)
     training_set = built.training_set
     assert (record["pipeline"], record["pair_id"], record["dataset_id"]) == (
         "sensors", pair.pair_id, training_set.dataset_id)
-    data = lake.committed_file(lake.lake_root() / training_set.path)
+    data = lake.committed_file(env_lake().root / training_set.path)
     assert record["training_set"]["path"] == training_set.path
     assert record["training_set"]["sha256"] == lake.sha256_file(data)
     assert record["training_set"]["window"] == {"start": "2024-01-01", "end": "2024-01-04"}
@@ -303,7 +305,7 @@ def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
     checked = record["checks"]["training_set"]
     assert (checked["suite"], checked["success"], checked["result"]) == (
         "sensors_training_set", True, report.result_path)
-    assert checked["sha256"] == lake.sha256_file(lake.lake_root() / report.result_path)
+    assert checked["sha256"] == lake.sha256_file(env_lake().root / report.result_path)
     assert record["code"]["version"] == pair.code_version
     assert record["training"] == {
         "config": lineage.training_config(suited),

@@ -61,7 +61,7 @@ def _write(rows: int):
 
 
 def _folder(root: Path) -> Path:
-    return lake.partition_dir("p", "raw", "t", DAY, root=root)
+    return lake.partition_dir(lake.open_lake(root), "p", "raw", "t", DAY)
 
 
 def _writer(folder: Path, count: int) -> subprocess.Popen:
@@ -78,7 +78,7 @@ def _intact(folder: Path) -> int:
     for entry in manifest["files"]:
         assert lake.sha256_file(lake.committed_file(folder, entry["name"], manifest)) == entry[
             "sha256"], f"{entry['name']} is not the file its manifest names"
-    (partition,) = lake.list_partitions("p", "raw", "t", root=folder.parents[3])
+    (partition,) = lake.list_partitions(lake.open_lake(folder.parents[3]), "p", "raw", "t")
     assert pq.read_metadata(partition.data_path).num_rows == partition.rows == manifest["rows"]
     return partition.rows
 
@@ -89,7 +89,7 @@ def test_a_reader_never_sees_the_partition_missing_or_mixed(tmp_path: Path) -> N
     writer = _writer(folder, 300)
     seen, lapses = set(), 0
     while writer.poll() is None:
-        partitions = lake.list_partitions("p", "raw", "t", root=tmp_path)
+        partitions = lake.list_partitions(lake.open_lake(tmp_path), "p", "raw", "t")
         assert len(partitions) == 1, "the day went missing"
         (part,) = partitions
         try:
@@ -257,7 +257,7 @@ def test_a_partition_of_the_layout_before_generations_reads_and_is_replaced(
     lake.write_parquet(pa.table({"x": [1, 2]}), folder / lake.DATA_FILE)
     entry = {"name": lake.DATA_FILE, "rows": 2, "sha256": lake.sha256_file(folder / lake.DATA_FILE)}
     (folder / lake.MANIFEST).write_text(json.dumps({"rows": 2, "files": [entry]}))
-    (part,) = lake.list_partitions("p", "raw", "t", root=tmp_path)
+    (part,) = lake.list_partitions(lake.open_lake(tmp_path), "p", "raw", "t")
     assert part.data_path == folder / lake.DATA_FILE and part.rows == 2
     assert doctor.lake_findings(tmp_path) == []
     lake.publish_dir(folder, _write(4))

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import lake, quality
 from pipelines.errors import SpecError, ValidationFailed
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 
@@ -88,7 +89,7 @@ def test_valid_frame_passes_and_publishes_result_docs_and_manifest(
     for name, entry in listed.items():
         assert entry["sha256"] == lake.sha256_file(published / name)
 
-    assert report.summary() == quality.QualitySummary(
+    assert report.summary(env_lake()) == quality.QualitySummary(
         suite="readings_check", success=True, evaluated=3, successful=3,
         result_path=f"_quality/readings/{published.name}/{quality.RESULT_FILE}",
         docs_dir=f"_quality/readings/{published.name}/{quality.DOCS_DIR}",
@@ -278,17 +279,17 @@ def test_validate_training_set_checks_the_published_set(ingested: LoadedSpec,
     """The suite runs over the set's own rows; the summary's paths are lake-relative and
     resolve, under the set's dataset_id."""
     training_suite(ingested, 1.0)
-    summary = quality.validate_training_set(ingested, built.training_set)
+    summary = quality.validate_training_set(env_lake(), ingested, built.training_set)
     assert isinstance(summary, quality.QualitySummary)
     assert (summary.suite, summary.success, summary.evaluated, summary.successful) == (
         "sensors_training_set", True, 1, 1)
     folder = f"sensors/_quality/datasets/{built.training_set.dataset_id}"
-    generation = lake.read_manifest(lake.lake_root() / folder)["generation"]
+    generation = lake.read_manifest(env_lake().root / folder)["generation"]
     assert summary.result_path == f"{folder}/{generation}/{quality.RESULT_FILE}"
     assert summary.docs_dir == f"{folder}/{generation}/{quality.DOCS_DIR}"
     for path in (summary.result_path, summary.docs_path):
-        assert (lake.lake_root() / path).is_file()
-    result = json.loads((lake.lake_root() / summary.result_path).read_text())
+        assert (env_lake().root / path).is_file()
+    result = json.loads((env_lake().root / summary.result_path).read_text())
     (checked,) = result["results"]
     assert checked["result"]["element_count"] == built.training_set.rows
 
@@ -297,7 +298,7 @@ def test_validate_training_set_refuses_a_set_that_fails_its_suite(
         ingested: LoadedSpec, built: TrainingInput) -> None:
     training_suite(ingested, 0.5)  # the readings are uniform on [0, 1)
     with pytest.raises(ValidationFailed) as caught:
-        quality.validate_training_set(ingested, built.training_set)
+        quality.validate_training_set(env_lake(), ingested, built.training_set)
     message = str(caught.value)
     assert f"training set {built.training_set.dataset_id[:12]} ({built.training_set.path})" in (
         message)

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from pipelines import features, ingest, lake, quality, registry, scoring, steps, train, training_set
+from pipelines.lake import from_env as env_lake
 from pipelines.monitoring import Reference
 from pipelines.spec import LoadedSpec
 from tests.unit.conftest import D1, D4, amend
@@ -43,10 +44,10 @@ def write_cycle(landing: Path, day: dt.date, scale: float = 1.0) -> None:
 
 def _quality_stub(spec: LoadedSpec) -> quality.QualitySummary:
     """The GX step's summary without GX (the training suite is not what is tested here)."""
-    result = lake.pipeline_dir(spec.name, "result.json")
+    result = lake.pipeline_dir(env_lake(), spec.name, "result.json")
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_text("{}")
-    return quality.QualitySummary("sensors_training_set", True, 0, 0, lake.relative(result),
+    return quality.QualitySummary("sensors_training_set", True, 0, 0, env_lake().relative(result),
                                   "", "")
 
 
@@ -60,12 +61,12 @@ def registered(tiny: LoadedSpec) -> tuple[LoadedSpec, training_set.TrainingInput
         {"name": "sensors_training_set", "expectations": []}))
     for day in lake.days(D1, LAST):
         write_cycle(spec.landing_dir(), day, 1000.0 if day >= BAD else 1.0)
-    ingest.ingest(spec, "readings", D1, LAST)
-    features.compute_view(spec, "last", D1, LAST)
-    built = training_set.prepare(spec, D1, D4)
+    ingest.ingest(env_lake(), spec, "readings", D1, LAST)
+    features.compute_view(env_lake(), spec, "last", D1, LAST)
+    built = training_set.prepare(env_lake(), spec, D1, D4)
     pair = steps.plan_pair(spec, built)
-    run = steps.train_model(spec, built, _quality_stub(spec), pair, {})
-    evaluation = steps.evaluate_model(spec, built, run)
+    run = steps.train_model(env_lake(), spec, built, _quality_stub(spec), pair, {})
+    evaluation = steps.evaluate_model(env_lake(), spec, built, run)
     done = steps.register_model(spec, pair, run, evaluation)
     assert done.champion, evaluation.verdict
     return spec, built
@@ -78,10 +79,10 @@ def test_a_scored_day_matches_the_evaluation_predictions(registered: tuple) -> N
     pinned = scoring.pin_model(spec)
     assert (pinned.version, pinned.alias) == ("1", "champion")
     day = built.split.eval_start
-    result = scoring.score_day(spec, pinned, day)
+    result = scoring.score_day(env_lake(), spec, pinned, day)
     assert result.usable and result.rows == 72
-    scored = pd.read_parquet(lake.committed_file(lake.lake_root() / result.path))
-    frame = training_set.read_training_set(built.training_set)
+    scored = pd.read_parquet(lake.committed_file(env_lake().root / result.path))
+    frame = training_set.read_training_set(env_lake(), built.training_set)
     _, rows = training_set.split_frame(frame, spec, built.split)
     expected = pd.Series(train.predict(registry.load_model(pinned.model_uri), rows),
                          index=rows["reading_id"])
@@ -90,22 +91,22 @@ def test_a_scored_day_matches_the_evaluation_predictions(registered: tuple) -> N
     np.testing.assert_array_equal(same["prediction"].to_numpy(), expected.to_numpy())
     reference = Reference.from_json(registry.load_json(pinned.reference_uri))
     assert reference.prediction.sample == sorted(expected.tolist())
-    manifest = lake.read_manifest(lake.lake_root() / result.path)
+    manifest = lake.read_manifest(env_lake().root / result.path)
     assert manifest["model_version"] == "1" and manifest["pair_id"] == pinned.pair_id
     read = {p["path"]: p["sha256"] for p in manifest["inputs"]["features"]["last"]}
-    assert read == {lake.relative(p.path): p.sha256 for p in
-                    features.feature_partitions(spec, "last", day, day + dt.timedelta(days=1))}
+    assert read == {env_lake().relative(p.path): p.sha256 for p in
+                    features.feature_partitions(env_lake(), spec, "last", day, day + dt.timedelta(days=1))}
 
 
 def test_the_unit_change_fails_its_first_day_and_the_days_before_pass(registered: tuple) -> None:
     spec, _ = registered
     pinned = scoring.pin_model(spec)
     for day in lake.days(D4, BAD):
-        assert scoring.score_day(spec, pinned, day).usable, day
+        assert scoring.score_day(env_lake(), spec, pinned, day).usable, day
     with pytest.raises(scoring.MonitoringBreach) as breach:
-        scoring.score_day(spec, pinned, BAD)
+        scoring.score_day(env_lake(), spec, pinned, BAD)
     assert "psi of last__value is" in str(breach.value) and "limit 0.25" in str(breach.value)
-    verdicts = {v.day: v for v in scoring.day_verdicts(spec, D4, BAD + dt.timedelta(days=2))}
+    verdicts = {v.day: v for v in scoring.day_verdicts(env_lake(), spec, D4, BAD + dt.timedelta(days=2))}
     assert [verdicts[d].usable for d in lake.days(D4, BAD)] == [True] * 4
     assert verdicts[BAD].scored and not verdicts[BAD].usable
     assert not verdicts[BAD + dt.timedelta(days=1)].scored
@@ -126,10 +127,10 @@ def test_every_value_is_kept_every_day(registered: tuple) -> None:
     day again replaces its partition and logs into the same run."""
     spec, _ = registered
     pinned = scoring.pin_model(spec)
-    first = scoring.score_day(spec, pinned, D4)
-    again = scoring.score_day(spec, pinned, D4)
+    first = scoring.score_day(env_lake(), spec, pinned, D4)
+    again = scoring.score_day(env_lake(), spec, pinned, D4)
     assert again.monitoring_run_id == first.monitoring_run_id
-    table = scoring.read_monitoring(spec)
+    table = scoring.read_monitoring(env_lake(), spec)
     assert set(table["day"]) == {D4.isoformat()}
     assert {("psi", "last__value"), ("null_rate", "last__value"), ("mean", "prediction"),
             ("share_above_threshold", "prediction")} <= set(zip(table["metric"], table["feature"],
@@ -137,7 +138,7 @@ def test_every_value_is_kept_every_day(registered: tuple) -> None:
     run = registry.client().get_run(first.monitoring_run_id)
     assert run.data.tags["monitoring_day"] == D4.isoformat() and run.data.tags["verdict"] == "passed"
     assert {"feature.last__value.psi", "prediction.ks", "scoring_seconds"} <= set(run.data.metrics)
-    manifest = lake.read_manifest(lake.partition_dir(spec.name, scoring.SCORES,
+    manifest = lake.read_manifest(lake.partition_dir(env_lake(), spec.name, scoring.SCORES,
                                                      pinned.model_name, D4))
     assert manifest["usable"] is True and json.dumps(manifest["breaches"]) == "[]"
 

@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import evaluate, features, lake, lineage, registry, steps, train
 from pipelines.errors import DataError, SpecError, ValidationFailed
+from pipelines.lake import from_env as env_lake
 from pipelines.lineage import Pair
 from pipelines.quality import QualitySummary
 from pipelines.registry import TrainedRun
@@ -70,7 +71,7 @@ def store(empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def computed(ingested: LoadedSpec, store: str) -> LoadedSpec:
     """The tiny pipeline with its view computed, a training suite its readings meet, and
     missing features (beyond the view's TTL) imputed, as LogisticRegression needs."""
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     training_suite(ingested, 1.0)
     return amend(ingested, model={"preprocessing": {"impute": {"numeric": "median"}}})
 
@@ -87,14 +88,14 @@ class Chain:
 
 @pytest.fixture
 def chain(computed: LoadedSpec) -> Chain:
-    built = steps.build_training_set(computed, (D1, D4), None, CONTEXT)
-    report = steps.validate_training_set(computed, built)
+    built = steps.build_training_set(env_lake(), computed, (D1, D4), None, CONTEXT)
+    report = steps.validate_training_set(env_lake(), computed, built)
     return Chain(computed, built, report, steps.plan_pair(computed, built))
 
 
 @pytest.fixture
 def trained(chain: Chain) -> TrainedRun:
-    return steps.train_model(chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
+    return steps.train_model(env_lake(), chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
 
 
 def _run(run_id: str) -> Any:
@@ -110,12 +111,12 @@ def _runs(spec: LoadedSpec) -> list[Any]:
 
 def test_build_training_set_publishes_the_set_with_who_produced_it(computed: LoadedSpec
                                                                    ) -> None:
-    built = steps.build_training_set(computed, (D1, D4), None, CONTEXT)
+    built = steps.build_training_set(env_lake(), computed, (D1, D4), None, CONTEXT)
     assert built.split == Split(D1, D3, D4)  # the spec's one evaluation day
     assert built.training_set.rows == 216
-    manifest = lake.read_manifest(lake.lake_root() / built.training_set.path)
+    manifest = lake.read_manifest(env_lake().root / built.training_set.path)
     assert manifest["produced_by"] == CONTEXT
-    assert steps.build_training_set(computed, (D1, D4), D2, {}).split == Split(D1, D2, D4)
+    assert steps.build_training_set(env_lake(), computed, (D1, D4), D2, {}).split == Split(D1, D2, D4)
 
 
 def test_build_training_set_refuses_an_estimator_of_the_wrong_task_before_building(
@@ -123,30 +124,30 @@ def test_build_training_set_refuses_an_estimator_of_the_wrong_task_before_buildi
     spec = amend(computed, model={"task": "regression"})  # LogisticRegression is a classifier
     with pytest.raises(SpecError, match=r"LogisticRegression is a classifier, but model.task "
                                         r"is 'regression'"):
-        steps.build_training_set(spec, (D1, D4), None, CONTEXT)
-    assert not lake.pipeline_dir("sensors", "datasets").exists()
+        steps.build_training_set(env_lake(), spec, (D1, D4), None, CONTEXT)
+    assert not lake.pipeline_dir(env_lake(), "sensors", "datasets").exists()
 
 
 def test_build_training_set_refuses_a_split_outside_the_window(computed: LoadedSpec) -> None:
     with pytest.raises(DataError, match="split: evaluation start 2024-01-04 must fall inside"):
-        steps.build_training_set(computed, (D1, D4), D4, CONTEXT)
+        steps.build_training_set(env_lake(), computed, (D1, D4), D4, CONTEXT)
 
 
 def test_validate_training_set_passes_a_set_that_meets_its_suite(chain: Chain) -> None:
     assert (chain.report.suite, chain.report.success, chain.report.evaluated) == (
         "sensors_training_set", True, 1)
-    assert (lake.lake_root() / chain.report.result_path).is_file()
+    assert (env_lake().root / chain.report.result_path).is_file()
 
 
 def test_validate_training_set_refuses_a_set_that_fails_its_suite(chain: Chain) -> None:
     training_suite(chain.spec, 0.5)  # the readings are uniform on [0, 1)
     with pytest.raises(ValidationFailed, match="on column 'last__value'"):
-        steps.validate_training_set(chain.spec, chain.built)
+        steps.validate_training_set(env_lake(), chain.spec, chain.built)
 
 
 def test_validate_training_set_needs_a_suite(chain: Chain) -> None:
     with pytest.raises(SpecError, match="training_suite: required"):
-        steps.validate_training_set(amend(chain.spec, training_suite=None), chain.built)
+        steps.validate_training_set(env_lake(), amend(chain.spec, training_suite=None), chain.built)
 
 
 def test_plan_pair_names_the_dataset_and_finds_the_version_that_holds_it(
@@ -163,10 +164,12 @@ def test_plan_pair_names_the_dataset_and_finds_the_version_that_holds_it(
 # --- training -------------------------------------------------------------------------------
 
 
-def test_training_log_gathers_tags_params_and_lineage_from_the_lake(chain: Chain) -> None:
-    log = steps.training_log(chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
+def test_training_log_gathers_tags_params_and_lineage_from_the_lake(chain: Chain,
+                                                                   tmp_path: Path) -> None:
+    log = steps.training_log(env_lake(), chain.spec, chain.built, chain.report, chain.pair,
+                             CONTEXT, tmp_path)
     training_set = chain.built.training_set
-    raw = lineage.raw_partitions_used(training_set)
+    raw = lineage.raw_partitions_used(env_lake(), training_set)
     assert len(raw) == 3  # the three ingested days
     assert {k: log.tags[k] for k in ("pair_id", "dataset_id", "gx_result", "raw_partitions",
                                      "airflow_dag_id", "airflow_try", "triggered_by", "reason",
@@ -184,14 +187,14 @@ def test_training_log_gathers_tags_params_and_lineage_from_the_lake(chain: Chain
                                        "features")} == {
         "estimator": "sklearn.linear_model.LogisticRegression", "seed": 7, "train_start": D1,
         "eval_start": D3, "end": D4, "features": "last__value"}
-    folder = lake.lake_root() / training_set.path
+    folder = env_lake().root / training_set.path
     assert log.dataset_uri == lake.committed_file(folder).as_uri()
     assert log.json_artifacts == {"lineage/training_set_manifest.json": lake.read_manifest(folder),
                                   "lineage/raw_partitions.json": raw}
     assert log.artifacts["lineage/spec"] == chain.spec.path
     assert log.artifacts["quality"].is_file()
     assert set(log.folders) == {"quality/data_docs"}
-    assert log.lineage == lineage.lineage_record(chain.spec, chain.built, chain.report,
+    assert log.lineage == lineage.lineage_record(env_lake(), chain.spec, chain.built, chain.report,
                                                  chain.pair, CONTEXT)
 
 
@@ -209,7 +212,7 @@ def test_train_model_logs_one_run_whose_model_predicts(chain: Chain, trained: Tr
     assert run.data.tags["model_uri"] == trained.model_uri
     assert run.data.params["seed"] == "7"
     frame = pd.read_parquet(lake.verified_training_file(
-        lake.lake_root() / chain.built.training_set.path, D1, D4))
+        env_lake().root / chain.built.training_set.path, D1, D4))
     predictions = train.predict(registry.load_model(trained.model_uri), frame)
     assert predictions.shape == (216,) and 0 < predictions.min() < predictions.max() < 1
 
@@ -217,7 +220,7 @@ def test_train_model_logs_one_run_whose_model_predicts(chain: Chain, trained: Tr
 def test_a_retried_train_model_returns_the_finished_run(chain: Chain, trained: TrainedRun
                                                         ) -> None:
     assert _run(trained.run_id).info.status == "FINISHED"  # as a first try that died later
-    again = steps.train_model(chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
+    again = steps.train_model(env_lake(), chain.spec, chain.built, chain.report, chain.pair, CONTEXT)
     assert again == trained
     assert [r.info.run_id for r in _runs(chain.spec)] == [trained.run_id]
 
@@ -225,7 +228,7 @@ def test_a_retried_train_model_returns_the_finished_run(chain: Chain, trained: T
 def test_a_fit_that_fails_leaves_no_run(chain: Chain) -> None:
     spec = amend(chain.spec, model={"params": {"C": -1.0}})  # C must be positive
     with pytest.raises(DataError, match="cannot be fitted on 147 rows: The 'C' parameter"):
-        steps.train_model(spec, chain.built, chain.report, chain.pair, CONTEXT)
+        steps.train_model(env_lake(), spec, chain.built, chain.report, chain.pair, CONTEXT)
     assert _runs(chain.spec) == []
 
 
@@ -235,7 +238,7 @@ def test_a_fit_that_fails_leaves_no_run(chain: Chain) -> None:
 def test_rescore_known_problems_scores_a_registered_version_once(
         chain: Chain, trained: TrainedRun) -> None:
     registered = steps.register_model(chain.spec, chain.pair, trained,
-                                      steps.evaluate_model(chain.spec, chain.built, trained))
+                                      steps.evaluate_model(env_lake(), chain.spec, chain.built, trained))
     assert steps.rescore_known_problems(chain.spec) == []  # no problems declared
     spec_file = chain.spec.path
     spec_file.write_text(spec_file.read_text() + "evaluation: {problems: problems.yaml}\n")
@@ -254,7 +257,7 @@ def test_rescore_known_problems_scores_a_registered_version_once(
 
 def test_evaluate_model_logs_the_verdict_and_finishes_the_run(chain: Chain,
                                                              trained: TrainedRun) -> None:
-    summary = steps.evaluate_model(chain.spec, chain.built, trained)
+    summary = steps.evaluate_model(env_lake(), chain.spec, chain.built, trained)
     assert summary.eval_rows == 69  # the evaluation day's rows: 216 - the 147 trained on
     assert summary.champion_version is None
     run = _run(trained.run_id)
@@ -274,7 +277,7 @@ def test_guardrails_that_refuse_mark_the_run_failed_with_their_verdict(
         chain: Chain, trained: TrainedRun) -> None:
     spec = amend(chain.spec, evaluation=Evaluation(guardrails=Guardrails(min_std=1.0)))
     with pytest.raises(evaluate.GuardrailsFailed, match="predictions are constant"):
-        steps.evaluate_model(spec, chain.built, trained)
+        steps.evaluate_model(env_lake(), spec, chain.built, trained)
     run = _run(trained.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["verdict"] == "guardrails_failed"
@@ -286,7 +289,7 @@ def test_any_failure_of_evaluate_model_marks_the_run_failed(chain: Chain,
     broken = TrainedRun(trained.run_id, trained.experiment_id, "models:/no-such-model/1",
                         trained.model_id)
     with pytest.raises(MlflowException, match="no-such-model"):
-        steps.evaluate_model(chain.spec, chain.built, broken)
+        steps.evaluate_model(env_lake(), chain.spec, chain.built, broken)
     run = _run(trained.run_id)
     assert run.info.status == "FAILED"
     assert "verdict" not in run.data.tags
@@ -303,7 +306,7 @@ def test_summarize_without_a_version_names_the_set_and_nothing_registered(chain:
 
 def test_register_then_summarize_reads_the_version_back(chain: Chain, trained: TrainedRun
                                                         ) -> None:
-    evaluation = steps.evaluate_model(chain.spec, chain.built, trained)
+    evaluation = steps.evaluate_model(env_lake(), chain.spec, chain.built, trained)
     registered = steps.register_model(chain.spec, chain.pair, trained, evaluation)
     assert (registered.model_name, registered.version, registered.new) == ("sensors", "1", True)
     assert registered.champion == evaluation.verdict.passed

@@ -12,6 +12,7 @@ import pytest
 
 from pipelines import features, ingest, lake, training_set
 from pipelines.errors import DataError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import Split, TrainingInput, TrainingSet
 
@@ -19,8 +20,8 @@ from .conftest import D1, D2, D3, D4, amend, for_task, write_readings
 
 
 def test_training_set_respects_lag_and_ttl(ingested: LoadedSpec) -> None:
-    features.compute_view(ingested, "last", D1, D4)
-    frame, inputs = training_set.assemble_training_frame(ingested, D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
+    frame, inputs = training_set.assemble_training_frame(env_lake(), ingested, D1, D4)
     assert len(frame) == 3 * 72 and frame["reading_id"].is_unique
     seen = frame.dropna(subset=["last__as_of"])
     # visible = created (event + 10 min) at or before the cutoff (reading time - 30 min)
@@ -42,8 +43,8 @@ def test_a_longer_availability_lag_sees_older_rows_until_the_ttl(
     view = ingested.pipeline.feature_views["last"]
     spec = amend(ingested, feature_views={"last": view.model_copy(
         update={"availability_lag": lag})})
-    features.compute_view(spec, "last", D1, D4)
-    frame, _ = training_set.assemble_training_frame(spec, D1, D4)
+    features.compute_view(env_lake(), spec, "last", D1, D4)
+    frame, _ = training_set.assemble_training_frame(env_lake(), spec, D1, D4)
     later = frame[frame["cutoff"] >= pd.Timestamp("2024-01-01T04:00Z")]
     if age is None:
         assert later["last__value"].isna().all()
@@ -63,13 +64,13 @@ def test_a_training_set_never_mixes_definitions_of_a_view(
         ingested: LoadedSpec, recomputed: tuple[dt.date, dt.date], stale: str,
         commands: list[tuple[str, str]]) -> None:
     """Days computed before the view changed are named as ranges, each with its backfill."""
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     view = ingested.pipeline.feature_views["last"]
     changed = amend(ingested, feature_views={"last": view.model_copy(
         update={"availability_lag": dt.timedelta(minutes=20)})})
-    features.compute_view(changed, "last", *recomputed)
+    features.compute_view(env_lake(), changed, "last", *recomputed)
     with pytest.raises(DataError) as error:
-        training_set.assemble_training_frame(changed, D1, D4)
+        training_set.assemble_training_frame(env_lake(), changed, D1, D4)
     message = str(error.value)
     assert message.startswith(f"features/last: {stale} (rule: a training set never mixes")
     for lo, hi in commands:
@@ -77,18 +78,18 @@ def test_a_training_set_never_mixes_definitions_of_a_view(
                 f"--reason 'view definition changed'`"
                 in message)
     assert message.count("pitstop backfill") == len(commands)
-    features.compute_view(changed, "last", D1, D4)  # what the commands do
-    assert len(training_set.assemble_training_frame(changed, D1, D4)[0]) == 3 * 72
+    features.compute_view(env_lake(), changed, "last", D1, D4)  # what the commands do
+    assert len(training_set.assemble_training_frame(env_lake(), changed, D1, D4)[0]) == 3 * 72
 
 
 def test_future_data_never_changes_past_rows(ingested: LoadedSpec) -> None:
     """Rewrite the whole last day: rows whose cutoff precedes it must not change."""
-    features.compute_view(ingested, "last", D1, D4)
-    before, _ = training_set.assemble_training_frame(ingested, D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
+    before, _ = training_set.assemble_training_frame(env_lake(), ingested, D1, D4)
     write_readings(ingested.landing_dir(), D3, seed=99)
-    ingest.ingest(ingested, "readings", D3, D4)
-    features.compute_view(ingested, "last", D3, D4)
-    after, _ = training_set.assemble_training_frame(ingested, D1, D4)
+    ingest.ingest(env_lake(), ingested, "readings", D3, D4)
+    features.compute_view(env_lake(), ingested, "last", D3, D4)
+    after, _ = training_set.assemble_training_frame(env_lake(), ingested, D1, D4)
     past = before["cutoff"] < pd.Timestamp(D3, tz="UTC")
     seen = ["last__value", "last__as_of"]
     pd.testing.assert_frame_equal(before.loc[past, seen], after.loc[past, seen])
@@ -97,19 +98,19 @@ def test_future_data_never_changes_past_rows(ingested: LoadedSpec) -> None:
 
 def test_dataset_id_is_content_addressed(ingested: LoadedSpec) -> None:
     """Same content, same ID; the set's window is dates and its rows read back as built."""
-    features.compute_view(ingested, "last", D1, D4)
-    first = training_set.build_training_set(ingested, D1, D4)
-    again = training_set.build_training_set(ingested, D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
+    first = training_set.build_training_set(env_lake(), ingested, D1, D4)
+    again = training_set.build_training_set(env_lake(), ingested, D1, D4)
     assert first == again and len(first.dataset_id) == 64
     assert (first.rows, first.start, first.end) == (216, D1, D4)
     assert first.path == f"sensors/datasets/{first.dataset_id}"
-    shorter = training_set.build_training_set(ingested, D1, D3)
+    shorter = training_set.build_training_set(env_lake(), ingested, D1, D3)
     assert shorter.dataset_id != first.dataset_id and shorter.end == D3
-    manifest = lake.read_manifest(lake.lake_root() / first.path)
+    manifest = lake.read_manifest(env_lake().root / first.path)
     assert manifest["dataset_id"] == first.dataset_id and manifest["rows"] == 216
     assert manifest["window"] == {"start": "2024-01-01", "end": "2024-01-04"}
-    frame, _ = training_set.assemble_training_frame(ingested, D1, D4)
-    pd.testing.assert_frame_equal(training_set.read_training_set(first), frame)
+    frame, _ = training_set.assemble_training_frame(env_lake(), ingested, D1, D4)
+    pd.testing.assert_frame_equal(training_set.read_training_set(env_lake(), first), frame)
 
 
 # --- the target fits model.task ------------------------------------------------------------
@@ -163,25 +164,25 @@ def test_a_target_that_fits_the_task_passes(tiny: LoadedSpec, task: str,
 def test_the_target_is_checked_when_the_set_is_built(ingested: LoadedSpec) -> None:
     """The tiny label is 0/1: a multiclass spec refuses it and publishes nothing; regression
     takes it (numeric)."""
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     with pytest.raises(DataError, match=re.escape("use model.task: binary for two")):
-        training_set.build_training_set(for_task(ingested, "multiclass"), D1, D4)
-    assert not lake.pipeline_dir("sensors", "datasets").exists()
-    assert training_set.build_training_set(for_task(ingested, "regression"), D1, D4).rows == 216
+        training_set.build_training_set(env_lake(), for_task(ingested, "multiclass"), D1, D4)
+    assert not lake.pipeline_dir(env_lake(), "sensors", "datasets").exists()
+    assert training_set.build_training_set(env_lake(), for_task(ingested, "regression"), D1, D4).rows == 216
 
 
 # --- prepare: the split first, then the set -------------------------------------------------
 
 
 def test_prepare_builds_the_set_and_its_split(ingested: LoadedSpec) -> None:
-    features.compute_view(ingested, "last", D1, D4)
-    built = training_set.prepare(ingested, D1, D4, produced_by={"dag_id": "sensors_train"})
-    assert built == TrainingInput(training_set.build_training_set(ingested, D1, D4),
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
+    built = training_set.prepare(env_lake(), ingested, D1, D4, produced_by={"dag_id": "sensors_train"})
+    assert built == TrainingInput(training_set.build_training_set(env_lake(), ingested, D1, D4),
                                   Split(D1, D3, D4))
     assert isinstance(built.training_set, TrainingSet)
-    manifest = lake.read_manifest(lake.lake_root() / built.training_set.path)
+    manifest = lake.read_manifest(env_lake().root / built.training_set.path)
     assert manifest["produced_by"] == {"dag_id": "sensors_train"}
-    assert training_set.prepare(ingested, D1, D4, eval_start=D2).split == Split(D1, D2, D4)
+    assert training_set.prepare(env_lake(), ingested, D1, D4, eval_start=D2).split == Split(D1, D2, D4)
 
 
 @pytest.mark.parametrize(("end", "eval_start"), [
@@ -191,8 +192,8 @@ def test_prepare_builds_the_set_and_its_split(ingested: LoadedSpec) -> None:
 ], ids=["no-train-days", "at-end", "at-start"])
 def test_prepare_refuses_a_bad_split_before_building_anything(
         ingested: LoadedSpec, end: Any, eval_start: Any) -> None:
-    features.compute_view(ingested, "last", D1, D4)  # a set could be built
+    features.compute_view(env_lake(), ingested, "last", D1, D4)  # a set could be built
     with pytest.raises(DataError, match=r"split: evaluation start .* must fall inside the "
                                         r"window 2024-01-01\.\.2024-01-0\d"):
-        training_set.prepare(ingested, D1, end, eval_start=eval_start)
-    assert not lake.pipeline_dir("sensors", "datasets").exists()
+        training_set.prepare(env_lake(), ingested, D1, end, eval_start=eval_start)
+    assert not lake.pipeline_dir(env_lake(), "sensors", "datasets").exists()

@@ -16,6 +16,7 @@ import pytest
 
 from pipelines import features, lake, lineage, quality, training_set
 from pipelines.errors import DataError, LineageError
+from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 
@@ -44,11 +45,11 @@ def truncate(path: Path) -> str:
 
 
 def _raw(spec: LoadedSpec, day: dt.date) -> lake.Partition:
-    return next(p for p in lake.list_partitions(spec.name, "raw", "readings") if p.day == day)
+    return next(p for p in lake.list_partitions(env_lake(), spec.name, "raw", "readings") if p.day == day)
 
 
 def _feature(spec: LoadedSpec, day: dt.date) -> lake.Partition:
-    return next(p for p in lake.list_partitions(spec.name, "features", "last") if p.day == day)
+    return next(p for p in lake.list_partitions(env_lake(), spec.name, "features", "last") if p.day == day)
 
 
 def _raised_in(error: pytest.ExceptionInfo[BaseException], function: str) -> bool:
@@ -67,18 +68,18 @@ def test_a_damaged_raw_partition_stops_the_features(ingested: LoadedSpec, damage
     part = _raw(ingested, D2)
     found = damage(part.data_path)
     with pytest.raises(DataError) as error:
-        features.compute_view(ingested, "last", D1, D4)
+        features.compute_view(env_lake(), ingested, "last", D1, D4)
     _says(error, part.data_path, part.sha256, found)
     assert "re-ingest that day from its landing file: trigger sensors_ingest with start " \
            "2024-01-02 and end 2024-01-03" in str(error.value)
     assert _raised_in(error, "read_raw")
-    assert lake.list_partitions(ingested.name, "features", "last") == []
+    assert lake.list_partitions(env_lake(), ingested.name, "features", "last") == []
 
 
 def test_a_flipped_byte_is_caught_after_a_clean_read_even_with_its_mtime_restored(
         ingested: LoadedSpec) -> None:
     """The same file read twice in one process: no earlier verification is trusted."""
-    assert features.compute_view(ingested, "last", D1, D4).rows == 216
+    assert features.compute_view(env_lake(), ingested, "last", D1, D4).rows == 216
     part = _raw(ingested, D1)
     before = part.data_path.stat()
     found = flip_byte(part.data_path)
@@ -86,36 +87,36 @@ def test_a_flipped_byte_is_caught_after_a_clean_read_even_with_its_mtime_restore
     assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
         before.st_size, before.st_mtime_ns, before.st_ino)
     with pytest.raises(DataError) as error:
-        features.compute_view(ingested, "last", D1, D4)
+        features.compute_view(env_lake(), ingested, "last", D1, D4)
     _says(error, part.data_path, part.sha256, found)
 
 
 @pytest.mark.parametrize("damage", [flip_byte, truncate], ids=["flipped-byte", "truncated"])
 def test_a_damaged_feature_partition_stops_the_training_set(ingested: LoadedSpec,
                                                             damage) -> None:
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     part = _feature(ingested, D2)
     found = damage(part.data_path)
     with pytest.raises(DataError) as error:
-        training_set.build_training_set(ingested, D1, D4)
+        training_set.build_training_set(env_lake(), ingested, D1, D4)
     _says(error, part.data_path, part.sha256, found)
     assert ("recompute that day: `pitstop backfill <sensors spec> --start 2024-01-02 "
             "--end 2024-01-03 --views last --reason 'corrupt partition'`") in str(error.value)
     assert _raised_in(error, "read_features")
-    assert not lake.pipeline_dir("sensors", "datasets").exists()
+    assert not lake.pipeline_dir(env_lake(), "sensors", "datasets").exists()
 
 
 def test_a_removed_data_file_is_named_missing(ingested: LoadedSpec) -> None:
-    features.compute_view(ingested, "last", D1, D4)
+    features.compute_view(env_lake(), ingested, "last", D1, D4)
     part = _feature(ingested, D1)
     part.data_path.unlink()
     with pytest.raises(DataError, match=r"sha256 missing \(no file\) is not [0-9a-f]{64}"):
-        training_set.build_training_set(ingested, D1, D4)
+        training_set.build_training_set(env_lake(), ingested, D1, D4)
 
 
 def test_a_file_replaced_during_the_read_is_refused(ingested: LoadedSpec) -> None:
     """What was read must be what the manifest names: a republication mid-read is caught."""
-    parts = lake.list_partitions(ingested.name, "raw", "readings")
+    parts = lake.list_partitions(env_lake(), ingested.name, "raw", "readings")
 
     def read(paths: list[str]) -> int:
         replacement = parts[1].path.parent / "replacement"
@@ -129,7 +130,7 @@ def test_a_file_replaced_during_the_read_is_refused(ingested: LoadedSpec) -> Non
 
 
 def test_a_verified_read_reads_what_the_manifests_name(ingested: LoadedSpec) -> None:
-    parts = lake.list_partitions(ingested.name, "raw", "readings")
+    parts = lake.list_partitions(env_lake(), ingested.name, "raw", "readings")
     assert lake.read_verified(parts, list) == [str(p.data_path) for p in parts]
 
 
@@ -137,7 +138,7 @@ def test_a_verified_read_reads_what_the_manifests_name(ingested: LoadedSpec) -> 
 
 
 def _data_file(built: TrainingInput) -> Path:
-    return lake.committed_file(lake.lake_root() / built.training_set.path)
+    return lake.committed_file(env_lake().root / built.training_set.path)
 
 
 def test_reading_a_corrupt_training_set_fails_before_any_fit(built: TrainingInput) -> None:
@@ -145,7 +146,7 @@ def test_reading_a_corrupt_training_set_fails_before_any_fit(built: TrainingInpu
     expected = lake.sha256_file(data)
     found = flip_byte(data)
     with pytest.raises(DataError) as error:
-        training_set.read_training_set(built.training_set)
+        training_set.read_training_set(env_lake(), built.training_set)
     message = str(error.value)
     assert message.startswith(f"{data}: sha256 {found} ") and f"is not {expected}" in message
     assert "run the train DAG over 2024-01-01..2024-01-04 again" in message
@@ -174,11 +175,11 @@ def test_a_rerun_republishes_a_corrupt_training_set(ingested: LoadedSpec, built:
     good = data.read_bytes()
     damage(data)
     with caplog.at_level(logging.WARNING, logger="pipelines.training_set"):
-        again = training_set.build_training_set(ingested, D1, D4)
+        again = training_set.build_training_set(env_lake(), ingested, D1, D4)
     assert again == built.training_set
     assert _data_file(built).read_bytes() == good  # a new generation, committed
-    frame, _ = training_set.assemble_training_frame(ingested, D1, D4)
-    pd.testing.assert_frame_equal(training_set.read_training_set(again), frame)
+    frame, _ = training_set.assemble_training_frame(env_lake(), ingested, D1, D4)
+    pd.testing.assert_frame_equal(training_set.read_training_set(env_lake(), again), frame)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert warning.startswith(f"training set {again.dataset_id} is corrupt: {data}")
     assert warning.endswith("it is published again from the inputs it was just built from")
@@ -189,7 +190,7 @@ def test_an_intact_training_set_is_reused_untouched(ingested: LoadedSpec, built:
     data = _data_file(built)
     inode = data.stat().st_ino
     with caplog.at_level(logging.WARNING, logger="pipelines.training_set"):
-        assert training_set.build_training_set(ingested, D1, D4) == built.training_set
+        assert training_set.build_training_set(env_lake(), ingested, D1, D4) == built.training_set
     assert data.stat().st_ino == inode and caplog.records == []
 
 
@@ -212,13 +213,14 @@ def test_lineage_records_the_hashes_read_not_a_later_manifest(ingested: LoadedSp
 
     lake.publish_dir(read.path, one_row_less)
     assert _feature(spec, D2).sha256 != read.sha256
-    result = lake.pipeline_dir(spec.name, "result.json")
+    result = lake.pipeline_dir(env_lake(), spec.name, "result.json")
     result.write_text("{}")
-    report = quality.QualitySummary("sensors_training_set", True, 0, 0, lake.relative(result),
+    report = quality.QualitySummary("sensors_training_set", True, 0, 0, env_lake().relative(result),
                                     "", "")
     pair = lineage.plan_pair(spec, built.training_set.dataset_id)
-    record = lineage.lineage_record(spec, built, report, pair, {})
+    record = lineage.lineage_record(env_lake(), spec, built, report, pair, {})
     recorded = {p["path"]: p["sha256"] for p in record["feature_partitions"]}
-    assert recorded[lake.relative(read.path)] == read.sha256
+    assert recorded[env_lake().relative(read.path)] == read.sha256
     assert {p["path"]: p["sha256"] for p in record["raw_partitions"]} == {
-        lake.relative(p.path): p.sha256 for p in lake.list_partitions(spec.name, "raw", "readings")}
+        env_lake().relative(p.path): p.sha256
+        for p in lake.list_partitions(env_lake(), spec.name, "raw", "readings")}
