@@ -120,7 +120,7 @@ def trace_lines(subject: Subject) -> list[str]:
     training = rec["training_set"]
     airflow = rec["airflow"]
     alias = f", alias {', '.join(subject.aliases)}" if subject.aliases else ""
-    lines = [
+    return [
         f"{subject.name} version {subject.version}  (verdict {tags.get('verdict', '?')}{alias})",
         f"  pair_id {rec['pair_id']}",
         f"└─ run {subject.run_id}  model {rec['model']['model_id']}",
@@ -132,29 +132,8 @@ def trace_lines(subject: Subject) -> list[str]:
         f"sha256 {training['sha256']}"),
         (f"      window {training['window']['start']}..{training['window']['end']}, split "
         f"{rec['training']['split']}"),
-    ]
-    for dataset, parts in sorted(_by_dataset(rec["feature_partitions"]).items()):
-        producers = sorted({str(p["produced_by"].get("run_id")) for p in parts})
-        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
-                     f"{sum(p['rows'] or 0 for p in parts)} rows, by {len(producers)} "
-                     f"Airflow run(s) {', '.join(producers[:2])}{' …' if len(producers) > 2 else ''}")
-    for dataset, parts in sorted(_by_dataset(rec["raw_partitions"]).items()):
-        sources = list(dict.fromkeys(  # a month or local-day file feeds several partitions
-            file["path"] for p in parts for file in p.get("source_files", [])))
-        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
-                     f"{sum(p['rows'] or 0 for p in parts)} rows")
-        if sources:
-            lines.append(f"      │    from {len(sources)} source files, e.g. {sources[0]}")
-    checks = rec["checks"]
-    ts_check = checks["training_set"]
-    lines += [
-        "   checks",
-        (f"      {ts_check['suite']}: {'passed' if ts_check['success'] else 'FAILED'} "
-        f"(artifact {ts_check['artifact']}, Data Docs {ts_check['data_docs']})"),
-        *(f"      {c['suite']}: {'passed' if c['success'] else 'FAILED'} ({c['result']})"
-          for c in checks["raw"][:6]),
-        *([f"      … and {len(checks['raw']) - 6} more raw checks"] if len(checks["raw"]) > 6
-          else []),
+        *_input_lines(rec),
+        *_check_lines(rec["checks"]),
         "   code",
         (f"      version {rec['code']['version']}, git {rec['code']['git_commit']}, "
         f"{len(rec['code']['files'])} files"),
@@ -162,7 +141,39 @@ def trace_lines(subject: Subject) -> list[str]:
         f"   spec {rec['spec']['file']} sha256 {rec['spec']['sha256']}",
         f"   feature definitions {rec['feature_definitions_hash']}",
     ]
+
+
+def _input_lines(rec: dict[str, Any]) -> list[str]:
+    """One line per feature and raw dataset: its partitions, rows, and who produced them or
+    which landing files they came from (counted once: a month file feeds many partitions)."""
+    lines = []
+    for dataset, parts in sorted(_by_dataset(rec["feature_partitions"]).items()):
+        producers = sorted({str(p["produced_by"].get("run_id")) for p in parts})
+        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
+                     f"{sum(p['rows'] or 0 for p in parts)} rows, by {len(producers)} "
+                     f"Airflow run(s) {', '.join(producers[:2])}{' …' if len(producers) > 2 else ''}")
+    for dataset, parts in sorted(_by_dataset(rec["raw_partitions"]).items()):
+        sources = list(dict.fromkeys(
+            file["path"] for p in parts for file in p.get("source_files", [])))
+        lines.append(f"      ├─ {dataset}: {len(parts)} partitions {_span(parts)}, "
+                     f"{sum(p['rows'] or 0 for p in parts)} rows")
+        if sources:
+            lines.append(f"      │    from {len(sources)} source files, e.g. {sources[0]}")
     return lines
+
+
+def _check_lines(checks: dict[str, Any]) -> list[str]:
+    """The gate's check and the first six raw checks (a year has hundreds)."""
+    ts_check = checks["training_set"]
+    return [
+        "   checks",
+        (f"      {ts_check['suite']}: {'passed' if ts_check['success'] else 'FAILED'} "
+        f"(artifact {ts_check['artifact']}, Data Docs {ts_check['data_docs']})"),
+        *(f"      {c['suite']}: {'passed' if c['success'] else 'FAILED'} ({c['result']})"
+          for c in checks["raw"][:6]),
+        *([f"      … and {len(checks['raw']) - 6} more raw checks"] if len(checks["raw"]) > 6
+          else []),
+    ]
 
 
 def trace(ref: str) -> dict[str, Any]:

@@ -169,18 +169,9 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
     if not paths:
         return {}
     con = _connect(source.timezone)
-    files = [str(p) for p in paths]
-    delimiter = source.delimiter.replace("'", "''")
-    reader = (
-        f"read_csv(?, header = true, all_varchar = true, union_by_name = true, "
-        f"delim = '{delimiter}', quote = '\"', escape = '\"', strict_mode = true, "
-        f"filename = '{FILE}', hive_partitioning = false)"
-        if source.format == "csv"
-        else f"read_parquet(?, union_by_name = true, filename = '{FILE}', "
-             f"hive_partitioning = false)"
-    )
     try:
-        con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {reader}", [files])
+        con.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {_reader(source)}",
+                    [[str(p) for p in paths]])
     except duckdb.Error as exc:
         if len(paths) > 1:
             for path in paths:
@@ -189,6 +180,33 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
             _check_csv_shape(paths[0], source)
         first = str(exc).strip().splitlines()[0]
         raise DataError(f"{paths[0]}: cannot be read as {source.format}: {first}") from exc
+    _check_types(con, source)
+    casts = ", ".join(
+        f'TRY_CAST("{c}" AS {SQL_TYPES[t]}) AS "{c}"' for c, t in source.columns.items()
+    )
+    con.execute(f"CREATE TEMP TABLE typed AS SELECT {FILE}, {casts} FROM delivered")
+    con.execute("SET TimeZone = 'UTC'")  # naive strings were read in the source's zone
+    typed = con.sql(f"SELECT * FROM typed ORDER BY {FILE}").to_arrow_table()
+    by_file = typed.column(FILE)
+    return {path: typed.filter(pc.equal(by_file, str(path))).drop_columns([FILE])
+            for path in paths}
+
+
+def _reader(source: Source) -> str:
+    """The DuckDB table function for the source's format: every CSV field read as text (so a
+    bad value is found and named, not guessed into a type), the delimiter the spec declares,
+    strict about ragged lines; no hive partitioning, so a folder never replaces a column."""
+    if source.format != "csv":
+        return (f"read_parquet(?, union_by_name = true, filename = '{FILE}', "
+                f"hive_partitioning = false)")
+    delimiter = source.delimiter.replace("'", "''")
+    return (f"read_csv(?, header = true, all_varchar = true, union_by_name = true, "
+            f"delim = '{delimiter}', quote = '\"', escape = '\"', strict_mode = true, "
+            f"filename = '{FILE}', hive_partitioning = false)")
+
+
+def _check_types(con: duckdb.DuckDBPyConnection, source: Source) -> None:
+    """Refuse the first file with a value its column's declared type cannot hold, counted."""
     bad_checks = ", ".join(
         f'count(*) FILTER (WHERE "{c}" IS NOT NULL AND TRY_CAST("{c}" AS {SQL_TYPES[t]}) IS NULL)'
         for c, t in source.columns.items()
@@ -198,18 +216,6 @@ def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table
         for (column, kind), count in zip(source.columns.items(), bad, strict=True):
             if count:
                 raise DataError(f"{file}: column {column!r} has {count} values that are not {kind}")
-    casts = ", ".join(
-        f'TRY_CAST("{c}" AS {SQL_TYPES[t]}) AS "{c}"' for c, t in source.columns.items()
-    )
-    con.execute(f"CREATE TEMP TABLE typed AS SELECT {FILE}, {casts} FROM delivered")
-    con.execute("SET TimeZone = 'UTC'")  # naive strings were read in the source's zone
-    typed = con.sql(f"SELECT * FROM typed ORDER BY {FILE}").to_arrow_table()
-    by_file = typed.column(FILE)
-    tables = {}
-    for path in paths:
-        rows = typed.filter(pc.equal(by_file, str(path)))
-        tables[path] = rows.drop_columns([FILE])
-    return tables
 
 
 def _check_csv_shape(path: Path, source: Source) -> None:

@@ -220,6 +220,43 @@ def _partition(store: lake.Lake, path: str, sha256: str | None = None,
             **extra}
 
 
+def _raw_inputs(store: lake.Lake, training_set: TrainingSet
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The raw partitions a training set was built from, each with its landing files and GX
+    check, and those checks once each (a month chunk's result serves all its days)."""
+    raw = []
+    checks: dict[str, dict[str, Any]] = {}
+    for used in raw_partitions_used(store, training_set):
+        part = _partition(store, used["path"], used["sha256"])
+        raw_manifest = _manifest(store, used["path"])
+        part["source_files"] = raw_manifest.get("source_files", [])
+        if quality := raw_manifest.get("quality"):
+            part["check"] = quality["result"]
+            checks.setdefault(quality["result"], {
+                "suite": quality["suite"], "success": quality["success"],
+                "result": quality["result"]})
+        raw.append(part)
+    return raw, sorted(checks.values(), key=lambda c: c["result"])
+
+
+def _checks(store: lake.Lake, spec: LoadedSpec, quality_report: QualitySummary,
+            raw_checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The gate's GX result (hashed, and where its run copy is), the raw checks, and the
+    hash of every suite the pipeline names."""
+    suites = {name: sha256_file(spec.suite_path(name)) for name in {
+        *(s.suite for s in spec.pipeline.sources.values() if s.suite),
+        spec.pipeline.training_suite}}
+    return {
+        "training_set": {"suite": quality_report.suite, "success": quality_report.success,
+                         "result": quality_report.result_path,
+                         "sha256": sha256_file(store.root / quality_report.result_path),
+                         "artifact": "quality/validation_result.json",
+                         "data_docs": "quality/data_docs/index.html"},
+        "raw": raw_checks,
+        "suites": suites,
+    }
+
+
 def lineage_record(
     store: lake.Lake,
     spec: LoadedSpec,
@@ -235,45 +272,20 @@ def lineage_record(
     """
     training_set = built.training_set
     manifest = _manifest(store, training_set.path)
-    features = [_partition(store, p["path"], p["sha256"], view=view)
-                for view, parts in sorted(manifest["inputs"]["features"].items())
-                for p in parts]
-    raw = []
-    checks: dict[str, dict[str, Any]] = {}
-    for used in raw_partitions_used(store, training_set):
-        part = _partition(store, used["path"], used["sha256"])
-        raw_manifest = _manifest(store, used["path"])
-        part["source_files"] = raw_manifest.get("source_files", [])
-        if quality := raw_manifest.get("quality"):
-            part["check"] = quality["result"]
-            checks.setdefault(quality["result"], {
-                "suite": quality["suite"], "success": quality["success"],
-                "result": quality["result"]})
-        raw.append(part)
-    suites = {name: sha256_file(spec.suite_path(name)) for name in {
-        *(s.suite for s in spec.pipeline.sources.values() if s.suite),
-        spec.pipeline.training_suite}}
+    raw, raw_checks = _raw_inputs(store, training_set)
     return {
-        "format": 1,
-        "pipeline": spec.name,
-        "pair_id": pair.pair_id,
+        "format": 1, "pipeline": spec.name, "pair_id": pair.pair_id,
         "dataset_id": training_set.dataset_id,
         "training_set": {**_partition(store, training_set.path), "window": manifest["window"],
                          "columns": manifest["columns"]},
         "feature_definitions_hash": feature_definitions_hash(spec),
-        "feature_partitions": features,
+        "feature_partitions": [_partition(store, p["path"], p["sha256"], view=view)
+                               for view, parts in sorted(manifest["inputs"]["features"].items())
+                               for p in parts],
         "raw_partitions": raw,
         "spec": {"file": spec.path.name, "path": str(spec.path), "sha256": sha256_file(spec.path),
                  "artifact": f"lineage/spec/{spec.path.name}"},
-        "checks": {
-            "training_set": {"suite": quality_report.suite, "success": quality_report.success,
-                             "result": quality_report.result_path,
-                             "sha256": sha256_file(store.root / quality_report.result_path),
-                             "artifact": "quality/validation_result.json",
-                             "data_docs": "quality/data_docs/index.html"},
-            "raw": sorted(checks.values(), key=lambda c: c["result"]),
-            "suites": suites,
-        },
+        "checks": _checks(store, spec, quality_report, raw_checks),
         "code": {"version": pair.code_version, "git_commit": git_commit(spec.path.parent),
                  "files": code_digests(spec)},
         "packages": package_versions(),

@@ -160,8 +160,14 @@ def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_
     if created_time and nulls:
         raise DataError(f"features: {nulls} rows have a null {created_time!r} "
                         f"(rule: every feature row needs the time it was written)")
-    if not tied:
-        return
+    if tied:
+        _refuse_conflicting_ties(con, keys, feature_time, values)
+
+
+def _refuse_conflicting_ties(con: duckdb.DuckDBPyConnection, keys: list[str],
+                             feature_time: str, values: list[str]) -> None:
+    """Rows that tie on keys, ft and ct may repeat one value, never hold two: which would win
+    is undefined, so the first conflicting group is named instead."""
     tie_list = ", ".join([*map(_q, keys), FT, CT])
     value_list = "".join(f", {_q(c)}" for c in values)
     found = con.sql(  # through Arrow: DuckDB's own fetch of TIMESTAMPTZ needs pytz
@@ -178,6 +184,15 @@ def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_
             f"(same created time) hold different values (rule: one value per key and time; "
             f"give corrections a later created time)"
         )
+
+
+def _checked_arguments(keys: Sequence[str], ttl: dt.timedelta | None) -> list[str]:
+    """The keys as a list, once the arguments no data could fix are refused."""
+    if not keys:
+        raise ValueError("point_in_time_join needs at least one key")
+    if ttl is not None and ttl < dt.timedelta(0):
+        raise ValueError(f"ttl must not be negative, got {ttl}")
+    return list(keys)
 
 
 def point_in_time_join(
@@ -206,11 +221,7 @@ def point_in_time_join(
     (see `pipelines.settings`).
     Raises DataError on naive timestamps, missing columns, name clashes and conflicting ties.
     """
-    keys = list(keys)
-    if not keys:
-        raise ValueError("point_in_time_join needs at least one key")
-    if ttl is not None and ttl < dt.timedelta(0):
-        raise ValueError(f"ttl must not be negative, got {ttl}")
+    keys = _checked_arguments(keys, ttl)
     with tempfile.TemporaryDirectory(prefix="pitstop-pit-", dir=settings.pit_spill_root()) as spill:
         con = duckdb.connect(config={"temp_directory": spill,
                                      "memory_limit": settings.pit_memory_limit()})

@@ -137,6 +137,28 @@ def _failures(result: dict[str, Any]) -> list[Failure]:
     return failures
 
 
+def _run_checkpoint(frame: pd.DataFrame, suite_json: dict[str, Any], docs_dir: Path
+                    ) -> dict[str, Any]:
+    """One GX checkpoint of the suite over the frame, writing Data Docs into `docs_dir`; the
+    validation result as JSON. An ephemeral context each time, so nothing GX keeps between
+    runs can change a result."""
+    import great_expectations as gx
+
+    context = _context(docs_dir)
+    suite = context.suites.add(gx.ExpectationSuite(**suite_json))
+    batch = (context.data_sources.add_pandas("frames")
+             .add_dataframe_asset(suite.name)
+             .add_batch_definition_whole_dataframe("whole"))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{suite.name}-gate", validation_definitions=[definition],
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[SITE])],
+        result_format={"result_format": "SUMMARY"}))
+    run = checkpoint.run(batch_parameters={"dataframe": frame})
+    return next(iter(run.run_results.values())).to_json_dict()
+
+
 def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
              out_dir: lake.LakePath, pipeline: str | None = None) -> ValidationReport:
     """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
@@ -144,28 +166,13 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
     Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
     passed: callers decide with `require_valid`. `pipeline` is recorded in the manifest.
     """
-    import great_expectations as gx
-
     suite_json = _strip_ids(load_suite(suite_path))
     outcome: dict[str, Any] = {}
 
     def write(tmp: Path) -> dict[str, Any]:
-        context = _context(tmp / DOCS_DIR)
-        suite = context.suites.add(gx.ExpectationSuite(**suite_json))
-        batch = (context.data_sources.add_pandas("frames")
-                 .add_dataframe_asset(suite.name)
-                 .add_batch_definition_whole_dataframe("whole"))
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{suite.name}-gate", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[SITE])],
-            result_format={"result_format": "SUMMARY"}))
-        run = checkpoint.run(batch_parameters={"dataframe": frame})
-        result = next(iter(run.run_results.values())).to_json_dict()
+        result = outcome["result"] = _run_checkpoint(frame, suite_json, tmp / DOCS_DIR)
         (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
-        outcome.update(result=result)
-        return {"suite": suite.name, "suite_sha256": lake.sha256_file(suite_path),
+        return {"suite": suite_json["name"], "suite_sha256": lake.sha256_file(suite_path),
                 "data_name": data_name, "success": bool(result["success"]),
                 **({"pipeline": pipeline} if pipeline else {})}
 

@@ -71,6 +71,24 @@ def plan_pair(spec: LoadedSpec, built: TrainingInput) -> Pair:
         pair, registered_version=None if existing is None else str(existing.version))
 
 
+def _run_tags(spec: LoadedSpec, dataset_id: str, quality_report: QualitySummary, pair: Pair,
+              context: dict[str, Any], raw: list[dict[str, Any]]) -> dict[str, str]:
+    """The lineage tags of the training run (its logged model and version get the same)."""
+    return {
+        "pipeline": spec.name, "pair_id": pair.pair_id, "dataset_id": dataset_id,
+        "code_version": pair.code_version,
+        "git_commit": lineage.git_commit(spec.path.parent) or "none",
+        "feature_definitions_hash": lineage.feature_definitions_hash(spec),
+        "raw_inputs_sha256": lake.sha256_json([(p["path"], p["sha256"]) for p in raw]),
+        "raw_partitions": str(len(raw)), "task": spec.pipeline.model.task,
+        "gx_result": "passed" if quality_report.success else "failed",
+        "gx_suite": quality_report.suite,
+        **{f"airflow_{k}": str(v) for k, v in context.items() if k in ("dag_id", "run_id", "try")},
+        "triggered_by": str(context.get("triggered_by") or "unknown"),
+        "reason": str(context.get("reason") or ""),
+    }
+
+
 def training_log(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
                  quality_report: QualitySummary, pair: Pair, context: dict[str, Any],
                  scratch: Path) -> TrainingLog:
@@ -78,19 +96,7 @@ def training_log(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
     files on an object store are copied into `scratch` for MLflow to upload)."""
     training_set, split, model = built.training_set, built.split, spec.pipeline.model
     raw = lineage.raw_partitions_used(store, training_set)
-    tags = {
-        "pipeline": spec.name, "pair_id": pair.pair_id, "dataset_id": training_set.dataset_id,
-        "code_version": pair.code_version,
-        "git_commit": lineage.git_commit(spec.path.parent) or "none",
-        "feature_definitions_hash": lineage.feature_definitions_hash(spec),
-        "raw_inputs_sha256": lake.sha256_json([(p["path"], p["sha256"]) for p in raw]),
-        "raw_partitions": str(len(raw)), "task": model.task,
-        "gx_result": "passed" if quality_report.success else "failed",
-        "gx_suite": quality_report.suite,
-        **{f"airflow_{k}": str(v) for k, v in context.items() if k in ("dag_id", "run_id", "try")},
-        "triggered_by": str(context.get("triggered_by") or "unknown"),
-        "reason": str(context.get("reason") or ""),
-    }
+    tags = _run_tags(spec, training_set.dataset_id, quality_report, pair, context, raw)
     folder = store.root / training_set.path
     docs = store.root / quality_report.docs_dir
     return TrainingLog(

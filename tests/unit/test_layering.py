@@ -83,14 +83,9 @@ def test_imports_point_down_the_layers(name: str) -> None:
                                  "above it (tests/unit/test_layering.py LAYERS)")
 
 
-MAX_FUNCTION_LINES = 40
+MAX_FUNCTION_LINES = 39
 """From `def` to the function's last line, decorators left out (`ast`: end_lineno - lineno
-+ 1): a function longer than this does more than one thing and wants named helpers."""
-
-PENDING_LONG_FUNCTIONS = {"lineage.lineage_record", "audit.trace_lines", "quality.validate",
-                          "ingest.read_landing_files"}
-"""Functions still over the limit, in modules being rewritten for object storage (issue 12).
-Each must still be over it: when one is fixed, take it off this list, so the list shrinks."""
++ 1): a function of 40 lines or more does more than one thing and wants named helpers."""
 
 
 def _functions(node: ast.AST, prefix: str) -> Iterator[tuple[str, int]]:
@@ -115,14 +110,7 @@ def _function_lengths() -> dict[str, int]:
 
 def test_functions_stay_short() -> None:
     long = {name: lines for name, lines in _function_lengths().items()
-            if lines > MAX_FUNCTION_LINES and name not in PENDING_LONG_FUNCTIONS}
+            if lines > MAX_FUNCTION_LINES}
     assert long == {}, (f"functions over {MAX_FUNCTION_LINES} lines: {long}; split them by "
                         "meaning into named helpers (tests/unit/test_layering.py)")
 
-
-def test_pending_long_functions_are_still_long() -> None:
-    lengths = _function_lengths()
-    fixed = sorted(name for name in PENDING_LONG_FUNCTIONS
-                   if lengths.get(name, 0) <= MAX_FUNCTION_LINES)
-    assert fixed == [], (f"{fixed} are gone or no longer over {MAX_FUNCTION_LINES} lines: "
-                         "take them off PENDING_LONG_FUNCTIONS (tests/unit/test_layering.py)")
