@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pipelines import lake
 from pipelines.errors import DataError
 from pipelines.features import ViewResult, compute_view
+from pipelines.provenance import ProducedBy
 from pipelines.settings import MAX_BACKFILL_DAYS
 from pipelines.spec import LoadedSpec
 
@@ -62,7 +62,7 @@ def backfill(
     end: dt.date,
     views: list[str] | None = None,
     progress: Callable[[str], None] = print,
-    produced_by: dict[str, Any] | None = None,
+    produced_by: ProducedBy | None = None,
 ) -> list[ViewResult]:
     """Recompute views over `[start, end)` in month chunks; reruns replace partitions whole.
 

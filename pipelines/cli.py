@@ -244,17 +244,18 @@ def _exit_code(exc: BaseException) -> int:
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
 
 
-def command_context(reason: str, argv: list[str] | None) -> dict[str, Any]:
+def command_context(reason: str, argv: list[str] | None) -> Any:
     """Who and what produced an output from the command line, as `run_context` says it for a
     task: recorded as `produced_by` in every manifest the command writes."""
     import getpass
     import shlex
     import socket
 
+    from pipelines.provenance import ProducedBy
+
     words = sys.argv[1:] if argv is None else argv
-    return {"command": shlex.join(["pitstop", *words]), "user": getpass.getuser(),
-            "host": socket.gethostname(), "triggered_by": getpass.getuser(),
-            "reason": reason}
+    return ProducedBy(command=shlex.join(["pitstop", *words]), user=getpass.getuser(),
+                      host=socket.gethostname(), triggered_by=getpass.getuser(), reason=reason)
 
 
 def score_command(spec: Any, args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from pipelines import ingest, lake
 from pipelines.errors import DataError, SpecError
 from pipelines.lineage import view_definitions_hash
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 
 EVENT_TIME = "event_time"
@@ -123,7 +124,7 @@ def compute_view(
     view_name: str,
     start: dt.date,
     end: dt.date,
-    produced_by: dict[str, Any] | None = None,
+    produced_by: ProducedBy | None = None,
 ) -> ViewResult:
     """Compute one view for `[start, end)` and publish a partition per day (empty days too)."""
     began = time.perf_counter()
@@ -133,7 +134,8 @@ def compute_view(
     view = spec.pipeline.feature_views[view_name]
     raw, used = raw_inputs(store, spec, view.sources, start - _lookback(view.lookback), end)
     frame = view_rows(spec, view_name, _run_hook(spec, view_name, raw), start, end)
-    total = _publish_days(store, spec, view_name, frame, used, start, end, produced_by or {})
+    total = _publish_days(store, spec, view_name, frame, used, start, end,
+                           produced_by or ProducedBy())
     return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
                       len(lake.days(start, end)), round(time.perf_counter() - began, 3))
 
@@ -156,7 +158,7 @@ def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.d
 
 def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
                   used: list[dict[str, Any]], start: dt.date, end: dt.date,
-                  produced_by: dict[str, Any]) -> int:
+                  produced_by: ProducedBy) -> int:
     """One partition per day of `[start, end)`, empty days too (a reader then knows the day
     was computed), each manifest naming only the raw partitions that could feed that day and
     the view's definitions hash. Returns the rows published."""
@@ -174,7 +176,7 @@ def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.
             lake.write_parquet(table, tmp / lake.DATA_FILE)
             return {"pipeline": spec.name, "dataset": f"features/{view_name}", "date": day.isoformat(),
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
-                    "produced_by": produced_by}
+                    "produced_by": produced_by.to_json()}
 
         lake.publish_dir(lake.partition_dir(store, spec.name, "features", view_name, day), write)
         total += len(part)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipelines import lake, quality
 from pipelines.errors import DataError
+from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
 from pipelines.spec import PARTITION_DAY, PERIOD_PLACEHOLDERS, LoadedSpec, Source
 
@@ -335,7 +336,7 @@ def ingest(
     source_name: str,
     start: dt.date,
     end: dt.date,
-    produced_by: dict[str, Any] | None = None,
+    produced_by: ProducedBy | None = None,
     now: dt.datetime | None = None,
 ) -> IngestResult:
     """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
@@ -359,7 +360,7 @@ def ingest(
     report = _validate(store, spec, source_name, days, f"{start}_{end}")
     files = {path: _file_record(path) for path in found}
     partitions = [_publish_day(store, spec, source_name, rows, [files[p] for p in rows.paths],
-                               _quality_summary(store, report), produced_by or {})
+                               _quality_summary(store, report), produced_by or ProducedBy())
                   for rows in days]
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
@@ -430,7 +431,7 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
                  source_files: list[dict[str, Any]], quality_summary: dict[str, Any] | None,
-                 produced_by: dict[str, Any]) -> dict[str, Any]:
+                 produced_by: ProducedBy) -> dict[str, Any]:
     """Publish one UTC day's partition, sorted by event time and keys; its summary."""
     source = spec.pipeline.sources[source_name]
     sort_keys = ([source.event_time] if source.event_time else []) + source.keys
@@ -442,7 +443,7 @@ def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: Day
         return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
                 "date": rows.day.isoformat(), "source_files": source_files,
                 "schema": dict(source.columns), "quality": quality_summary,
-                "produced_by": produced_by}
+                "produced_by": produced_by.to_json()}
 
     manifest = lake.publish_dir(folder, write)
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)

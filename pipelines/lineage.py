@@ -20,6 +20,7 @@ import pyarrow as pa
 from pipelines import lake
 from pipelines.errors import DataError
 from pipelines.lake import sha256_file, sha256_json
+from pipelines.provenance import ProducedBy
 
 if TYPE_CHECKING:
     from pipelines.quality import QualitySummary
@@ -263,7 +264,7 @@ def lineage_record(
     built: TrainingInput,
     quality_report: QualitySummary,
     pair: Pair,
-    context: dict[str, Any],
+    context: ProducedBy,
 ) -> dict[str, Any]:
     """Everything a model version was made from, each input named by its content hash.
 
@@ -291,6 +292,7 @@ def lineage_record(
         "packages": package_versions(),
         "training": {"config": training_config(spec),
                      "split": {k: v.isoformat() for k, v in vars(built.split).items()}},
-        "airflow": {"train": {k: context.get(k) for k in ("dag_id", "run_id", "task_id", "try")},
-                    "triggered_by": context.get("triggered_by"), "reason": context.get("reason")},
+        "airflow": {"train": {"dag_id": context.dag_id, "run_id": context.run_id,
+                              "task_id": context.task_id, "try": context.try_number},
+                    "triggered_by": context.triggered_by, "reason": context.reason},
     }

@@ -34,6 +34,7 @@ from pipelines.errors import DataError
 from pipelines.evaluate import metric_key
 from pipelines.metrics import decide
 from pipelines.monitoring import DayMonitoring, Reference
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import join_feature_views, label_spine
 
@@ -124,7 +125,7 @@ class ScoredDay:
 
 
 def score_day(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
-              produced_by: dict[str, Any] | None = None) -> ScoredDay:
+              produced_by: ProducedBy | None = None) -> ScoredDay:
     """Score one day with the pinned version, publish, monitor; raise on a breach (after
     the predictions, marked not to use, and every monitored value are recorded)."""
     began = time.perf_counter()
@@ -134,7 +135,8 @@ def score_day(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.d
     reference = Reference.from_json(registry.load_json(pinned.reference_uri))
     found = monitoring.monitor_day(reference, frame, pred, spec.pipeline.monitoring)
     breaches = [b.message() for b in found.breaches]
-    folder = publish_scores(store, spec, pinned, day, scored, inputs, breaches, produced_by or {})
+    folder = publish_scores(store, spec, pinned, day, scored, inputs, breaches,
+                            produced_by or ProducedBy())
     publish_monitoring(store, spec, pinned, day, found)
     run_id = log_monitoring(spec, pinned, day, found, seconds)
     record_breaches(pinned, day, breaches)
@@ -150,7 +152,7 @@ def score_day(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.d
 
 def publish_scores(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
                    scored: pd.DataFrame, inputs: dict[str, Any], breaches: list[str],
-                   produced_by: dict[str, Any]) -> lake.LakePath:
+                   produced_by: ProducedBy) -> lake.LakePath:
     """The day's predictions as a partition whose manifest says which version made them
     from which inputs, and whether they may be used."""
     folder = lake.partition_dir(store, spec.name, SCORES, pinned.model_name, day)
@@ -162,7 +164,7 @@ def publish_scores(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day:
                 "model_name": pinned.model_name, "alias": pinned.alias,
                 "model_version": pinned.version, "pair_id": pinned.pair_id,
                 "run_id": pinned.run_id, "rows": len(scored), "usable": not breaches,
-                "breaches": breaches, "inputs": inputs, "produced_by": produced_by}
+                "breaches": breaches, "inputs": inputs, "produced_by": produced_by.to_json()}
 
     lake.publish_dir(folder, write)
     return folder

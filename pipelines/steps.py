@@ -32,6 +32,7 @@ from pipelines import (
 from pipelines.champion import Registered
 from pipelines.evaluate import EvaluationSummary
 from pipelines.lineage import Pair
+from pipelines.provenance import ProducedBy
 from pipelines.quality import QualitySummary
 from pipelines.registry import TrainedRun, TrainingLog
 from pipelines.spec import LoadedSpec, check_model
@@ -50,7 +51,7 @@ INPUT_EXAMPLE_ROWS = 5
 
 
 def build_training_set(store: lake.Lake, spec: LoadedSpec, window: tuple[dt.date, dt.date],
-                       eval_start: dt.date | None, produced_by: dict[str, Any]
+                       eval_start: dt.date | None, produced_by: ProducedBy
                        ) -> TrainingInput:
     """The first train task: the estimator checked against the task (DAG parsing skips this
     import-heavy check), then the split checked and the set built and published."""
@@ -72,7 +73,7 @@ def plan_pair(spec: LoadedSpec, built: TrainingInput) -> Pair:
 
 
 def _run_tags(spec: LoadedSpec, dataset_id: str, quality_report: QualitySummary, pair: Pair,
-              context: dict[str, Any], raw: list[dict[str, Any]]) -> dict[str, str]:
+              context: ProducedBy, raw: list[dict[str, Any]]) -> dict[str, str]:
     """The lineage tags of the training run (its logged model and version get the same)."""
     return {
         "pipeline": spec.name, "pair_id": pair.pair_id, "dataset_id": dataset_id,
@@ -83,14 +84,15 @@ def _run_tags(spec: LoadedSpec, dataset_id: str, quality_report: QualitySummary,
         "raw_partitions": str(len(raw)), "task": spec.pipeline.model.task,
         "gx_result": "passed" if quality_report.success else "failed",
         "gx_suite": quality_report.suite,
-        **{f"airflow_{k}": str(v) for k, v in context.items() if k in ("dag_id", "run_id", "try")},
-        "triggered_by": str(context.get("triggered_by") or "unknown"),
-        "reason": str(context.get("reason") or ""),
+        **{f"airflow_{k}": str(v) for k, v in context.to_json().items()
+           if k in ("dag_id", "run_id", "try")},
+        "triggered_by": context.triggered_by or "unknown",
+        "reason": context.reason or "",
     }
 
 
 def training_log(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
-                 quality_report: QualitySummary, pair: Pair, context: dict[str, Any],
+                 quality_report: QualitySummary, pair: Pair, context: ProducedBy,
                  scratch: Path) -> TrainingLog:
     """What the training run records: tags, params, lineage, and the files to attach (lake
     files on an object store are copied into `scratch` for MLflow to upload)."""
@@ -127,7 +129,7 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def train_model(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
-                quality_report: QualitySummary, pair: Pair, context: dict[str, Any]
+                quality_report: QualitySummary, pair: Pair, context: ProducedBy
                 ) -> TrainedRun:
     """Fit on the train rows, then log run, dataset, model and lineage to MLflow.
 

@@ -30,6 +30,7 @@ from pipelines.features import (
 )
 from pipelines.lineage import feature_definitions_hash, frame_content_hash, stored_content_hash
 from pipelines.pit import point_in_time_join
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def build_training_set(
     spec: LoadedSpec,
     start: dt.date,
     end: dt.date,
-    produced_by: dict[str, Any] | None = None,
+    produced_by: ProducedBy | None = None,
 ) -> TrainingSet:
     """Build, hash and publish the training set of `[start, end)`; same content, same ID.
 
@@ -118,7 +119,7 @@ def build_training_set(
                     "window": {"start": start.isoformat(), "end": end.isoformat()},
                     "rows": len(frame), "columns": {c: str(t) for c, t in frame.dtypes.items()},
                     "definitions_hash": definitions, "inputs": inputs,
-                    "produced_by": produced_by or {}}
+                    "produced_by": (produced_by or ProducedBy()).to_json()}
 
         lake.publish_dir(folder, write)
     return TrainingSet(dataset_id, store.relative(folder), len(frame), start, end)
@@ -173,7 +174,7 @@ def split_window(spec: LoadedSpec, start: dt.date, end: dt.date,
 
 def prepare(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date,
             eval_start: dt.date | None = None,
-            produced_by: dict[str, Any] | None = None) -> TrainingInput:
+            produced_by: ProducedBy | None = None) -> TrainingInput:
     """The train DAG's first step: check the split, then build and publish the set."""
     split = split_window(spec, start, end, eval_start)
     return TrainingInput(build_training_set(store, spec, start, end, produced_by), split)

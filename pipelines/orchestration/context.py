@@ -13,17 +13,18 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.lake import merge_spans
+from pipelines.provenance import ProducedBy
 
 
-def run_context(context: Mapping[str, Any]) -> dict[str, Any]:
+def run_context(context: Mapping[str, Any]) -> ProducedBy:
     """Who and what produced an output: recorded in manifests and MLflow tags."""
     ti, dag_run = context["ti"], context["dag_run"]
     run_type = getattr(dag_run, "run_type", "")  # an enum in the task runner: keep its value
-    return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
-            "map_index": ti.map_index, "try": ti.try_number,
-            "triggered_by": getattr(dag_run, "triggering_user_name", None)
-            or str(getattr(run_type, "value", run_type)),
-            "reason": context["params"].get("reason")}
+    return ProducedBy(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                      map_index=ti.map_index, try_number=ti.try_number,
+                      triggered_by=getattr(dag_run, "triggering_user_name", None)
+                      or str(getattr(run_type, "value", run_type)),
+                      reason=context["params"].get("reason"))
 
 
 def run_clock(context: Mapping[str, Any]) -> dt.datetime:

@@ -20,6 +20,7 @@ import pytest
 from pipelines import audit, features, lake, lineage, quality, training_set
 from pipelines.errors import DataError
 from pipelines.lake import from_env as env_lake
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 from tests.faults.invariants import D1, D2, D4, Case, assert_clear_error, flip_byte, params
@@ -55,7 +56,8 @@ def recorded(ingested: LoadedSpec, built: TrainingInput, tmp_path: Path,
     (ingested.expectations_dir / "sensors_training_set.json").write_text(json.dumps(SUITE))
     gate = quality.validate_training_set(env_lake(), ingested, built.training_set)
     pair = lineage.plan_pair(ingested, built.training_set.dataset_id)
-    record = lineage.lineage_record(env_lake(), ingested, built, gate, pair, {"dag_id": "sensors_train"})
+    record = lineage.lineage_record(env_lake(), ingested, built, gate, pair,
+                                    ProducedBy(dag_id="sensors_train"))
     record["model"] = {"uri": "models:/sensors/1", "model_id": "m-faults", "files": {}}
     store = tmp_path / "artifacts"  # the run's artifacts as they were logged
     for artifact, source in ((record["spec"]["artifact"], ingested.path),

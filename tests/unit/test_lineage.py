@@ -15,6 +15,7 @@ import pytest
 from pipelines import lake, lineage, quality
 from pipelines.lake import from_env as env_lake
 from pipelines.lineage import Pair
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import TrainingInput
 
@@ -287,8 +288,8 @@ def test_lineage_record_names_every_input_of_the_run(suited: LoadedSpec,
                                                      built: TrainingInput) -> None:
     report = quality.validate_training_set(env_lake(), suited, built.training_set)
     pair = lineage.plan_pair(suited, built.training_set.dataset_id)
-    context = {"dag_id": "sensors_train", "run_id": "manual__1", "task_id": "train_model",
-               "try": 2, "triggered_by": "alice", "reason": "new view"}
+    context = ProducedBy(dag_id="sensors_train", run_id="manual__1", task_id="train_model",
+                         try_number=2, triggered_by="alice", reason="new view")
     record = lineage.lineage_record(env_lake(), suited, built, report, pair, context)
     training_set = built.training_set
     assert (record["pipeline"], record["pair_id"], record["dataset_id"]) == (

@@ -17,6 +17,7 @@ from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.orchestration.context import run_clock, run_context, triggering_spans, window
+from pipelines.provenance import ProducedBy
 
 D = dt.date
 
@@ -116,24 +117,25 @@ def test_an_event_without_a_range_fails_saying_what_to_add(extra: Any) -> None:
 def test_run_context_records_who_ran_what_and_why() -> None:
     ctx = context({"reason": "retrain after the February fix"}, DAY,
                   triggering_user_name="scientist", run_type=DagRunType.MANUAL)
-    assert run_context(ctx) == {
-        "dag_id": "sensors_train", "run_id": "manual__2013-03-05",
-        "task_id": "build_training_set", "map_index": -1, "try": 2,
-        "triggered_by": "scientist", "reason": "retrain after the February fix"}
+    assert run_context(ctx) == ProducedBy(
+        dag_id="sensors_train", run_id="manual__2013-03-05", task_id="build_training_set",
+        map_index=-1, try_number=2, triggered_by="scientist",
+        reason="retrain after the February fix")
+    assert run_context(ctx).to_json()["try"] == 2  # as Airflow names it, in every manifest
 
 
 def test_run_context_without_a_user_or_reason() -> None:
     recorded = run_context(context(interval=DAY, triggering_user_name=None,
                                    run_type=DagRunType.SCHEDULED))
-    assert recorded["reason"] is None
-    assert recorded["triggered_by"]  # falls back to the run type, never empty
+    assert recorded.reason is None and "reason" not in recorded.to_json()
+    assert recorded.triggered_by  # falls back to the run type, never empty
 
 
 @pytest.mark.parametrize("run_type", [DagRunType.SCHEDULED, DagRunType.ASSET_TRIGGERED,
                                       DagRunType.BACKFILL])
 def test_run_context_names_the_run_type_when_nobody_triggered(run_type: DagRunType) -> None:
     recorded = run_context(context(interval=DAY, triggering_user_name=None, run_type=run_type))
-    assert recorded["triggered_by"] == run_type.value
+    assert recorded.triggered_by == run_type.value
 
 
 def test_the_run_clock_is_when_the_run_started_else_when_it_was_due() -> None:

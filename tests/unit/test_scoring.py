@@ -20,6 +20,7 @@ import pytest
 from pipelines import features, ingest, lake, quality, registry, scoring, steps, train, training_set
 from pipelines.lake import from_env as env_lake
 from pipelines.monitoring import Reference
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from tests.unit.conftest import D1, D4, amend
 
@@ -65,7 +66,7 @@ def registered(tiny: LoadedSpec) -> tuple[LoadedSpec, training_set.TrainingInput
     features.compute_view(env_lake(), spec, "last", D1, LAST)
     built = training_set.prepare(env_lake(), spec, D1, D4)
     pair = steps.plan_pair(spec, built)
-    run = steps.train_model(env_lake(), spec, built, _quality_stub(spec), pair, {})
+    run = steps.train_model(env_lake(), spec, built, _quality_stub(spec), pair, ProducedBy())
     evaluation = steps.evaluate_model(env_lake(), spec, built, run)
     done = steps.register_model(spec, pair, run, evaluation)
     assert done.champion, evaluation.verdict

@@ -34,6 +34,7 @@ from pipelines import evaluate, features, lake, lineage, registry, steps, train
 from pipelines.errors import DataError, SpecError, ValidationFailed
 from pipelines.lake import from_env as env_lake
 from pipelines.lineage import Pair
+from pipelines.provenance import ProducedBy
 from pipelines.quality import QualitySummary
 from pipelines.registry import TrainedRun
 from pipelines.spec import Evaluation, Guardrails, LoadedSpec, load_spec
@@ -41,8 +42,8 @@ from pipelines.training_set import Split, TrainingInput
 
 from .conftest import D1, D2, D3, D4, amend, training_suite
 
-CONTEXT = {"dag_id": "sensors_train", "run_id": "manual__2024-01-04", "task_id": "train_model",
-           "try": 1, "triggered_by": "alice", "reason": "unit test of the steps"}
+CONTEXT = ProducedBy(dag_id="sensors_train", run_id="manual__2024-01-04", task_id="train_model",
+                     try_number=1, triggered_by="alice", reason="unit test of the steps")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_build_training_set_publishes_the_set_with_who_produced_it(computed: Loa
     assert built.split == Split(D1, D3, D4)  # the spec's one evaluation day
     assert built.training_set.rows == 216
     manifest = lake.read_manifest(env_lake().root / built.training_set.path)
-    assert manifest["produced_by"] == CONTEXT
+    assert manifest["produced_by"] == CONTEXT.to_json()
     assert steps.build_training_set(env_lake(), computed, (D1, D4), D2, {}).split == Split(D1, D2, D4)
 
 

@@ -13,6 +13,7 @@ import pytest
 from pipelines import features, ingest, lake, training_set
 from pipelines.errors import DataError
 from pipelines.lake import from_env as env_lake
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import Split, TrainingInput, TrainingSet
 
@@ -176,7 +177,8 @@ def test_the_target_is_checked_when_the_set_is_built(ingested: LoadedSpec) -> No
 
 def test_prepare_builds_the_set_and_its_split(ingested: LoadedSpec) -> None:
     features.compute_view(env_lake(), ingested, "last", D1, D4)
-    built = training_set.prepare(env_lake(), ingested, D1, D4, produced_by={"dag_id": "sensors_train"})
+    built = training_set.prepare(env_lake(), ingested, D1, D4,
+                                 produced_by=ProducedBy(dag_id="sensors_train"))
     assert built == TrainingInput(training_set.build_training_set(env_lake(), ingested, D1, D4),
                                   Split(D1, D3, D4))
     assert isinstance(built.training_set, TrainingSet)

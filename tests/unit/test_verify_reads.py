@@ -17,6 +17,7 @@ import pytest
 from pipelines import features, lake, lineage, quality, training_set
 from pipelines.errors import DataError, LineageError
 from pipelines.lake import from_env as env_lake
+from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 
@@ -218,7 +219,7 @@ def test_lineage_records_the_hashes_read_not_a_later_manifest(ingested: LoadedSp
     report = quality.QualitySummary("sensors_training_set", True, 0, 0, env_lake().relative(result),
                                     "", "")
     pair = lineage.plan_pair(spec, built.training_set.dataset_id)
-    record = lineage.lineage_record(env_lake(), spec, built, report, pair, {})
+    record = lineage.lineage_record(env_lake(), spec, built, report, pair, ProducedBy())
     recorded = {p["path"]: p["sha256"] for p in record["feature_partitions"]}
     assert recorded[env_lake().relative(read.path)] == read.sha256
     assert {p["path"]: p["sha256"] for p in record["raw_partitions"]} == {
