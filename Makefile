@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 bench-score up down clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ bench-verify: install
 	$(BIN)/python bench/verify_reads.py
 
 # Full-2013 `pitstop run` with the lake in a SeaweedFS bucket vs a folder, as a ratio (see bench/README.md)
+# Batch scoring of a week of days vs the champion's raw predict on the same rows (after `make run`; see bench/README.md)
+bench-score: install
+	$(BIN)/python bench/scoring.py
+
 bench-s3: install
 	$(BIN)/python bench/s3_lake.py
 
