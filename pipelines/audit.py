@@ -49,6 +49,9 @@ def _versions(ref: str) -> list[Any]:
     from mlflow.exceptions import MlflowException
 
     client = registry.client()
+    named = re.split("[@/]", ref)[0] if ("@" in ref or "/" in ref) else None
+    if named is not None and not registry.model_exists(named):
+        raise LineageError(f"{ref}: no registered model {named!r} in MLflow ({settings_hint()})")
     try:
         if "@" in ref:
             name, alias = ref.split("@", 1)
@@ -229,14 +232,14 @@ def _file_sha(file: lake.LakePath | None) -> str:
     return lake.sha256_file(file) if file and file.exists() else "missing"
 
 
-def _gx_result(store: lake.Lake, recorded: str) -> tuple[str, lake.LakePath | None]:
-    """The gate's GX result in the lake: named by its published folder like every partition,
-    read from the generation lineage recorded while it is kept, else from the one committed now
-    (so a re-validation with the same bytes still verifies, and other bytes are a mismatch)."""
+def _gx_result(store: lake.Lake, recorded: str) -> tuple[str, lake.LakePath]:
+    """The gate's GX result in the lake, named by its published folder like every partition,
+    and the generation lineage recorded. A later re-validation of the same training set (a
+    re-run) publishes a new generation and, two later, removes this one: then only the run's
+    copy, checked above, is left to compare, and a missing lake copy is no mismatch."""
     path = store.root / recorded
     folder = path.parent.parent if lake.GENERATION.fullmatch(path.parent.name) else path.parent
-    part = {"path": store.relative(folder), "file": path.name}
-    return f"{part['path']}/{path.name}", path if path.exists() else _lake_file(store, part)
+    return f"{store.relative(folder)}/{path.name}", path
 
 
 def _lake_sha(store: lake.Lake, part: dict[str, Any]) -> str:
@@ -267,7 +270,8 @@ def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
         result.expect(f"run artifact {check['artifact']}", check["sha256"],
                       lake.sha256_file(result_copy))
     gx_result, gx_file = _gx_result(store, check["result"])
-    result.expect(gx_result, check["sha256"], _file_sha(gx_file))
+    if gx_file.exists():
+        result.expect(gx_result, check["sha256"], _file_sha(gx_file))
     actual_model = registry.artifact_hashes(rec["model"]["uri"])
     for name, sha in sorted(rec["model"]["files"].items()):
         result.expect(f"model {rec['model']['model_id']} file {name}", sha,

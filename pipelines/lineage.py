@@ -108,10 +108,11 @@ def code_files(spec: LoadedSpec) -> dict[str, Path]:
 
 
 NOT_CODE = {"evaluation": {"problems"}, "airflow": True, "description": True, "model": True,
-            "split": True}
+            "split": True, "schedules": True, "score": True, "monitoring": True}
 """Spec fields left out of the spec's part of `code_version`: where the known problems live,
-how Airflow schedules the DAGs and the prose description do not decide the model, and
-`model` and `split` are hashed as the training config beside it."""
+when and how Airflow schedules the DAGs, which alias scores, the monitoring limits and the
+prose description do not decide the model (tuning a limit must not register a new version),
+and `model` and `split` are hashed as the training config beside it."""
 
 
 def spec_digest(spec: LoadedSpec) -> str:

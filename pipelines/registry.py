@@ -95,8 +95,18 @@ def champion_version(model_name: str) -> Any | None:
     return alias_version(model_name, CHAMPION)
 
 
+def model_exists(model_name: str) -> bool:
+    """Whether the registered model exists, asked by a search: MLflow's basic-auth server
+    answers a direct read of a model that does not exist with 403, like a refused one, so
+    only a search tells "none yet" (a first training) from "not allowed"."""
+    return bool(client().search_registered_models(filter_string=f"name = '{model_name}'"))
+
+
 def alias_version(model_name: str, alias: str) -> Any | None:
-    """The version holding `alias`; None only when MLflow says there is none."""
+    """The version holding `alias`; None only when MLflow says there is none (no such
+    model, or no version with the alias)."""
+    if not model_exists(model_name):
+        return None
     try:
         return client().get_model_version_by_alias(model_name, alias)
     except MlflowException as exc:

@@ -89,12 +89,12 @@ def test_an_unreachable_store_is_not_a_missing_champion(refused: str) -> None:
     store down, `champion_version` raises instead of answering "no champion" (which would let
     the gate skip the comparison and promote the first candidate it sees).
 
-    Sees: `API request to http://127.0.0.1:<port>/api/2.0/mlflow/registered-models/alias
-    failed …`.
+    Sees: `API request to http://127.0.0.1:<port>/api/2.0/mlflow/registered-models/search
+    failed …` (whether the model exists is asked first).
     """
     with pytest.raises(MlflowException) as error:
         registry.champion_version("sensors")
-    assert_clear_error(error, MlflowException, refused, "registered-models/alias")
+    assert_clear_error(error, MlflowException, refused, "registered-models/search")
 
 
 def test_an_unreachable_store_is_not_a_missing_version_for_the_auditor(refused: str) -> None:

@@ -361,7 +361,7 @@ UNKNOWN = hex64()
     (UNKNOWN, UNKNOWN + ": no model version has this pair_id or dataset_id ({store})"),
     ("{name}@nobody", "{name}@nobody: no such model version in MLflow ({store})"),
     ("{name}/99", "{name}/99: no such model version in MLflow ({store})"),
-    ("no-such-model/1", "no-such-model/1: no such model version in MLflow ({store})"),
+    ("no-such-model/1", "no-such-model/1: no registered model 'no-such-model' in MLflow ({store})"),
 ], ids=["nonsense", "unknown-id", "unknown-alias", "unknown-version", "unknown-model"])
 def test_a_bad_reference_says_what_is_wrong(registered: str, ref: str, says: str) -> None:
     """The message names the reference and, where MLflow was asked, which store."""

@@ -209,7 +209,8 @@ def test_code_version_ignores_bytecode_caches(library: Path, tmp_path: Path) -> 
     lambda text: text.replace("split:", "evaluation: {problems: sensors/problems.yaml}\nsplit:"),
     lambda text: text.replace("name: sensors", "name: sensors\ndescription: Sensors, again"),
     lambda text: text + "airflow: {retries: 5}\n",
-], ids=["comment", "first-problems-line", "description", "airflow-settings"])
+    lambda text: text + "monitoring: {max_feature_psi: 0.5, bins: 5}\nscore: {alias: challenger}\n",
+], ids=["comment", "first-problems-line", "description", "airflow-settings", "monitoring-limits"])
 def test_code_version_ignores_what_does_not_make_the_model(
         tmp_path: Path, edit: Callable[[str], str]) -> None:
     spec = _write_pipeline(tmp_path / "a")
