@@ -273,9 +273,11 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
             dag = dags[f"{spec.name}_{stage}"]
             echo(f"[{number}/{len(stages)}] {dag.dag_id} {run_conf['start']}..{run_conf['end']} ...")
             began = time.perf_counter()
-            results[stage] = _run_stage(
-                spec, dag, run_conf, log_file,
-                _published(results, *(dt.date.fromisoformat(run_conf[k]) for k in ("start", "end"))))
+            published = _published(results, *(dt.date.fromisoformat(run_conf[k])
+                                               for k in ("start", "end")))
+            if stage == "score":  # a failed day does not unpublish the days scored before it
+                published = f"every day scored is published with its verdict; {published}"
+            results[stage] = _run_stage(spec, dag, run_conf, log_file, published)
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
     return results
