@@ -271,7 +271,7 @@ def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
                       lake.sha256_file(result_copy))
     gx_result, gx_file = _gx_result(store, check["result"])
     if gx_file.exists():
-        result.expect(gx_result, check["sha256"], _file_sha(gx_file))
+        result.expect(gx_result, check["sha256"], lake.sha256_file(gx_file))
     actual_model = registry.artifact_hashes(rec["model"]["uri"])
     for name, sha in sorted(rec["model"]["files"].items()):
         result.expect(f"model {rec['model']['model_id']} file {name}", sha,

@@ -274,8 +274,8 @@ def rescore_versions(spec: LoadedSpec) -> list[tuple[str, str, float]]:
                                    threshold, train.classes(model), target)
             registry.log_metrics(version.run_id,
                                  {SCORE_METRIC.format(name=problem.name): result.score})
-            registry.client().set_model_version_tag(
-                name, version.version, SCORED_TAG.format(name=problem.name), problem.sha256)
+            registry.set_version_tags(name, str(version.version),
+                                      {SCORED_TAG.format(name=problem.name): problem.sha256})
             scored.append((str(version.version), problem.name, result.score))
     return scored
 
