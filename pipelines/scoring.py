@@ -150,41 +150,42 @@ def score_day(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.d
     return result
 
 
+def _publish_day(folder: lake.LakePath, frame: pd.DataFrame, manifest: dict[str, Any]
+                 ) -> lake.LakePath:
+    """One day's frame as the partition's data file, committed with these manifest fields."""
+
+    def write(tmp: Path) -> dict[str, Any]:
+        lake.write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
+                           tmp / lake.DATA_FILE)
+        return manifest
+
+    lake.publish_dir(folder, write)
+    return folder
+
+
 def publish_scores(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
                    scored: pd.DataFrame, inputs: dict[str, Any], breaches: list[str],
                    produced_by: ProducedBy) -> lake.LakePath:
     """The day's predictions as a partition whose manifest says which version made them
     from which inputs, and whether they may be used."""
-    folder = lake.partition_dir(store, spec.name, SCORES, pinned.model_name, day)
-
-    def write(tmp: Path) -> dict[str, Any]:
-        lake.write_parquet(pa.Table.from_pandas(scored, preserve_index=False),
-                           tmp / lake.DATA_FILE)
-        return {"pipeline": spec.name, "dataset": SCORES, "day": day.isoformat(),
-                "model_name": pinned.model_name, "alias": pinned.alias,
-                "model_version": pinned.version, "pair_id": pinned.pair_id,
-                "run_id": pinned.run_id, "rows": len(scored), "usable": not breaches,
-                "breaches": breaches, "inputs": inputs, "produced_by": produced_by.to_json()}
-
-    lake.publish_dir(folder, write)
-    return folder
+    return _publish_day(
+        lake.partition_dir(store, spec.name, SCORES, pinned.model_name, day), scored,
+        {"pipeline": spec.name, "dataset": SCORES, "day": day.isoformat(),
+         "model_name": pinned.model_name, "alias": pinned.alias,
+         "model_version": pinned.version, "pair_id": pinned.pair_id,
+         "run_id": pinned.run_id, "rows": len(scored), "usable": not breaches,
+         "breaches": breaches, "inputs": inputs, "produced_by": produced_by.to_json()})
 
 
 def publish_monitoring(store: lake.Lake, spec: LoadedSpec, pinned: PinnedModel, day: dt.date,
                        found: DayMonitoring) -> lake.LakePath:
     """Every monitored value of the day as rows of the lake's monitoring table."""
-    folder = lake.partition_dir(store, spec.name, MONITORING, pinned.model_name, day)
-    rows = monitoring.table(found).assign(day=day.isoformat(), model_version=pinned.version)
-
-    def write(tmp: Path) -> dict[str, Any]:
-        lake.write_parquet(pa.Table.from_pandas(rows, preserve_index=False),
-                           tmp / lake.DATA_FILE)
-        return {"pipeline": spec.name, "dataset": MONITORING, "day": day.isoformat(),
-                "model_name": pinned.model_name, "model_version": pinned.version,
-                "rows": found.rows, "breaches": len(found.breaches)}
-
-    lake.publish_dir(folder, write)
-    return folder
+    return _publish_day(
+        lake.partition_dir(store, spec.name, MONITORING, pinned.model_name, day),
+        monitoring.table(found).assign(day=day.isoformat(), model_version=pinned.version),
+        {"pipeline": spec.name, "dataset": MONITORING, "day": day.isoformat(),
+         "model_name": pinned.model_name, "model_version": pinned.version,
+         "rows": found.rows, "breaches": len(found.breaches)})
 
 
 def log_monitoring(spec: LoadedSpec, pinned: PinnedModel, day: dt.date, found: DayMonitoring,
