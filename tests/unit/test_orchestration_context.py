@@ -8,6 +8,7 @@ without a scheduler.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.orchestration.context import run_clock, run_context, triggering_spans, window
+from pipelines.orchestration.context import DAG_TEST_USER, run_clock, run_context, triggering_spans, window
 from pipelines.provenance import ProducedBy
 
 D = dt.date
@@ -142,3 +143,11 @@ def test_the_run_clock_is_when_the_run_started_else_when_it_was_due() -> None:
     started = context(start_date=at("2013-03-05T12:03:00"))
     assert run_clock(started) == at("2013-03-05T12:03:00")
     assert run_clock(context(start_date=None)) == at("2013-03-05T12:00:00")
+
+
+def test_a_dag_test_run_names_the_os_user_who_ran_it() -> None:
+    """`dag.test()` calls every run's user "dag_test"; `pitstop run` runs tasks in-process,
+    so the record names the person at the shell instead."""
+    recorded = run_context(context(interval=DAY, triggering_user_name=DAG_TEST_USER,
+                                   run_type=DagRunType.MANUAL))
+    assert recorded.triggered_by == getpass.getuser() != DAG_TEST_USER
