@@ -220,8 +220,19 @@ class FeatureView(_Strict):
     sources: list[str] = Field(min_length=1)
     keys: list[str] = Field(min_length=1)
     availability_lag: Duration = dt.timedelta(0)
+    """How long after its `event_time` a row the function returns without `created_time`
+    becomes known (`created_time = event_time + availability_lag`); a training row at cutoff
+    t sees it only when `created_time <= t`. Set it to the upstream's real delivery delay."""
     lookback: Duration = dt.timedelta(0)
+    """History the function needs before each chunk, e.g. `7d` for a 7-day rolling mean:
+    computing days `[start, end)` hands the function the raw rows of `[start - lookback,
+    end)`, the lookback rounded up to whole UTC days, and keeps only the rows it returns
+    with `event_time` in `[start, end)`. So any chunking of a backfill gives the same rows, as
+    long as a row depends on at most `lookback` of earlier raw rows."""
     ttl: Duration | None = None
+    """How old a feature row may be and still be joined: a training row at cutoff t takes
+    the latest row with `event_time` in `[t - ttl, t]`, else nulls. Without a ttl any earlier
+    row qualifies."""
     description: str = ""
     columns: list[str] | None = Field(None, min_length=1, exclude=True)
     """The feature columns the function returns besides keys, `event_time` and
