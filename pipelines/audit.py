@@ -46,25 +46,10 @@ class Subject:
 
 def _versions(ref: str) -> list[Any]:
     """Model versions a reference names; LineageError when there are none."""
-    from mlflow.exceptions import MlflowException
-
-    client = registry.client()
-    named = re.split("[@/]", ref)[0] if ("@" in ref or "/" in ref) else None
-    if named is not None and not registry.model_exists(named):
-        raise LineageError(f"{ref}: no registered model {named!r} in MLflow ({settings_hint()})")
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            return [client.get_model_version_by_alias(name, alias)]
-        if "/" in ref:
-            name, version = ref.rsplit("/", 1)
-            return [client.get_model_version(name, version)]
-    except MlflowException as exc:
-        if not registry.absent(exc):
-            raise
-        raise LineageError(f"{ref}: no such model version in MLflow "
-                           f"({settings_hint()}): {exc.message}") from exc
+    if (named := _model_ref(ref)) is not None:
+        return [_named_version(ref, *named)]
     if HEX64.match(ref):
+        client = registry.client()
         found = [*client.search_model_versions(f"tags.pair_id = '{ref}'"),
                  *client.search_model_versions(f"tags.dataset_id = '{ref}'")]
         if found:
@@ -74,6 +59,36 @@ def _versions(ref: str) -> list[Any]:
                            f"({settings_hint()})")
     raise LineageError(f"{ref}: not a reference; use NAME@ALIAS, NAME/VERSION, a pair_id or "
                        f"a dataset_id (64 hex digits)")
+
+
+def _model_ref(ref: str) -> tuple[str, str, str] | None:
+    """`NAME@ALIAS` as (name, "@", alias), `NAME/VERSION` as (name, "/", version), else None."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, "@", alias
+    if "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        return name, "/", version
+    return None
+
+
+def _named_version(ref: str, name: str, kind: str, which: str) -> Any:
+    """The version an alias or number names. The model is searched for first: basic-auth
+    MLflow answers a read of a missing model with 403, which must not read as "refused"."""
+    from mlflow.exceptions import MlflowException
+
+    if not registry.model_exists(name):
+        raise LineageError(f"{ref}: no registered model {name!r} in MLflow ({settings_hint()})")
+    client = registry.client()
+    try:
+        if kind == "@":
+            return client.get_model_version_by_alias(name, which)
+        return client.get_model_version(name, which)
+    except MlflowException as exc:
+        if not registry.absent(exc):
+            raise
+        raise LineageError(f"{ref}: no such model version in MLflow "
+                           f"({settings_hint()}): {exc.message}") from exc
 
 
 def settings_hint() -> str:
