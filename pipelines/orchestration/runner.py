@@ -171,12 +171,15 @@ def _check_params(dags: dict[str, Any], stages: list[tuple[str, dict[str, Any]]]
             raise DataError(f"run: {name}_{stage} refuses its params: {str(exc)[:300]}") from exc
 
 
-def _published(results: dict[str, Any], start: dt.date, end: dt.date) -> str:
-    """What the finished stages of a run left in the lake, for a failure's message."""
+def _published(results: dict[str, Any], running: str, start: dt.date, end: dt.date) -> str:
+    """What the run has left in the lake should the `running` stage fail, for its message:
+    the finished stages' output, and a score stage's days scored before the failure."""
     done = [stage for stage in ("ingest", "features") if stage in results]
-    if not done:
-        return "nothing was published"
-    return f"{' and '.join(done)} of {start}..{end} are published (re-running redoes them safely)"
+    text = ("nothing was published" if not done else f"{' and '.join(done)} of {start}..{end} "
+            "are published (re-running redoes them safely)")
+    if running == "score":  # a failed day does not unpublish the days scored before it
+        return f"every day scored is published with its verdict; {text}"
+    return text
 
 
 def fail_running(dag_id: str, since: dt.datetime) -> int:
@@ -273,10 +276,8 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
             dag = dags[f"{spec.name}_{stage}"]
             echo(f"[{number}/{len(stages)}] {dag.dag_id} {run_conf['start']}..{run_conf['end']} ...")
             began = time.perf_counter()
-            published = _published(results, *(dt.date.fromisoformat(run_conf[k])
-                                               for k in ("start", "end")))
-            if stage == "score":  # a failed day does not unpublish the days scored before it
-                published = f"every day scored is published with its verdict; {published}"
+            published = _published(results, stage, *(dt.date.fromisoformat(run_conf[k])
+                                                      for k in ("start", "end")))
             results[stage] = _run_stage(spec, dag, run_conf, log_file, published)
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
