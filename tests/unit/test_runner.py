@@ -140,3 +140,16 @@ def test_every_stage_params_are_checked_before_the_first_runs(tiny: LoadedSpec) 
                        "for param reason"):
         runner._check_params(dags, [("ingest", good), ("train", {**good, "reason": 5})],
                              "sensors")
+
+
+@pytest.mark.parametrize(("results", "running", "expected"), [
+    ({}, "ingest", "nothing was published"),
+    ({"ingest": {}}, "features",
+     "ingest of 2024-01-01..2024-01-04 are published (re-running redoes them safely)"),
+    ({"ingest": {}, "features": {}}, "score", "every day scored is published with its verdict; "
+     "ingest and features of 2024-01-01..2024-01-04 are published (re-running redoes them "
+     "safely)"),
+])
+def test_a_failure_says_what_the_run_left_published(results: dict, running: str,
+                                                    expected: str) -> None:
+    assert runner._published(results, running, D1, D4) == expected
