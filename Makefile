@@ -21,8 +21,10 @@ run: install
 	$(BIN)/python dags/flights_delay/land.py
 	$(BIN)/pitstop run $(SPEC) --start $(START) --end $(END)
 
+# Test modules spread over TEST_WORKERS processes (pytest-xdist), each module on one worker
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 up: install
 	$(BIN)/pitstop up
@@ -45,11 +47,11 @@ bench-bootstrap: install
 bench-verify: install
 	$(BIN)/python bench/verify_reads.py
 
-# Full-2013 `pitstop run` with the lake in a SeaweedFS bucket vs a folder, as a ratio (see bench/README.md)
 # Batch scoring of a week of days vs the champion's raw predict on the same rows (after `make run`; see bench/README.md)
 bench-score: install
 	$(BIN)/python bench/scoring.py
 
+# Full-2013 `pitstop run` with the lake in a SeaweedFS bucket vs a folder, as a ratio (see bench/README.md)
 bench-s3: install
 	$(BIN)/python bench/s3_lake.py
 

@@ -36,6 +36,18 @@ os.environ.pop("PITSTOP_LANDING", None)
 os.environ.pop("PITSTOP_LAKE", None)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each test module on one xdist worker (`make test` runs `--dist loadgroup`).
+
+    Module- and session-scoped fixtures (a trained chain, a live stack) are then built once per
+    module rather than once per worker that happens to get one of its tests. A module that
+    shares a session fixture with another names a group of its own (the live stack's "live").
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session")
 def pitstop_home() -> Path:
     return _home

@@ -25,7 +25,7 @@ from pipelines.orchestration.local import group_alive
 from tests.integration.conftest import END, ROOT, START
 from tests.integration.live import Live, service_env
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("live")]  # one live stack
 
 VIEWS = ("origin_weather", "origin_delays", "carrier_delays", "plane")
 

@@ -22,7 +22,7 @@ import pytest
 from tests.integration.browser import ensure_browser
 from tests.integration.live import Live
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("live")]  # one live stack
 
 DAG_ID = "flights_delay_backfill"
 UI_TIMEOUT = 60
