@@ -76,7 +76,11 @@ def check(spec: LoadedSpec, full: bool) -> list[Finding]:
         findings += problem_findings(spec)
         if "model.build" not in broken:
             findings += model_findings(spec)
-        findings += feature_findings(spec, broken)
+        columns = {producer: training_columns(spec, producer, broken)
+                   for producer in [LABEL, *spec.pipeline.feature_views]}
+        findings += feature_findings(spec, columns)
+        if "training_suite" not in broken:
+            findings += training_suite_findings(spec, columns)
     return findings
 
 
@@ -265,7 +269,12 @@ def model_findings(spec: LoadedSpec) -> list[Finding]:
     return []
 
 
-def feature_findings(spec: LoadedSpec, broken: set[str]) -> list[Finding]:
+Columns = dict[str, tuple[set[str] | None, str]]
+"""Each producer's (the label's, every view's) training-set columns and how they are known,
+or None and why not (`training_columns`)."""
+
+
+def feature_findings(spec: LoadedSpec, columns: Columns) -> list[Finding]:
     """Each of `model.features` is a column the training set will have.
 
     A view's columns are `<view>__<column>` and `<view>__as_of`; any other feature must be a
@@ -278,15 +287,42 @@ def feature_findings(spec: LoadedSpec, broken: set[str]) -> list[Finding]:
         groups.setdefault(owner(spec, feature), []).append(feature)
     findings = []
     for producer, features in groups.items():
-        columns, how = training_columns(spec, producer, broken)
+        given, how = columns[producer]
         what = f"feature view {producer!r}" if producer != LABEL else "the label"
-        if columns is None:
+        if given is None:
             findings.append(Finding(spec.path, "model.features", (
                 f"{features} could not be checked: {how}"), "warning"))
-        elif missing := [f for f in features if f not in columns]:
+        elif missing := [f for f in features if f not in given]:
             findings.append(Finding(spec.path, "model.features", (
-                f"{missing} are not columns of {what}, which gives {sorted(columns)} ({how}); "
+                f"{missing} are not columns of {what}, which gives {sorted(given)} ({how}); "
                 "a view's columns are named `<view>__<column>`")))
+    return findings
+
+
+COLUMN_KWARGS = ("column", "column_A", "column_B")
+"""The kwargs by which a GX expectation names one column."""
+
+
+def training_suite_findings(spec: LoadedSpec, columns: Columns) -> list[Finding]:
+    """Each column the training suite names is one the training set will have.
+
+    Without this a renamed view column passes validation and fails at `validate_training_set`,
+    after the whole backfill, as an expectation on a column GX reports nothing about. Checked
+    only when every producer's columns are known.
+    """
+    if any(given is None for given, _ in columns.values()):
+        return []
+    present = set().union(*(given for given, _ in columns.values() if given is not None))
+    path = spec.suite_path(spec.pipeline.training_suite)
+    findings = []
+    for index, item in enumerate(load_suite(path)["expectations"]):
+        named = [item["kwargs"][k] for k in COLUMN_KWARGS if k in item["kwargs"]]
+        named += list(item["kwargs"].get("column_list") or [])
+        if missing := [c for c in named if c not in present]:
+            findings.append(Finding(spec.path, "training_suite", (
+                f"{path}: expectations[{index}] ({item['type']}) names {missing}, which the "
+                f"training set will not have; it has {sorted(present)}: rename the column in "
+                "the suite, or the view column it meant")))
     return findings
 
 

@@ -261,6 +261,39 @@ def test_a_hook_failing_on_the_sample_is_a_warning(tmp_path: Path, landed: Path)
     assert "KeyError: 'seat'" in finding.message
 
 
+TRAINING_SUITE = "aircraft_utilisation_training_set"
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), [
+    ("expect_column_values_to_not_be_null", {"column": "airframe__wings"}),
+    ("expect_column_pair_values_to_be_equal",
+     {"column_A": "tailnum", "column_B": "airframe__wings"}),
+    ("expect_compound_columns_to_be_unique", {"column_list": ["tailnum", "airframe__wings"]}),
+], ids=["column", "column_B", "column_list"])
+def test_a_training_suite_column_the_set_lacks_is_an_error(tmp_path: Path, landed: Path,
+                                                           kind: str,
+                                                           kwargs: dict[str, Any]) -> None:
+    """Found by a stranger: a view column renamed in the hook but not in the training suite
+    used to pass validate and fail at validate_training_set after the whole backfill."""
+    path = copy_example(tmp_path, edit=_with_landing(landed, _undeclared))
+    _suite(tmp_path, TRAINING_SUITE, lambda s: s["expectations"].append(
+        {"type": kind, "kwargs": kwargs}))
+    [finding] = validation.validate(path)
+    assert (finding.field, finding.severity) == ("training_suite", "error")
+    assert f"{TRAINING_SUITE}.json: expectations[" in finding.message
+    assert "names ['airframe__wings'], which the training set will not have" in finding.message
+    assert "'airframe__seats'" in finding.message  # what it has, to pick the right name
+
+
+def test_training_suite_columns_are_unchecked_while_a_view_is_unknown(tmp_path: Path) -> None:
+    """Nothing landed and nothing declared: the features warn, the suite is not judged."""
+    path = copy_example(tmp_path, edit=_undeclared)
+    _suite(tmp_path, TRAINING_SUITE, lambda s: s["expectations"].append(
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "nope"}}))
+    assert {(f.field, f.severity) for f in validation.validate(path)} == {
+        ("model.features", "warning")}
+
+
 def test_declaring_columns_changes_no_dataset_id(tmp_path: Path) -> None:
     """`columns:` is left out of the feature-definition hash that every dataset_id holds."""
     from pipelines.lineage import feature_definitions_hash
