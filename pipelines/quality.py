@@ -38,10 +38,15 @@ class Failure:
     column: str | None
     kwargs: dict[str, Any]
     observed: dict[str, Any]
+    error: str | None = None
+    """Why GX could not evaluate it at all (a column the table lacks), else None."""
 
     def describe(self) -> str:
         """The expectation, its column and what GX observed, whatever types GX used."""
         where = f" on column {self.column!r}" if self.column else ""
+        if self.error:
+            return (f"{self.expectation}{where} could not be evaluated: {self.error} "
+                    f"(is the column named as the table names it?)")
         seen = {k: plain for k, v in self.observed.items()
                 if k in ("observed_value", "unexpected_count", "unexpected_percent",
                          "partial_unexpected_list")
@@ -133,8 +138,18 @@ def _failures(result: dict[str, Any]) -> list[Failure]:
         kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
         column = kwargs.get("column") or (
             f"{kwargs['column_A']} vs {kwargs['column_B']}" if "column_A" in kwargs else None)
-        failures.append(Failure(config["type"], column, kwargs, item.get("result") or {}))
+        failures.append(Failure(config["type"], column, kwargs, item.get("result") or {},
+                                _raised(item.get("exception_info") or {})))
     return failures
+
+
+def _raised(info: dict[str, Any]) -> str | None:
+    """GX's message when evaluating an expectation raised. `exception_info` is one such record,
+    or (when a metric failed) a record per metric; the messages are joined, each once."""
+    records = [info] if "raised_exception" in info else list(info.values())
+    messages = [r.get("exception_message") for r in records
+                if isinstance(r, dict) and r.get("raised_exception")]
+    return "; ".join(dict.fromkeys(str(m) for m in messages if m)) or None
 
 
 def _run_checkpoint(frame: pd.DataFrame, suite_json: dict[str, Any], docs_dir: Path

@@ -122,6 +122,19 @@ def test_failure_names_suite_expectation_and_column(
     assert str(report.result_path) in message
 
 
+def test_a_column_the_table_lacks_is_named_as_missing(suite_path: Path, lake_dir: Path) -> None:
+    """GX reports an expectation on a missing column with an empty result; the message must say
+    the column is not there (a stranger read `... on column 'x' {}` and could not tell)."""
+    frame = _readings().rename(columns={"sensor": "sensor_id"})
+    report = quality.validate(frame, suite_path, "readings day 2", lake_dir / "q")
+    (failure,) = report.failures
+    assert failure.error == 'Error: The column "sensor" in BatchData does not exist.'
+    with pytest.raises(ValidationFailed) as caught:
+        quality.require_valid(report)
+    assert ("expect_column_values_to_be_in_set on column 'sensor' could not be evaluated: "
+            'Error: The column "sensor" in BatchData does not exist.') in str(caught.value)
+
+
 @pytest.mark.parametrize(("observed", "shown"), [
     (np.float64(0.0), "{'observed_value': 0.0}"),
     (np.int64(3), "{'observed_value': 3}"),
