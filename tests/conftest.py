@@ -36,6 +36,7 @@ os.environ.pop("PITSTOP_LANDING", None)
 os.environ.pop("PITSTOP_LAKE", None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks into node IDs
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each test module on one xdist worker (`make test` runs `--dist loadgroup`).
 
@@ -46,6 +47,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker under loadgroup, every test must carry its group (`name@group`):
+    pytest 9.2 silently dropped them, which split the live stack's tests over two workers
+    and two stacks. Stop at once rather than fail far from the cause."""
+    if getattr(session.config.option, "loadgroup", False) and (
+            lost := [item.nodeid for item in session.items if "@" not in item.nodeid]):
+        pytest.exit(f"--dist loadgroup lost the xdist_group of {len(lost)} tests (e.g. "
+                    f"{lost[0]}): is pytest too new for pytest-xdist? see pyproject.toml",
+                    returncode=3)
 
 
 @pytest.fixture(scope="session")
