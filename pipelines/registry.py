@@ -64,15 +64,20 @@ def absent(exc: Exception) -> bool:
 
 
 def experiment_id(name: str) -> str:
-    """The pipeline's experiment, created with its artifacts under PITSTOP_HOME."""
+    """The pipeline's experiment. On a tracking server its artifacts go where the server
+    puts them (through its proxy, `mlflow-artifacts:/`: tasks need no store credentials);
+    on a local store, under PITSTOP_HOME."""
     mlflow_client = client()
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
         return str(experiment.experiment_id)
-    location = settings.mlflow_artifact_root() / name
-    location.mkdir(parents=True, exist_ok=True)
+    location = None
+    if not settings.tracks_on_a_server():
+        folder = settings.mlflow_artifact_root() / name
+        folder.mkdir(parents=True, exist_ok=True)
+        location = folder.as_uri()
     try:
-        return str(mlflow_client.create_experiment(name, artifact_location=location.as_uri()))
+        return str(mlflow_client.create_experiment(name, artifact_location=location))
     except MlflowException as exc:  # a parallel task created it first
         experiment = mlflow_client.get_experiment_by_name(name)
         if experiment is None or exc.error_code != "RESOURCE_ALREADY_EXISTS":

@@ -41,7 +41,21 @@ def mlflow_tracking_uri() -> str:
 
 
 def mlflow_artifact_root() -> Path:
+    """Where a local tracking store (no server) keeps each experiment's artifacts."""
     return home() / "mlartifacts"
+
+
+def mlflow_artifacts_destination() -> str:
+    """Where `pitstop up`'s MLflow server keeps the artifacts it proxies
+    (`PITSTOP_MLFLOW_ARTIFACTS`: a folder or `s3://bucket/prefix`, by default
+    `mlflow_artifact_root()`). Clients reach them through the server, so they need no
+    credentials of the store; the server takes them from the standard AWS variables."""
+    return os.environ.get("PITSTOP_MLFLOW_ARTIFACTS") or str(mlflow_artifact_root())
+
+
+def tracks_on_a_server() -> bool:
+    """Whether MLflow is a tracking server (http/https), which then owns artifact locations."""
+    return mlflow_tracking_uri().startswith(("http://", "https://"))
 
 
 def airflow_home() -> Path:

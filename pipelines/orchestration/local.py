@@ -298,11 +298,15 @@ def up(project: Path, ports: Ports = Ports(), echo: Callable[[str], None] = prin
 
 
 def mlflow_argv(ports: Ports, server: str) -> list[str]:
-    settings.mlflow_artifact_root().mkdir(parents=True, exist_ok=True)
+    """The tracking server: runs' artifacts go through it (`mlflow-artifacts:/`) to
+    `settings.mlflow_artifacts_destination()`, a folder or a bucket."""
+    destination = settings.mlflow_artifacts_destination()
+    if "://" not in destination:
+        Path(destination).mkdir(parents=True, exist_ok=True)
     return [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
             "--host", "127.0.0.1", "--port", str(ports.mlflow), "--workers", "1",
             "--backend-store-uri", database_uri(server, "mlflow"),
-            "--artifacts-destination", str(settings.mlflow_artifact_root())]
+            "--serve-artifacts", "--artifacts-destination", destination]
 
 
 def mlflow_env(env: dict[str, str], server: str, admin_password: str) -> dict[str, str]:
