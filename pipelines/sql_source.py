@@ -51,7 +51,8 @@ def redacted(url: str, field: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).set(password=None).render_as_string(hide_password=False)
+        # `URL.set(password=None)` leaves the password as it is: None means "unchanged"
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
     except ArgumentError as exc:
         raise SpecError(f"{field}.database: {exc}; write a SQLAlchemy URL such as "
                         "postgresql+psycopg2://user@host/database") from exc
