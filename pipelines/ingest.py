@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import lake, quality
+from pipelines import lake, quality, sql_source
 from pipelines.errors import DataError
 from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
@@ -30,6 +30,11 @@ from pipelines.spec import PARTITION_DAY, PERIOD_PLACEHOLDERS, LoadedSpec, Sourc
 
 SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
              "timestamp": "TIMESTAMPTZ"}
+
+
+Origin = Path | str
+"""Where rows came from: a landing file, or a database source's table or query (a string
+naming the connection without its password)."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,7 @@ def _within(times: pa.ChunkedArray, start: dt.datetime, end: dt.datetime) -> pa.
                    pc.less(times, pa.scalar(end, times.type)))
 
 
-def check_rows(table: pa.Table, path: Path, source: Source, delivery: Delivery) -> None:
+def check_rows(table: pa.Table, path: Origin, source: Source, delivery: Delivery) -> None:
     """Keys present and unique; every event inside the file's period (no rows from another)."""
     for key in source.keys:
         if nulls := table.column(key).null_count:
@@ -301,7 +306,7 @@ def _flagged(times: pa.ChunkedArray, mask: pa.ChunkedArray) -> tuple[int, Any]:
     return count, times.filter(mask)[0].as_py() if count else None
 
 
-def check_values(table: pa.Table, path: Path, source: Source, field: str,
+def check_values(table: pa.Table, path: Origin, source: Source, field: str,
                  now: dt.datetime) -> None:
     """Enough rows, finite numbers, no events from the future: the rules that hold for every
     source, with or without a GX suite. `field` names the source in the spec
@@ -338,12 +343,15 @@ def ingest(
     end: dt.date,
     produced_by: ProducedBy | None = None,
     now: dt.datetime | None = None,
+    database_url: str | None = None,
 ) -> IngestResult:
     """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
     guarantees.
 
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
+    `database_url` is the URL of a database source's `conn_id`, which only an Airflow task
+    can resolve.
     """
     if not start < end:
         raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
@@ -351,15 +359,31 @@ def ingest(
     now = now or dt.datetime.now(dt.UTC)
     source = spec.pipeline.sources[source_name]
     field = f"{spec.path.name}: sources.{source_name}"
-    found = _landed(spec, source_name, start, end, now)
-    tables = read_landing_files(list(found), source)
-    for path, table in tables.items():
-        check_rows(table, path, source, found[path])
-        check_values(table, path, source, field, now)
+    if source.database is None:
+        found: dict[Origin, Delivery] = dict(_landed(spec, source_name, start, end, now))
+        tables: dict[Origin, pa.Table] = dict(read_landing_files(list(found), source))
+        files = {path: _file_record(path) for path in found}
+
+        def origin(rows: DayRows) -> dict[str, Any]:
+            return {"source_files": [files[p] for p in rows.origins]}
+    else:
+        url = sql_source.database_url(source.database, database_url, field)
+        read = sql_source.read_interval(url, source, field, _utc(start), _utc(end))
+        where = f"{read.connection}: {source.database.table or 'query'}"
+        found = {where: Delivery({}, _utc(start), _utc(end), f"the UTC days {start}..{end}")}
+        tables = {where: read.table}
+
+        def origin(rows: DayRows) -> dict[str, Any]:
+            return {"source_query": {
+                "connection": read.connection, "query": read.query,
+                "rows": rows.table.num_rows,
+                "sha256": sql_source.rows_sha256(rows.table, source.keys)}}
+    for where, table in tables.items():
+        check_rows(table, where, source, found[where])
+        check_values(table, where, source, field, now)
     days = split_days(source, found, tables, start, end)
     report = _validate(store, spec, source_name, days, f"{start}_{end}")
-    files = {path: _file_record(path) for path in found}
-    partitions = [_publish_day(store, spec, source_name, rows, [files[p] for p in rows.paths],
+    partitions = [_publish_day(store, spec, source_name, rows, origin(rows),
                                _quality_summary(store, report), produced_by or ProducedBy())
                   for rows in days]
     return IngestResult(
@@ -374,11 +398,11 @@ class DayRows:
     """What one raw partition publishes: a UTC day's rows, from every file overlapping it."""
 
     day: dt.date
-    paths: list[Path]
+    origins: list[Origin]
     table: pa.Table
 
 
-def split_days(source: Source, found: dict[Path, Delivery], tables: dict[Path, pa.Table],
+def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origin, pa.Table],
                start: dt.date, end: dt.date) -> list[DayRows]:
     """The rows of each UTC day of `[start, end)` that has a file, from the files whose
     period overlaps it: a day's hour files, both local days around it, its month's file.
@@ -411,12 +435,13 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
     if not source.suite or not days:
         return None
     landing = spec.landing_dir()
-    first, last = (path.relative_to(landing) for path in (days[0].paths[0], days[-1].paths[-1]))
+    first, last = days[0].origins[0], days[-1].origins[-1]
+    origin = (f"files {first.relative_to(landing)}..{last.relative_to(landing)} under {landing}"
+              if isinstance(first, Path) and isinstance(last, Path) else str(first))
     report = quality.validate(
         pa.concat_tables([rows.table for rows in days]).to_pandas(),
         spec.suite_path(source.suite),
-        data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from files "
-                  f"{first}..{last} under {landing}",
+        data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from {origin}",
         out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name, span),
         pipeline=spec.name,
     )
@@ -430,9 +455,12 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 
 def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
-                 source_files: list[dict[str, Any]], quality_summary: dict[str, Any] | None,
+                 origin: dict[str, Any], quality_summary: dict[str, Any] | None,
                  produced_by: ProducedBy) -> dict[str, Any]:
-    """Publish one UTC day's partition, sorted by event time and keys; its summary."""
+    """Publish one UTC day's partition, sorted by event time and keys; its summary.
+
+    `origin` is the manifest's record of where the rows came from: `source_files` (each
+    landing file with its sha256) or `source_query` (connection, query, rows, sha256)."""
     source = spec.pipeline.sources[source_name]
     sort_keys = ([source.event_time] if source.event_time else []) + source.keys
     ordered = rows.table.sort_by([(k, "ascending") for k in sort_keys])
@@ -441,7 +469,7 @@ def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: Day
     def write(tmp: Path) -> dict[str, Any]:
         lake.write_parquet(ordered, tmp / lake.DATA_FILE)
         return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
-                "date": rows.day.isoformat(), "source_files": source_files,
+                "date": rows.day.isoformat(), **origin,
                 "schema": dict(source.columns), "quality": quality_summary,
                 "produced_by": produced_by.to_json()}
 
@@ -505,7 +533,7 @@ def read_raw(
     source that happens to be called `date`. The day comes from the path, read explicitly.
     Every file is re-hashed against its manifest as it is read (`lake.read_verified`).
     """
-    fields = [pa.field(c, _ARROW_TYPES[t]) for c, t in columns.items()]
+    fields = [pa.field(c, lake.ARROW_TYPES[t]) for c, t in columns.items()]
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
     if not partitions:
         return pa.schema(fields).empty_table()
@@ -518,5 +546,3 @@ def read_raw(
     ).to_arrow_table())
 
 
-_ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
-                "timestamp": pa.timestamp("us", tz="UTC")}

@@ -53,6 +53,12 @@ GENERATION = re.compile(r"g-[0-9a-f]{32}")
 MANIFEST_TMP = MANIFEST + ".tmp-"
 """Prefix of a manifest being committed; left behind only by a writer killed mid-commit."""
 
+ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
+               "timestamp": pa.timestamp("us", tz="UTC")}
+"""The Arrow type raw partitions store each spec column type as (`pipelines.spec.ColumnType`),
+whether the rows came from files or from a database: the same rows, the same Parquet bytes."""
+
+
 
 LakePath = Path | UPath
 """A path in a lake: a `Path` on a local folder, a `UPath` on an object store."""

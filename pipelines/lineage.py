@@ -62,7 +62,7 @@ def feature_definitions_hash(spec: LoadedSpec) -> str:
     parts: dict[str, Any] = {f"view:{name}": _declaration(spec, view)
                              for name, view in pipeline.feature_views.items()}
     parts["label"] = _declaration(spec, pipeline.label)
-    parts["sources"] = {n: s.model_dump(mode="json") for n, s in pipeline.sources.items()}
+    parts["sources"] = {n: s.definition() for n, s in pipeline.sources.items()}
     return sha256_json(parts)
 
 
@@ -72,7 +72,7 @@ def view_definitions_hash(spec: LoadedSpec, view_name: str) -> str:
     old definition with rows of the current one; other views' changes leave it alone."""
     view = spec.pipeline.feature_views[view_name]
     return sha256_json({**_declaration(spec, view), "sources": {
-        name: spec.pipeline.sources[name].model_dump(mode="json") for name in view.sources}})
+        name: spec.pipeline.sources[name].definition() for name in view.sources}})
 
 
 def _declaration(spec: LoadedSpec, hooked: FeatureView | Label) -> dict[str, Any]:
@@ -232,6 +232,8 @@ def _raw_inputs(store: lake.Lake, training_set: TrainingSet
         part = _partition(store, used["path"], used["sha256"])
         raw_manifest = _manifest(store, used["path"])
         part["source_files"] = raw_manifest.get("source_files", [])
+        if query := raw_manifest.get("source_query"):
+            part["source_query"] = query
         if quality := raw_manifest.get("quality"):
             part["check"] = quality["result"]
             checks.setdefault(quality["result"], {

@@ -90,8 +90,54 @@ def _reserved(column: str) -> str | None:
     return None
 
 
+class Database(_Strict):
+    """Where a database source's rows live: a table or a query, on a server named by a
+    SQLAlchemy URL or an Airflow connection id, with the column that dates each row.
+
+    Each ingest run reads the rows of its interval with bound parameters (`WHERE time_column
+    >= :start AND time_column < :end`, UTC instants), so a query must not end in ORDER BY or
+    LIMIT: it is wrapped as a subquery. `url` may name environment variables (`${PGPASSWORD}`)
+    so that no password sits in the spec; a `conn_id` is looked up in Airflow's connections by
+    the ingest task, which hands the library the resolved URL.
+    """
+
+    url: str | None = None
+    """A SQLAlchemy URL, e.g. `postgresql+psycopg2://reader:${PGPASSWORD}@db/warehouse`."""
+    conn_id: str | None = None
+    """An Airflow connection id, resolved by the ingest task (`airflow connections add`)."""
+    table: str | None = Field(None, pattern=r"^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?$")
+    """A table or view, optionally schema-qualified (`public.flights`)."""
+    query: str | None = None
+    """A SELECT whose result the interval's rows are taken from, instead of `table`."""
+    time_column: str
+    """The timestamp column that dates each row; it must be the source's `event_time`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Database:
+        if (self.url is None) == (self.conn_id is None):
+            raise ValueError("give exactly one of `url` (a SQLAlchemy URL) or `conn_id` (an "
+                             "Airflow connection id)")
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` or `query`")
+        return self
+
+    def selection(self) -> str:
+        """The SELECT of one interval's rows, with `:start` and `:end` bound at run time."""
+        rows = self.table if self.table is not None else f"({self.query}) AS source_query"
+        return (f'SELECT * FROM {rows} WHERE "{self.time_column}" >= :start '
+                f'AND "{self.time_column}" < :end')
+
+
+FILE_DELIVERY = ("path", "format", "delimiter", "period", "period_zone")
+"""The fields that say how a file source's rows are delivered, not what they are."""
+DELIVERY_FIELDS = frozenset({*FILE_DELIVERY, "database"})
+"""Left out of the definition hashes, so the same rows from files or from a database
+(or in other files) give the same feature partitions and `dataset_id`."""
+
+
 class Source(_Strict):
-    """Files an upstream system delivers into the landing folder, one file per period.
+    """Files an upstream system delivers into the landing folder, one file per period, or
+    the rows of a database table (`database`).
 
     `path` is relative to the landing folder and names the file's period: `{date}`
     (YYYY-MM-DD) for `period: day`, `{date}` and `{hour}` (00-23) for `period: hour`, `{month}`
@@ -116,14 +162,21 @@ class Source(_Strict):
     one of: the hour a 25-hour day repeats (01 on 2013-11-03 in America/New_York) is one file
     holding both real hours, and the hour a 23-hour day skips (02 on 2013-03-10) has no file.
     That is how a system cutting files by its own clock names them.
+
+    A `database` source has no files: each ingest run reads the rows whose `time_column`
+    falls in its UTC days and publishes them like a file source's, checked with the same
+    rules and suite. Its values must already have the declared types (a `float` column may
+    hold integers); anything else fails naming the table, column and type.
     """
 
     period: Period = "day"
     """How much time one landing file holds: a `day`, an `hour` or a `month`."""
     period_zone: Literal["utc", "local"] = "utc"
     """Whether the path names UTC periods or periods of the source's `timezone` (`local`)."""
-    path: str
+    path: str | None = None
     """Relative to the landing folder, naming exactly the placeholders of `period`."""
+    database: Database | None = None
+    """Read the rows from a database instead of files; see `Database`."""
     format: Literal["csv", "parquet"] = "csv"
     kind: Literal["events", "snapshot"] = "events"
     event_time: str | None = None
@@ -151,8 +204,10 @@ class Source(_Strict):
 
     @field_validator("path")
     @classmethod
-    def _check_placeholders(cls, path: str, info: ValidationInfo) -> str:
+    def _check_placeholders(cls, path: str | None, info: ValidationInfo) -> str | None:
         """The path names exactly its period's placeholders, so each file is one period."""
+        if path is None:
+            return path
         try:
             found = path_placeholders(path)
         except ValueError as exc:
@@ -167,6 +222,35 @@ class Source(_Strict):
                              f"needs {list(wanted)}: write {spelled}, or set `period` to the "
                              "files' cadence (day, hour or month)")
         return path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dated_by_time_column(cls, data: Any) -> Any:
+        """A database source's `event_time` is its `time_column` unless the spec names one."""
+        database = data.get("database") if isinstance(data, dict) else None
+        if isinstance(database, dict) and "event_time" not in data and database.get("time_column"):
+            return {**data, "event_time": database["time_column"]}
+        return data
+
+    @model_validator(mode="after")
+    def _check_origin(self) -> Source:
+        if self.database is None:
+            if self.path is None:
+                raise ValueError("give `path` (landing files) or `database` (a table or query)")
+            return self
+        if given := [f for f in FILE_DELIVERY if f in self.model_fields_set]:
+            raise ValueError(f"{given} describe landing files, which a `database` source has "
+                             "none of; remove them")
+        if self.event_time != self.database.time_column:
+            raise ValueError(f"event_time {self.event_time!r} and database.time_column "
+                             f"{self.database.time_column!r} differ: a database source's rows "
+                             "are read and published by the day of one column; name it once, "
+                             "as database.time_column")
+        return self
+
+    def definition(self) -> dict[str, Any]:
+        """What the source's rows are, without how they are delivered (`DELIVERY_FIELDS`)."""
+        return self.model_dump(mode="json", exclude=set(DELIVERY_FIELDS))
 
     @model_validator(mode="after")
     def _check_period_zone(self) -> Source:

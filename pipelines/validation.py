@@ -391,6 +391,9 @@ def landed_sample(spec: LoadedSpec, source_name: str) -> tuple[pd.DataFrame, Pat
     from pipelines.ingest import deliveries, landing_file, read_landing_file
 
     source = spec.pipeline.sources[source_name]
+    if source.database is not None:
+        return (f"source {source_name!r} is read from a database, which validate does not "
+                "query; declare the view's `columns`")
     for delivery in deliveries(source, spec.pipeline.start_date,
                                dt.date.today() + dt.timedelta(days=1)):
         path = landing_file(spec, source, delivery)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3server import s3_lake_url, s3_server  # noqa: F401  (fixtures for every test folder)
+from tests.postgres import postgres_url  # noqa: F401  (fixtures for every test folder)
+from tests.s3server import s3_lake_url, s3_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "dags" / "flights_delay.yaml"

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.lake import merge_spans
 from pipelines.provenance import ProducedBy
+from pipelines.spec import Source
 
 DAG_TEST_USER = "dag_test"
 """The `triggering_user_name` that `dag.test()` gives every run it makes (Airflow 3.3)."""
@@ -90,3 +91,19 @@ def triggering_spans(context: Mapping[str, Any]) -> list[tuple[dt.date, dt.date]
             "asset event without a valid range: each raw asset event needs "
             f"extra={{'start': 'YYYY-MM-DD', 'end': 'YYYY-MM-DD'}} ({exc!r})") from exc
     return merge_spans(spans)
+
+
+def connection_url(source: Source) -> str | None:
+    """The SQLAlchemy URL of a database source's Airflow connection (`database.conn_id`),
+    password included, for the ingest task to hand the library; None for any other source.
+
+    The connection's provider hook builds the URL (`sqlalchemy_url`, e.g. the Postgres
+    provider's `postgresql+psycopg2://…`): `Connection.get_uri()` gives Airflow's own scheme
+    (`postgres://`), which SQLAlchemy does not know.
+    """
+    if source.database is None or source.database.conn_id is None:
+        return None
+    from airflow.sdk import BaseHook
+
+    hook = BaseHook.get_connection(source.database.conn_id).get_hook()
+    return hook.sqlalchemy_url.render_as_string(hide_password=False)

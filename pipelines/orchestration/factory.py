@@ -44,6 +44,7 @@ from pipelines.errors import DataError, SpecError
 from pipelines.lake import Lake, days, month_chunks
 from pipelines.orchestration import stopping
 from pipelines.orchestration.context import (
+    connection_url,
     date_param,
     run_clock,
     run_context,
@@ -187,8 +188,9 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
 
                 context = get_current_context()
                 return ingest(task_lake(), spec, source, *_span(chunk),
-                              produced_by=run_context(context),
-                              now=run_clock(context)).summary()
+                              produced_by=run_context(context), now=run_clock(context),
+                              database_url=connection_url(spec.pipeline.sources[source])
+                              ).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
 

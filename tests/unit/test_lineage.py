@@ -85,9 +85,11 @@ def _changed(spec: LoadedSpec, section: str, name: str | None = None, **fields: 
 @pytest.mark.parametrize(("change", "changes_view"), [
     (lambda s: _changed(s, "feature_views", "last", lookback=pd.Timedelta("2d")), True),
     (lambda s: _changed(s, "sources", "readings", timezone="Europe/Paris"), True),
+    (lambda s: _changed(s, "sources", "readings", path="r/{date}.parquet", format="parquet"),
+     False),
     (lambda s: _changed(s, "label", target="low"), False),
     (lambda s: amend(s, model={"seed": 8}), False),
-], ids=["view", "its-source", "label", "model"])
+], ids=["view", "its-source", "its-source-delivery", "label", "model"])
 def test_a_view_definition_hash_sees_only_what_its_rows_depend_on(
         tiny: LoadedSpec, change: Callable[[LoadedSpec], LoadedSpec], changes_view: bool) -> None:
     before = lineage.view_definitions_hash(tiny, "last")

@@ -37,6 +37,20 @@ def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
     return target
 
 
+def _from_database(data: dict, **fields: object) -> None:
+    """Make the flights source a database source: `fields` set (or with None, drop) the
+    `database` section's and then the source's own fields."""
+    source = data["sources"]["flights"]
+    source.pop("path")
+    source.pop("event_time")
+    database = {"table": "flights", "time_column": "time_hour"}
+    for name, value in fields.items():
+        target = database if name in ("url", "conn_id", "table", "query", "time_column") \
+            else source
+        target.pop(name, None) if value is None else target.update({name: value})
+    source["database"] = database
+
+
 @pytest.mark.parametrize(("change", "field"), [
     (lambda d: d.update(colour="red"), "colour"),
     (lambda d: d["sources"]["flights"].update(delimiter=";;"), "sources.flights.delimiter"),
@@ -70,6 +84,21 @@ def _broken(spec_path: Path, tmp_path: Path, change: callable) -> Path:
     (lambda d: d.update(monitoring={"max_null_rate": 1.5}), "monitoring.max_null_rate"),
     (lambda d: d.update(score={"alias": "no spaces"}), "score.alias"),
     (lambda d: d.update(score={"version": 3}), "score.version"),
+    (lambda d: _from_database(d, url="postgresql://db/x", conn_id="flights_db"),
+     "sources.flights.database: Value error, give exactly one of `url`"),
+    (lambda d: _from_database(d), "sources.flights.database: Value error, give exactly one of `url`"),
+    (lambda d: _from_database(d, conn_id="flights_db", time_column=None),
+     "sources.flights.database.time_column: Field required"),
+    (lambda d: _from_database(d, conn_id="flights_db", table=None),
+     "sources.flights.database: Value error, give exactly one of `table` or `query`"),
+    (lambda d: _from_database(d, conn_id="flights_db", table="flights; drop table x"),
+     "sources.flights.database.table: String should match pattern"),
+    (lambda d: _from_database(d, conn_id="flights_db", path="flights/{date}.csv"),
+     "['path'] describe landing files, which a `database` source has none of"),
+    (lambda d: _from_database(d, conn_id="flights_db", event_time="sched_dep"),
+     "event_time 'sched_dep' and database.time_column 'time_hour' differ"),
+    (lambda d: d["sources"]["flights"].pop("path"),
+     "sources.flights: Value error, give `path` (landing files) or `database`"),
 ])
 def test_bad_spec_names_file_and_field(spec_path: Path, tmp_path: Path, change: callable,
                                        field: str) -> None:
