@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import lake, quality
+from pipelines import lake, lineage, quality, skipping
 from pipelines.errors import DataError
 from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
@@ -42,6 +42,8 @@ class IngestResult:
     rows: int
     partitions: list[dict[str, Any]] = field(default_factory=list)
     quality: dict[str, Any] | None = None
+    tally: dict[str, int] = field(default_factory=dict)
+    """Days skipped and computed, by reason (`skipping.tally`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,35 +340,81 @@ def ingest(
     end: dt.date,
     produced_by: ProducedBy | None = None,
     now: dt.datetime | None = None,
+    force: bool = False,
 ) -> IngestResult:
     """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
     guarantees.
 
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
+    A day made from the same landing files, source definition and code (`day_fingerprints`)
+    is skipped unless `force`; the result lists every day's partition either way.
     """
     if not start < end:
         raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
                         "(end is exclusive)")
     now = now or dt.datetime.now(dt.UTC)
-    source = spec.pipeline.sources[source_name]
-    field = f"{spec.path.name}: sources.{source_name}"
     found = _landed(spec, source_name, start, end, now)
-    tables = read_landing_files(list(found), source)
-    for path, table in tables.items():
-        check_rows(table, path, source, found[path])
-        check_values(table, path, source, field, now)
-    days = split_days(source, found, tables, start, end)
-    report = _validate(store, spec, source_name, days, f"{start}_{end}")
     files = {path: _file_record(path) for path in found}
-    partitions = [_publish_day(store, spec, source_name, rows, [files[p] for p in rows.paths],
-                               _quality_summary(store, report), produced_by or ProducedBy())
-                  for rows in days]
+    wanted = day_fingerprints(spec, source_name, found, files, start, end)
+    decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
+    kept = [_partition_summary(store, d.kept) for d in decided.values() if d.kept]
+    days = _checked_days(spec, source_name, found, [d for d, v in decided.items() if not v.kept], now)
+    report = _validate(store, spec, source_name, days, f"{start}_{end}")
+    partitions = sorted(kept + [
+        _publish_day(store, spec, source_name, rows, [files[p] for p in rows.paths],
+                     _quality_summary(store, report), produced_by or ProducedBy(),
+                     wanted[rows.day]) for rows in days], key=lambda p: p["date"])
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
         quality=_quality_summary(store, report),
+        tally=skipping.tally(d.decision for d in decided.values()),
     )
+
+
+def _checked_days(spec: LoadedSpec, source_name: str, found: dict[Path, Delivery],
+                  todo: list[dt.date], now: dt.datetime) -> list[DayRows]:
+    """The rows of each day in `todo`, from only the landing files that overlap those days,
+    each file checked against the spec (`check_rows`, `check_values`) as it is read."""
+    source = spec.pipeline.sources[source_name]
+    field = f"{spec.path.name}: sources.{source_name}"
+    needed = {path: delivery for path, delivery in found.items()
+              if any(_overlaps(delivery, day) for day in todo)}
+    tables = read_landing_files(list(needed), source)
+    for path, table in tables.items():
+        check_rows(table, path, source, needed[path])
+        check_values(table, path, source, field, now)
+    return split_days(source, needed, tables, todo)
+
+
+def day_fingerprints(spec: LoadedSpec, source_name: str, found: dict[Path, Delivery],
+                     files: dict[Path, dict[str, Any]], start: dt.date, end: dt.date
+                     ) -> dict[dt.date, str]:
+    """The fingerprint of each UTC day of `[start, end)` that has landing files: the sha256
+    of every file overlapping it (by its name under the landing folder), the source's spec
+    section, its GX suite file and the library's code version."""
+    source = spec.pipeline.sources[source_name]
+    definition = {"source": source.model_dump(mode="json"),
+                  "suite": lake.sha256_file(spec.suite_path(source.suite)) if source.suite
+                  else None}
+    code, landing = lineage.library_version(), spec.landing_dir()
+    fingerprints = {}
+    for day in lake.days(start, end):
+        if paths := _day_files(found, day):
+            inputs = [(str(path.relative_to(landing)), files[path]["sha256"]) for path in paths]
+            fingerprints[day] = skipping.fingerprint(inputs, definition, code)
+    return fingerprints
+
+
+def _overlaps(delivery: Delivery, day: dt.date) -> bool:
+    """Whether a file's period holds rows of the UTC `day`."""
+    return delivery.start < _utc(day + dt.timedelta(days=1)) and delivery.end > _utc(day)
+
+
+def _day_files(found: dict[Path, Delivery], day: dt.date) -> list[Path]:
+    """The landing files whose period overlaps the UTC `day`, in order."""
+    return [path for path, delivery in found.items() if _overlaps(delivery, day)]
 
 
 @dataclass(frozen=True)
@@ -379,19 +427,17 @@ class DayRows:
 
 
 def split_days(source: Source, found: dict[Path, Delivery], tables: dict[Path, pa.Table],
-               start: dt.date, end: dt.date) -> list[DayRows]:
-    """The rows of each UTC day of `[start, end)` that has a file, from the files whose
-    period overlaps it: a day's hour files, both local days around it, its month's file.
+               days: Iterable[dt.date]) -> list[DayRows]:
+    """The rows of each UTC day of `days` that has a file, from the files whose period
+    overlaps it: a day's hour files, both local days around it, its month's file.
 
     A source without `event_time` has one file per UTC day (the spec says so), taken whole.
     Keys are checked across the day's files, since each file was checked only on its own.
     """
     cut = []
-    for day in lake.days(start, end):
+    for day in days:
         lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
-        paths = [path for path, delivery in found.items()
-                 if delivery.start < hi and delivery.end > lo]
-        if not paths:
+        if not (paths := _day_files(found, day)):
             continue
         table = pa.concat_tables([
             tables[path] if source.event_time is None
@@ -431,7 +477,7 @@ def _file_record(path: Path) -> dict[str, Any]:
 
 def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
                  source_files: list[dict[str, Any]], quality_summary: dict[str, Any] | None,
-                 produced_by: ProducedBy) -> dict[str, Any]:
+                 produced_by: ProducedBy, fingerprint: str) -> dict[str, Any]:
     """Publish one UTC day's partition, sorted by event time and keys; its summary."""
     source = spec.pipeline.sources[source_name]
     sort_keys = ([source.event_time] if source.event_time else []) + source.keys
@@ -443,12 +489,16 @@ def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: Day
         return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
                 "date": rows.day.isoformat(), "source_files": source_files,
                 "schema": dict(source.columns), "quality": quality_summary,
-                "produced_by": produced_by.to_json()}
+                "produced_by": produced_by.to_json(), skipping.FINGERPRINT: fingerprint}
 
-    manifest = lake.publish_dir(folder, write)
-    data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-    return {"date": rows.day.isoformat(), "path": store.relative(folder),
-            "rows": data["rows"], "sha256": data["sha256"]}
+    return _partition_summary(store, lake.Partition(folder, rows.day,
+                                                    lake.publish_dir(folder, write)))
+
+
+def _partition_summary(store: lake.Lake, partition: lake.Partition) -> dict[str, Any]:
+    """A published day as an ingest result lists it, whether published now or skipped."""
+    return {"date": partition.day.isoformat(), "path": store.relative(partition.path),
+            "rows": partition.rows, "sha256": partition.sha256}
 
 
 def _landed(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,
