@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import ingest, lake, skipping
+from pipelines import ingest, lake, lineage, skipping
 from pipelines.errors import DataError, SpecError
-from pipelines.lineage import library_version, view_definitions_hash
+from pipelines.lineage import view_definitions_hash
 from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 
@@ -178,7 +178,7 @@ def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,
     partition that can feed it (`_reads_day`), the view's definitions hash and the library's
     code version."""
     view = spec.pipeline.feature_views[view_name]
-    definitions, code = view_definitions_hash(spec, view_name), library_version()
+    definitions, code = view_definitions_hash(spec, view_name), lineage.library_version()
     return {day: skipping.fingerprint(
         [(store.relative(p.path), p.sha256) for listed in raw.values() for p in listed
          if _reads_day(str(p.path), day, view.lookback)], definitions, code)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import lake, skipping
+from pipelines import lake, lineage, skipping
 from pipelines.errors import DataError
 from pipelines.features import (
     CREATED_TIME,
@@ -33,7 +33,6 @@ from pipelines.features import (
 from pipelines.lineage import (
     feature_definitions_hash,
     frame_content_hash,
-    library_version,
     stored_content_hash,
 )
 from pipelines.pit import point_in_time_join
@@ -108,7 +107,7 @@ class Inputs:
         the library's code version: equal means the set would be built from equal bytes."""
         listed = [p for group in (self.spine, self.features) for ps in group.values() for p in ps]
         return skipping.fingerprint([(store.relative(p.path), p.sha256) for p in listed],
-                                    definitions, library_version())
+                                    definitions, lineage.library_version())
 
 
 def list_inputs(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date) -> Inputs:
