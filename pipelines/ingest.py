@@ -355,7 +355,7 @@ def ingest(
                         "(end is exclusive)")
     now = now or dt.datetime.now(dt.UTC)
     found = _landed(spec, source_name, start, end, now)
-    files = {path: _file_record(path) for path in found}
+    files = {path: _file_record(path, spec.pipeline.sources[source_name]) for path in found}
     wanted = day_fingerprints(spec, source_name, found, files, start, end)
     decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
     kept = [_partition_summary(store, d.kept) for d in decided.values() if d.kept]
@@ -470,8 +470,11 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
     return report
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    """A landing file as a raw manifest names it: path, sha256 and size."""
+def _file_record(path: Path, source: Source) -> dict[str, Any]:
+    """A landing file as a raw manifest names it: path, sha256 and size. Its header is
+    checked first, so a folder, a FIFO or an empty file is refused by name before hashing
+    (which would fail on a folder and block on a FIFO)."""
+    _check_header(path, source)
     return {"path": str(path), "sha256": lake.sha256_file(path), "bytes": path.stat().st_size}
 
 
