@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
-from pipelines import lake
+from pipelines import lake, skipping
 from pipelines.errors import DataError
 from pipelines.features import ViewResult, compute_view
 from pipelines.provenance import ProducedBy
@@ -63,17 +63,21 @@ def backfill(
     views: list[str] | None = None,
     progress: Callable[[str], None] = print,
     produced_by: ProducedBy | None = None,
+    force: bool = False,
 ) -> list[ViewResult]:
     """Recompute views over `[start, end)` in month chunks; reruns replace partitions whole.
 
-    `produced_by` (who, why, which command) goes into every partition's manifest.
+    `produced_by` (who, why, which command) goes into every partition's manifest. Days whose
+    raw inputs, view definition and code are unchanged are skipped unless `force`.
     """
     chunks = plan_backfill(store, spec, start, end, views)
     results, began = [], time.perf_counter()
     for done, (view_name, (lo, hi)) in enumerate(chunks, start=1):
-        results.append(compute_view(store, spec, view_name, lo, hi, produced_by=produced_by))
+        results.append(compute_view(store, spec, view_name, lo, hi, produced_by=produced_by,
+                                    force=force))
         rows = sum(r.rows for r in results)
         elapsed = time.perf_counter() - began
         progress(f"[{done}/{len(chunks)}] {view_name} {lo}..{hi}: {results[-1].rows} rows "
-                 f"({rows / max(elapsed, 1e-9):,.0f} rows/s overall)")
+                 f"({rows / max(elapsed, 1e-9):,.0f} rows/s overall; "
+                 f"{skipping.describe(results[-1].tally)})")
     return results

@@ -293,7 +293,8 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
             end = args.end or start + dt.timedelta(days=28)
             from pipelines.orchestration.runner import run_pipeline
 
-            summary = run_pipeline(spec, start, end, args.reason, echo, args.eval_start)
+            summary = run_pipeline(spec, start, end, args.reason, echo, args.eval_start,
+                                   args.force)
             if args.json:
                 print(json.dumps(summary, indent=2, default=str))
             else:
@@ -303,17 +304,27 @@ def spec_command(args: argparse.Namespace, argv: list[str] | None) -> int:
         elif args.command == "problems":
             problems_command(spec, args)
         elif args.command == "backfill":
+            from pipelines import skipping
             from pipelines.backfill import backfill as run_backfill
 
             views = args.views.split(",") if args.views else None
             results = run_backfill(_lake(), spec, args.start, args.end, views,
-                                   produced_by=command_context(args.reason, argv))
+                                   produced_by=command_context(args.reason, argv),
+                                   force=args.force)
             print(f"backfilled {sum(r.rows for r in results)} feature rows in "
-                  f"{sum(r.partitions for r in results)} partitions")
+                  f"{sum(r.partitions for r in results)} partitions: "
+                  + skipping.describe(skipping.merge_tallies(r.tally for r in results)))
     except (DataError, SpecError, RuntimeError, KeyboardInterrupt) as exc:
         print(f"pitstop: {exc or 'interrupted'}", file=sys.stderr)
         return _exit_code(exc)
     return 0
+
+
+def _add_force(*commands: argparse.ArgumentParser) -> None:
+    for command in commands:
+        command.add_argument("--force", action="store_true",
+                             help="recompute partitions whose inputs, definition and code are "
+                             "unchanged (by default they are skipped)")
 
 
 def _spec_parsers(commands: Any) -> None:
@@ -337,6 +348,7 @@ def _spec_parsers(commands: Any) -> None:
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True, help="exclusive")
     backfill.add_argument("--views", help="comma-separated feature views (default: all)")
+    _add_force(run, backfill)
     backfill.add_argument("--reason", required=True,
                           help="why the range is recomputed (kept in every manifest written)")
     problems = commands.add_parser("problems", help="known-problem regression cases")

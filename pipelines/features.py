@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import ingest, lake
+from pipelines import ingest, lake, lineage, skipping
 from pipelines.errors import DataError, SpecError
 from pipelines.lineage import view_definitions_hash
 from pipelines.provenance import ProducedBy
@@ -33,20 +33,17 @@ def _utc(day: dt.date) -> pd.Timestamp:
     return pd.Timestamp(day, tz="UTC")
 
 
-def raw_inputs(
-    store: lake.Lake, spec: LoadedSpec, sources: Iterable[str], start: dt.date, end: dt.date
-) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
-    """Raw rows of `[start, end)` per source, and the partitions read (path, sha256, rows):
-    `read_raw` verified each file against that sha256 as it read it.
+def raw_partitions(store: lake.Lake, spec: LoadedSpec, sources: Iterable[str], start: dt.date,
+                   end: dt.date) -> dict[str, list[lake.Partition]]:
+    """The committed raw partitions of `[start, end)` per source (manifests only, no data).
 
     Every day of an events source since the pipeline's start must be ingested; a gap is an
     error that says which partition to ingest, never a silently thinner feature.
     """
-    frames, used = {}, []
+    found = {}
     for name in sources:
-        source = spec.pipeline.sources[name]
         partitions = lake.list_partitions(store, spec.name, "raw", name, start, end)
-        if source.kind == "events":
+        if spec.pipeline.sources[name].kind == "events":
             have = {p.day for p in partitions}
             first = max(start, spec.pipeline.start_date)
             if missing := [d for d in lake.days(first, end) if d not in have]:
@@ -54,10 +51,24 @@ def raw_inputs(
                     f"raw/{name}: {len(missing)} day partitions missing from {missing[0]} "
                     f"(rule: ingest before computing features; run the ingest DAG for that range)"
                 )
-        frames[name] = ingest.read_raw(name, partitions, source.columns).to_pandas()
-        used += [{"path": store.relative(p.path), "sha256": p.sha256, "rows": p.rows}
-                 for p in partitions]
-    return frames, used
+        found[name] = partitions
+    return found
+
+
+def input_record(store: lake.Lake, partition: lake.Partition) -> dict[str, Any]:
+    """A partition as the manifests of what was made from it name it: path, sha256, rows."""
+    return {"path": store.relative(partition.path), "sha256": partition.sha256,
+            "rows": partition.rows}
+
+
+def read_raw_inputs(store: lake.Lake, spec: LoadedSpec,
+                    partitions: dict[str, list[lake.Partition]]
+                    ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+    """Raw rows per source, and the partitions read (`input_record`): `read_raw` verified
+    each file against that sha256 as it read it."""
+    frames = {name: ingest.read_raw(name, listed, spec.pipeline.sources[name].columns)
+              .to_pandas() for name, listed in partitions.items()}
+    return frames, [input_record(store, p) for listed in partitions.values() for p in listed]
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class ViewResult:
     rows: int
     partitions: int
     seconds: float
+    tally: dict[str, int] = field(default_factory=dict)
+    """Days skipped and computed, by reason (`skipping.tally`)."""
 
 
 def _run_hook(spec: LoadedSpec, view_name: str, raw: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -125,19 +138,51 @@ def compute_view(
     start: dt.date,
     end: dt.date,
     produced_by: ProducedBy | None = None,
+    force: bool = False,
 ) -> ViewResult:
-    """Compute one view for `[start, end)` and publish a partition per day (empty days too)."""
+    """Compute one view for `[start, end)` and publish a partition per day (empty days too).
+
+    A day whose committed partition was made from the same raw partitions (by sha256, the
+    lookback days included), view definition and code is skipped, unless `force`; the other
+    days are computed in one pass over the span they cover, which reads only their raw
+    partitions. `rows` counts the rows of every day of the range either way.
+    """
     began = time.perf_counter()
     if view_name not in spec.pipeline.feature_views:
         raise DataError(f"feature view {view_name!r} is not declared in {spec.path.name}; "
                         f"the views are {sorted(spec.pipeline.feature_views)}")
     view = spec.pipeline.feature_views[view_name]
-    raw, used = raw_inputs(store, spec, view.sources, start - _lookback(view.lookback), end)
-    frame = view_rows(spec, view_name, _run_hook(spec, view_name, raw), start, end)
-    total = _publish_days(store, spec, view_name, frame, used, start, end,
-                           produced_by or ProducedBy())
+    back = _lookback(view.lookback)
+    listed = raw_partitions(store, spec, view.sources, start - back, end)
+    wanted = day_fingerprints(store, spec, view_name, listed, start, end)
+    decided = skipping.decide_days(store, spec.name, "features", view_name, wanted, force)
+    total = sum(d.kept.rows for d in decided.values() if d.kept)
+    todo = {day: wanted[day] for day, d in decided.items() if d.kept is None}
+    if todo:
+        lo, hi = min(todo), max(todo) + dt.timedelta(days=1)
+        raw, used = read_raw_inputs(store, spec, {
+            name: [p for p in partitions if lo - back <= p.day < hi]
+            for name, partitions in listed.items()})
+        frame = view_rows(spec, view_name, _run_hook(spec, view_name, raw), lo, hi)
+        total += _publish_days(store, spec, view_name, frame, used,
+                               todo, produced_by or ProducedBy())
     return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
-                      len(lake.days(start, end)), round(time.perf_counter() - began, 3))
+                      len(wanted), round(time.perf_counter() - began, 3),
+                      skipping.tally(d.decision for d in decided.values()))
+
+
+def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,
+                     raw: dict[str, list[lake.Partition]], start: dt.date, end: dt.date
+                     ) -> dict[dt.date, str]:
+    """The fingerprint of each day of `[start, end)`: the path and sha256 of every raw
+    partition that can feed it (`_reads_day`), the view's definitions hash and the library's
+    code version."""
+    view = spec.pipeline.feature_views[view_name]
+    definitions, code = view_definitions_hash(spec, view_name), lineage.library_version()
+    return {day: skipping.fingerprint(
+        [(store.relative(p.path), p.sha256) for listed in raw.values() for p in listed
+         if _reads_day(str(p.path), day, view.lookback)], definitions, code)
+        for day in lake.days(start, end)}
 
 
 def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.date,
@@ -157,26 +202,27 @@ def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.d
 
 
 def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
-                  used: list[dict[str, Any]], start: dt.date, end: dt.date,
+                  used: list[dict[str, Any]], fingerprints: dict[dt.date, str],
                   produced_by: ProducedBy) -> int:
-    """One partition per day of `[start, end)`, empty days too (a reader then knows the day
-    was computed), each manifest naming only the raw partitions that could feed that day and
-    the view's definitions hash. Returns the rows published."""
+    """One partition per day of `fingerprints`, empty days too (a reader then knows the day
+    was computed), each manifest naming only the raw partitions that could feed that day,
+    the view's definitions hash and the day's fingerprint. Returns the rows published."""
     view = spec.pipeline.feature_views[view_name]
     day_of = frame[EVENT_TIME].dt.floor("D")
     definitions = view_definitions_hash(spec, view_name)
     total = 0
-    for day in lake.days(start, end):
+    for day, fingerprint in fingerprints.items():
         part = frame[day_of == _utc(day)]
         table = pa.Table.from_pandas(part, preserve_index=False)
         reads = [u for u in used if _reads_day(u["path"], day, view.lookback)]
 
         def write(tmp: Path, table: pa.Table = table, day: dt.date = day,
-                  reads: list[dict[str, Any]] = reads) -> dict[str, Any]:
+                  reads: list[dict[str, Any]] = reads,
+                  fingerprint: str = fingerprint) -> dict[str, Any]:
             lake.write_parquet(table, tmp / lake.DATA_FILE)
             return {"pipeline": spec.name, "dataset": f"features/{view_name}", "date": day.isoformat(),
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
-                    "produced_by": produced_by.to_json()}
+                    "produced_by": produced_by.to_json(), skipping.FINGERPRINT: fingerprint}
 
         lake.publish_dir(lake.partition_dir(store, spec.name, "features", view_name, day), write)
         total += len(part)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import lake, quality, sql_source
+from pipelines import lake, lineage, quality, skipping, sql_source
 from pipelines.errors import DataError
 from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
@@ -47,6 +48,8 @@ class IngestResult:
     rows: int
     partitions: list[dict[str, Any]] = field(default_factory=list)
     quality: dict[str, Any] | None = None
+    tally: dict[str, int] = field(default_factory=dict)
+    """Days skipped and computed, by reason (`skipping.tally`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,6 +347,7 @@ def ingest(
     produced_by: ProducedBy | None = None,
     now: dt.datetime | None = None,
     database_url: str | None = None,
+    force: bool = False,
 ) -> IngestResult:
     """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
     guarantees.
@@ -351,46 +355,109 @@ def ingest(
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
     `database_url` is the URL of a database source's `conn_id`, which only an Airflow task
-    can resolve.
+    can resolve. A day made from the same inputs (landing files, or the database rows of that
+    day), source definition and code (`day_fingerprints`) is skipped unless `force`; the
+    result lists every day's partition either way.
     """
     if not start < end:
         raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
                         "(end is exclusive)")
     now = now or dt.datetime.now(dt.UTC)
     source = spec.pipeline.sources[source_name]
-    field = f"{spec.path.name}: sources.{source_name}"
     if source.database is None:
-        found: dict[Origin, Delivery] = dict(_landed(spec, source_name, start, end, now))
-        tables: dict[Origin, pa.Table] = dict(read_landing_files(list(found), source))
-        files = {path: _file_record(path) for path in found}
+        found = _landed(spec, source_name, start, end, now)
+        files = {path: _file_record(path, source) for path in found}
+        wanted = day_fingerprints(spec, source_name, {
+            day: [(str(p.relative_to(spec.landing_dir())), files[p]["sha256"])
+                  for p in _day_files(found, day)] for day in lake.days(start, end)})
+        decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
+        days = _checked_days(spec, source_name, found,
+                             [d for d, v in decided.items() if not v.kept], now)
 
         def origin(rows: DayRows) -> dict[str, Any]:
             return {"source_files": [files[p] for p in rows.origins]}
     else:
-        url = sql_source.database_url(source.database, database_url, field)
-        read = sql_source.read_interval(url, source, field, _utc(start), _utc(end))
-        where = f"{read.connection}: {source.database.table or 'query'}"
-        found = {where: Delivery({}, _utc(start), _utc(end), f"the UTC days {start}..{end}")}
-        tables = {where: read.table}
+        read, every = _database_days(spec, source_name, database_url, start, end, now)
+        hashes = {rows.day: sql_source.rows_sha256(rows.table, source.keys) for rows in every}
+        wanted = day_fingerprints(spec, source_name, {
+            rows.day: [(str(rows.origins[0]), hashes[rows.day])] for rows in every})
+        decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
+        days = [rows for rows in every if not decided[rows.day].kept]
 
         def origin(rows: DayRows) -> dict[str, Any]:
-            return {"source_query": {
-                "connection": read.connection, "query": read.query,
-                "rows": rows.table.num_rows,
-                "sha256": sql_source.rows_sha256(rows.table, source.keys)}}
-    for where, table in tables.items():
-        check_rows(table, where, source, found[where])
-        check_values(table, where, source, field, now)
-    days = split_days(source, found, tables, start, end)
-    report = _validate(store, spec, source_name, days, f"{start}_{end}")
-    partitions = [_publish_day(store, spec, source_name, rows, origin(rows),
-                               _quality_summary(store, report), produced_by or ProducedBy())
-                  for rows in days]
+            return {"source_query": {"connection": read.connection, "query": read.query,
+                                     "rows": rows.table.num_rows, "sha256": hashes[rows.day]}}
+    kept = [_partition_summary(store, d.kept) for d in decided.values() if d.kept]
+    report = _validate(store, spec, source_name, days)
+    partitions = sorted(kept + [
+        _publish_day(store, spec, source_name, rows, origin(rows),
+                     _quality_summary(store, report), produced_by or ProducedBy(),
+                     wanted[rows.day]) for rows in days], key=lambda p: p["date"])
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
         quality=_quality_summary(store, report),
+        tally=skipping.tally(d.decision for d in decided.values()),
     )
+
+
+def _checked_days(spec: LoadedSpec, source_name: str, found: dict[Path, Delivery],
+                  todo: list[dt.date], now: dt.datetime) -> list[DayRows]:
+    """The rows of each day in `todo`, from only the landing files that overlap those days,
+    each file checked against the spec (`check_rows`, `check_values`) as it is read."""
+    source = spec.pipeline.sources[source_name]
+    field = f"{spec.path.name}: sources.{source_name}"
+    needed = {path: delivery for path, delivery in found.items()
+              if any(_overlaps(delivery, day) for day in todo)}
+    tables = read_landing_files(list(needed), source)
+    for path, table in tables.items():
+        check_rows(table, path, source, needed[path])
+        check_values(table, path, source, field, now)
+    return split_days(source, needed, tables, todo)
+
+
+def day_fingerprints(spec: LoadedSpec, source_name: str,
+                     inputs: dict[dt.date, list[tuple[str, str]]]) -> dict[dt.date, str]:
+    """The fingerprint of each UTC day that has inputs: each input's name and sha256 (the
+    landing files overlapping the day, by name under the landing folder; or the database
+    rows of the day), the source's spec section, its GX suite file and the library's code
+    version."""
+    source = spec.pipeline.sources[source_name]
+    definition = {"source": source.model_dump(mode="json"),
+                  "suite": lake.sha256_file(spec.suite_path(source.suite)) if source.suite
+                  else None}
+    code = lineage.library_version()
+    return {day: skipping.fingerprint(named, definition, code)
+            for day, named in inputs.items() if named}
+
+
+def _database_days(spec: LoadedSpec, source_name: str, database_url: str | None,
+                   start: dt.date, end: dt.date, now: dt.datetime
+                   ) -> tuple[sql_source.QueryRows, list[DayRows]]:
+    """A database source's rows of `[start, end)`, read in one query, checked against the
+    spec like a file, and cut into UTC days (every day's rows are read: their hash is what
+    tells an unchanged day)."""
+    source = spec.pipeline.sources[source_name]
+    assert source.database is not None
+    field = f"{spec.path.name}: sources.{source_name}"
+    url = sql_source.database_url(source.database, database_url, field)
+    read = sql_source.read_interval(url, source, field, _utc(start), _utc(end))
+    where = f"{read.connection}: {source.database.table or 'query'}"
+    found: dict[Origin, Delivery] = {
+        where: Delivery({}, _utc(start), _utc(end), f"the UTC days {start}..{end}")}
+    check_rows(read.table, where, source, found[where])
+    check_values(read.table, where, source, field, now)
+    return read, split_days(source, found, {where: read.table}, lake.days(start, end))
+
+
+def _overlaps(delivery: Delivery, day: dt.date) -> bool:
+    """Whether a file's period holds rows of the UTC `day`."""
+    return delivery.start < _utc(day + dt.timedelta(days=1)) and delivery.end > _utc(day)
+
+
+def _day_files(found: dict[Origin, Delivery], day: dt.date) -> list[Origin]:
+    """The landing files whose period overlaps the UTC `day`, in order."""
+    return [path for path, delivery in found.items() if _overlaps(delivery, day)]
 
 
 @dataclass(frozen=True)
@@ -403,19 +470,17 @@ class DayRows:
 
 
 def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origin, pa.Table],
-               start: dt.date, end: dt.date) -> list[DayRows]:
-    """The rows of each UTC day of `[start, end)` that has a file, from the files whose
-    period overlaps it: a day's hour files, both local days around it, its month's file.
+               days: Iterable[dt.date]) -> list[DayRows]:
+    """The rows of each UTC day of `days` that has a file, from the files whose period
+    overlaps it: a day's hour files, both local days around it, its month's file.
 
     A source without `event_time` has one file per UTC day (the spec says so), taken whole.
     Keys are checked across the day's files, since each file was checked only on its own.
     """
     cut = []
-    for day in lake.days(start, end):
+    for day in days:
         lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
-        paths = [path for path, delivery in found.items()
-                 if delivery.start < hi and delivery.end > lo]
-        if not paths:
+        if not (paths := _day_files(found, day)):
             continue
         table = pa.concat_tables([
             tables[path] if source.event_time is None
@@ -428,9 +493,10 @@ def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origi
     return cut
 
 
-def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[DayRows],
-              span: str) -> quality.ValidationReport | None:
-    """The source's GX suite over the rows about to be published; None without a suite."""
+def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[DayRows]
+              ) -> quality.ValidationReport | None:
+    """The source's GX suite over the rows about to be published; None without a suite.
+    Its result is kept under `_quality_span(days)`."""
     source = spec.pipeline.sources[source_name]
     if not source.suite or not days:
         return None
@@ -442,21 +508,38 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
         pa.concat_tables([rows.table for rows in days]).to_pandas(),
         spec.suite_path(source.suite),
         data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from {origin}",
-        out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name, span),
+        out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name,
+                                  _quality_span(days)),
         pipeline=spec.name,
     )
     quality.require_valid(report)
     return report
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    """A landing file as a raw manifest names it: path, sha256 and size."""
+def _quality_span(days: list[DayRows]) -> str:
+    """The folder of one validation: the UTC days it covered, `<first>_<day after last>`,
+    and when skipped days leave gaps in that span, a hash of which days. A manifest names the
+    result its day was validated in, so a later run validating other days of a span must
+    never replace it: a skipped day keeps its manifest and that result."""
+    first, last = days[0].day, days[-1].day
+    span = f"{first}_{last + dt.timedelta(days=1)}"
+    if len(days) == (last - first).days + 1:
+        return span
+    which = ",".join(rows.day.isoformat() for rows in days)
+    return f"{span}-{hashlib.sha256(which.encode()).hexdigest()[:12]}"
+
+
+def _file_record(path: Path, source: Source) -> dict[str, Any]:
+    """A landing file as a raw manifest names it: path, sha256 and size. Its header is
+    checked first, so a folder, a FIFO or an empty file is refused by name before hashing
+    (which would fail on a folder and block on a FIFO)."""
+    _check_header(path, source)
     return {"path": str(path), "sha256": lake.sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
                  origin: dict[str, Any], quality_summary: dict[str, Any] | None,
-                 produced_by: ProducedBy) -> dict[str, Any]:
+                 produced_by: ProducedBy, fingerprint: str) -> dict[str, Any]:
     """Publish one UTC day's partition, sorted by event time and keys; its summary.
 
     `origin` is the manifest's record of where the rows came from: `source_files` (each
@@ -471,12 +554,16 @@ def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: Day
         return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
                 "date": rows.day.isoformat(), **origin,
                 "schema": dict(source.columns), "quality": quality_summary,
-                "produced_by": produced_by.to_json()}
+                "produced_by": produced_by.to_json(), skipping.FINGERPRINT: fingerprint}
 
-    manifest = lake.publish_dir(folder, write)
-    data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-    return {"date": rows.day.isoformat(), "path": store.relative(folder),
-            "rows": data["rows"], "sha256": data["sha256"]}
+    return _partition_summary(store, lake.Partition(folder, rows.day,
+                                                    lake.publish_dir(folder, write)))
+
+
+def _partition_summary(store: lake.Lake, partition: lake.Partition) -> dict[str, Any]:
+    """A published day as an ingest result lists it, whether published now or skipped."""
+    return {"date": partition.day.isoformat(), "path": store.relative(partition.path),
+            "rows": partition.rows, "sha256": partition.sha256}
 
 
 def _landed(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,

@@ -433,6 +433,15 @@ def data_sha256(manifest: dict[str, Any]) -> str | None:
     return next((f["sha256"] for f in manifest.get("files", []) if f["name"] == DATA_FILE), None)
 
 
+def intact(folder: LakePath, manifest: dict[str, Any]) -> bool:
+    """Whether the data file `folder`'s committed `manifest` names still hashes to the sha256
+    it records: what a skipped partition must still hold (a skip never reads it otherwise)."""
+    try:
+        return sha256_file(committed_file(folder, DATA_FILE, manifest)) == data_sha256(manifest)
+    except (FileNotFoundError, DataError):
+        return False
+
+
 def _identity(stat: os.stat_result) -> tuple[int, ...]:
     """What replacing or writing a file changes: device, inode, size, mtime and ctime (ns).
 

@@ -85,6 +85,13 @@ def _tree_files(folder: Path, label: str) -> dict[str, Path]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
+def library_version() -> str:
+    """Hash of the library's own files: part of every partition's fingerprint, so a change to
+    how rows are read, checked or joined recomputes what it made."""
+    return sha256_json({name: sha256_file(path)
+                        for name, path in _tree_files(PACKAGE_DIR, "pipelines").items()})
+
+
 def code_files(spec: LoadedSpec) -> dict[str, Path]:
     """The code a model depends on, by location-independent name: the library, the spec,
     its hooks and its GX suites.

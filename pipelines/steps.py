@@ -51,12 +51,14 @@ INPUT_EXAMPLE_ROWS = 5
 
 
 def build_training_set(store: lake.Lake, spec: LoadedSpec, window: tuple[dt.date, dt.date],
-                       eval_start: dt.date | None, produced_by: ProducedBy
-                       ) -> TrainingInput:
+                       eval_start: dt.date | None, produced_by: ProducedBy,
+                       force: bool = False) -> TrainingInput:
     """The first train task: the estimator checked against the task (DAG parsing skips this
-    import-heavy check), then the split checked and the set built and published."""
+    import-heavy check), then the split checked and the set built and published, or reused
+    when its inputs are unchanged (unless `force`)."""
     check_model(spec)
-    return prepare(store, spec, *window, eval_start=eval_start, produced_by=produced_by)
+    return prepare(store, spec, *window, eval_start=eval_start, produced_by=produced_by,
+                   force=force)
 
 
 def validate_training_set(store: lake.Lake, spec: LoadedSpec,

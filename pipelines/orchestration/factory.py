@@ -113,6 +113,18 @@ def _range_params() -> dict[str, Param]:
     }
 
 
+def _force_param() -> dict[str, Param]:
+    """Recompute every partition of the range even where its inputs, definition and code
+    match its manifest (`pipelines/skipping.py`): after a change nothing fingerprints."""
+    return {"force": Param(False, type="boolean", title="Force",
+                           description="Recompute partitions whose inputs are unchanged "
+                           "(otherwise they are skipped, and the task log says why)")}
+
+
+def _force(context: Any) -> bool:
+    return bool(context["params"].get("force"))
+
+
 def _reason_param(description: str) -> Param:
     """Optional free text. Nullable: the UI form treats an empty non-null string as missing."""
     return Param(None, type=["null", "string"], maxLength=MAX_REASON_LENGTH, title="Reason",
@@ -176,7 +188,7 @@ def _announce(task_id: str, assets: list[Asset]) -> Any:
 def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     with DAG(**_dag_kwargs(spec, settings, "ingest", spec.pipeline.schedules.ingest,
                            "Land each source's files of the range into raw day partitions."),
-             params=_range_params()) as dag:
+             params={**_range_params(), **_force_param()}) as dag:
         chunks = plan_chunks()
         ingested = []
         for source in spec.pipeline.sources:
@@ -189,8 +201,8 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                 context = get_current_context()
                 return ingest(task_lake(), spec, source, *_span(chunk),
                               produced_by=run_context(context), now=run_clock(context),
-                              database_url=connection_url(spec.pipeline.sources[source])
-                              ).summary()
+                              database_url=connection_url(spec.pipeline.sources[source]),
+                              force=_force(context)).summary()
 
             ingested.append(ingest_source.expand(chunk=chunks))
 
@@ -206,7 +218,7 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                          "Compute each feature view's day partitions, point in time. Runs daily, "
                          "and whenever an ingest run lands raw data (then over exactly its days).")
     kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"], assets=raw_assets(spec))
-    with DAG(**kwargs, params=_range_params()) as dag:
+    with DAG(**kwargs, params={**_range_params(), **_force_param()}) as dag:
         chunks = plan_chunks()
         computed = []
         for view in spec.pipeline.feature_views:
@@ -216,8 +228,10 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             def compute(chunk: dict[str, str], view: str = view) -> dict[str, Any]:
                 from pipelines.features import compute_view
 
+                context = get_current_context()
                 return dump(compute_view(task_lake(), spec, view, *_span(chunk),
-                                         produced_by=run_context(get_current_context())))
+                                         produced_by=run_context(context),
+                                         force=_force(context)))
 
             computed.append(compute.expand(chunk=chunks))
         computed >> _announce("announce_features", [features_asset(spec)])(chunks)
@@ -273,7 +287,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
         context = get_current_context()
         return dump(steps.build_training_set(
             task_lake(), spec, window(context, default_start=spec.pipeline.start_date),
-            date_param(context, "eval_start"), run_context(context)))
+            date_param(context, "eval_start"), run_context(context), _force(context)))
 
     @task
     @fail_on_bad_data
@@ -371,6 +385,7 @@ def train_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                             description="First day of the evaluation window; empty = the last "
                             f"{spec.pipeline.split.eval_days} days"),
         "reason": _reason_param("Why this model is being (re)trained; kept in MLflow"),
+        **_force_param(),
     }
     build_training_set, validate_training_set, plan_pair, is_new_pair = _training_set_tasks(spec)
     train_model, rescore_known_problems, evaluate_model = _model_tasks(spec)
@@ -410,6 +425,7 @@ def _backfill_params(spec: LoadedSpec) -> dict[str, Param]:
                        minItems=1, items={"type": "string", "enum": views}, examples=views,
                        description="Feature views to recompute"),
         "reason": _reason_param("Why this backfill runs; kept in each partition's manifest"),
+        **_force_param(),
     }
 
 
@@ -438,8 +454,9 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
         def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
             from pipelines.features import compute_view
 
+            context = get_current_context()
             return dump(compute_view(task_lake(), spec, chunk["view"], *_span(chunk),
-                                     produced_by=run_context(get_current_context())))
+                                     produced_by=run_context(context), force=_force(context)))
 
         compute_chunk.expand(chunk=plan_backfill())
     return dag

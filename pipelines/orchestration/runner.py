@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import scaffold, settings
+from pipelines import scaffold, settings, skipping
 from pipelines.errors import DataError
 from pipelines.orchestration import stopping
 from pipelines.settings import MAX_REASON_LENGTH
@@ -281,12 +281,25 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
             results[stage] = _run_stage(spec, dag, run_conf, log_file, published)
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
+            if counts := stage_tally(results[stage]):
+                echo(f"      {skipping.describe(counts)}")
     return results
 
 
+def stage_tally(results: dict[str, list[Any]]) -> dict[str, int]:
+    """The partitions a stage skipped and computed, by reason: the sum of the `tally` of
+    every task result that has one (ingest and feature chunks, the training set)."""
+    return skipping.merge_tallies(result["tally"] for values in results.values()
+                                  for result in values
+                                  if isinstance(result, dict) and "tally" in result)
+
+
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,
-                 echo: Any, eval_start: dt.date | None = None) -> dict[str, Any]:
-    """Ingest, compute features and train for `[start, end)` through `dag.test()`.
+                 echo: Any, eval_start: dt.date | None = None,
+                 force: bool = False) -> dict[str, Any]:
+    """Ingest, compute features and train for `[start, end)` through `dag.test()`; each
+    stage skips the partitions whose inputs are unchanged unless `force`, and its line says
+    how many it skipped and computed, and why.
 
     The arguments are checked first (`check_request`, then every stage's params), so a bad
     one fails before any stage runs. Returns the train run's summary (`steps.RunSummary` as
@@ -299,7 +312,7 @@ def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: 
 
     dags = build_dags(spec)
     log_file = _log_file()
-    conf = {"start": start.isoformat(), "end": end.isoformat()}
+    conf = {"start": start.isoformat(), "end": end.isoformat(), "force": force}
     train_conf = {**conf, "reason": reason,
                   "eval_start": eval_start.isoformat() if eval_start else None}
     stages = [("ingest", conf), ("features", conf), ("train", train_conf)]

@@ -171,8 +171,8 @@ def _rewrite(path: Path) -> None:
 
 def _read(recorded: Recorded, layer: str) -> None:
     spec = recorded.spec
-    if layer == "raw":
-        features.compute_view(env_lake(), spec, "last", D1, D4)
+    if layer == "raw":  # forced: unforced, every day's inputs are unchanged and nothing is read
+        features.compute_view(env_lake(), spec, "last", D1, D4, force=True)
     elif layer == "features":
         training_set.assemble_training_frame(env_lake(), spec, D1, D4)
     else:

@@ -82,7 +82,8 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict, spec_path
         before = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 1, 10), dt.date(2013, 1, 14)):
-            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1))
+            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1),
+                                  force=True)
         after = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 
@@ -178,14 +179,50 @@ def test_task_links_lead_to_mlflow(first_run: dict, spec_path: Path) -> None:
     assert link(plugin.ModelVersionLink, "build_training_set") == ""
 
 
-def test_second_run_registers_nothing(first_run: dict, spec_path: Path) -> None:
+def test_second_run_skips_every_partition_and_registers_nothing(first_run: dict,
+                                                               spec_path: Path) -> None:
+    """Unchanged inputs: every raw day, feature day and the training set are skipped, and
+    the run's output says so stage by stage, with the reason."""
+    from pipelines import skipping
     from pipelines.orchestration.runner import run_pipeline
 
-    again = run_pipeline(spec_path, START, END, "e2e test again", echo=lambda _: None,
+    lines: list[str] = []
+    again = run_pipeline(spec_path, START, END, "e2e test again", echo=lines.append,
                          eval_start=EVAL_START)
     assert again["pair_id"] == first_run["pair_id"]
     assert again["already_registered"] is True and again["version"] == "1"
     assert len(registry.client().search_model_versions("name = 'flights_delay'")) == 1
+    spec = load_spec(spec_path)
+    raw = sum(len(lake.list_partitions(env_lake(), spec.name, "raw", source, START, END))
+              for source in spec.pipeline.sources)
+    days, views = (END - START).days, len(spec.pipeline.feature_views)
+    skipped = f"skipped ({skipping.UNCHANGED})"
+    tallies = [line.strip() for line in lines if "skipped" in line or "computed" in line]
+    assert tallies == [f"{raw} {skipped}", f"{days * views} {skipped}", f"1 {skipped}"]
+
+
+def test_the_force_param_recomputes_unchanged_partitions(first_run: dict,
+                                                         spec_path: Path) -> None:
+    """The trigger form's `force` (`pitstop run --force`) recomputes the same bytes."""
+    from pipelines.orchestration.factory import build_dags
+    from pipelines.orchestration.runner import output_to, stage_tally, task_results
+
+    spec = load_spec(spec_path)
+    span = {"start": "2013-01-10", "end": "2013-01-12"}
+    before = {p.path: p.sha256 for p in lake.list_partitions(
+        env_lake(), spec.name, "features", "plane", dt.date(2013, 1, 10), dt.date(2013, 1, 12))}
+    dag = build_dags(spec_path)["flights_delay_features"]
+    with output_to(env_lake().root.parent / "force-test.log"):
+        unforced = dag.test(run_conf=span)
+        forced = dag.test(run_conf={**span, "force": True})
+    assert unforced.run_id != forced.run_id
+    views = len(spec.pipeline.feature_views)
+    assert stage_tally(task_results(forced)) == {"computed (forced)": 2 * views}
+    assert list(stage_tally(task_results(unforced))) == [
+        "skipped (unchanged: inputs, definition and code match the committed manifest)"]
+    after = {p.path: p.sha256 for p in lake.list_partitions(
+        env_lake(), spec.name, "features", "plane", dt.date(2013, 1, 10), dt.date(2013, 1, 12))}
+    assert after == before and len(after) == 2
 
 
 def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -> None:

@@ -124,7 +124,7 @@ def test_airflow_backfill_recomputes_a_week(ingested: Live) -> None:
 def test_backfill_dag_then_retrain_from_the_form(ingested: Live) -> None:
     live = ingested
     run_id, state = live.run_and_wait("flights_delay_backfill", {
-        "start": START, "end": END, "reason": "fresh features"})
+        "start": START, "end": END, "reason": "fresh features", "force": True})
     assert state == "success"
     chunks = live.call("auditor", "GET",
                        f"/dags/flights_delay_backfill/dagRuns/{run_id}/taskInstances",

@@ -108,7 +108,8 @@ def test_a_writer_killed_mid_publish_leaves_nothing_and_a_rerun_gives_the_same_i
 
     before = _day_partition()
     backfill = ["backfill", str(spec_path), "--start", str(DAY), "--end",
-                str(DAY + dt.timedelta(days=1)), "--views", VIEW, "--reason", "kill test"]
+                str(DAY + dt.timedelta(days=1)), "--views", VIEW, "--reason", "kill test",
+                "--force"]  # unforced, the unchanged day is skipped and nothing is written
     killed = subprocess.run([sys.executable, "-c", KILLER, *backfill], env=os.environ.copy(),
                             capture_output=True, check=False)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]

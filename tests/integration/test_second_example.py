@@ -81,7 +81,8 @@ def test_feature_partitions_do_not_depend_on_chunking(first_run: dict) -> None:
         before = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert before, f"{view}: no published partitions to compare"
         for day in lake.days(dt.date(2013, 2, 6), dt.date(2013, 2, 11)):
-            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1))
+            features.compute_view(env_lake(), spec, view, day, day + dt.timedelta(days=1),
+                                  force=True)
         after = {p.day: p.sha256 for p in lake.list_partitions(env_lake(), spec.name, "features", view)}
         assert after == before, f"{view}: daily recomputation changed partitions"
 

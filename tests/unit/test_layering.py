@@ -37,8 +37,9 @@ def test_library_knows_nothing_of_the_example(path: Path) -> None:
     assert words == [], f"{path} mentions the example: {sorted(set(words))}"
 
 
-LAYERS = ["errors", "settings", "provenance", "metrics", "lake_objects", "lake", "spec", "monitoring",
-          "spec_reference", "scaffold", "pit", "lineage", "quality", "ingest", "features",
+LAYERS = ["errors", "settings", "provenance", "metrics", "lake_objects", "lake", "skipping",
+          "spec", "monitoring", "spec_reference", "scaffold", "pit", "lineage", "quality", "ingest",
+          "features",
           "training_set", "backfill", "train", "differential", "registry", "problems",
           "validation", "evaluate", "report", "monitoring_report", "champion", "steps", "scoring",
           "audit", "doctor", "cli"]

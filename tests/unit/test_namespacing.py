@@ -86,7 +86,8 @@ def test_a_source_column_named_date_reaches_hooks_unchanged(tiny: LoadedSpec) ->
     """DuckDB's hive partitioning would replace it with the `date=` folder's value."""
     spec = _with_date_column(tiny)
     ingest.ingest(env_lake(), spec, "readings", D1, D4)
-    frames, _ = features.raw_inputs(env_lake(), spec, ["readings"], D1, D4)
+    frames, _ = features.read_raw_inputs(env_lake(), spec, features.raw_partitions(
+        env_lake(), spec, ["readings"], D1, D4))
     seen = frames["readings"]
     assert pd.api.types.is_string_dtype(seen["date"])
     assert sorted(seen["date"].unique()) == [f"batch-{i}" for i in range(5)]

@@ -117,3 +117,27 @@ def test_a_connection_id_needs_airflow_to_resolve_it(tiny: LoadedSpec) -> None:
     spec = _from_db(tiny, conn_id="readings_db")
     with pytest.raises(SpecError, match="conn_id 'readings_db' is an Airflow connection"):
         ingest.ingest(lake.from_env(), spec, "readings", D1, D2)
+
+
+def test_an_unchanged_day_of_a_table_is_skipped_and_a_changed_row_recomputes_its_day(
+        tiny: LoadedSpec, readings_db: str) -> None:
+    """A database day's fingerprint is the hash of its rows: the rows are read again (there
+    is no file to hash), and only a day whose rows changed is validated and published again."""
+    from tests.unit.test_skipping import CHANGED, SKIPPED
+
+    engine = sqlalchemy.create_engine(readings_db)
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text("CREATE TABLE readings_edit AS SELECT * FROM readings"))
+    spec = _from_db(tiny, readings_db, table="readings_edit")
+    first = ingest.ingest(lake.from_env(), spec, "readings", D1, D4)
+    again = ingest.ingest(lake.from_env(), spec, "readings", D1, D4)
+    assert again.tally == {SKIPPED: 3} and again.partitions == first.partitions
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text(
+            "UPDATE readings_edit SET value = value + 1 WHERE sensor = 'a' AND ts = :at"),
+            {"at": dt.datetime(2024, 1, 2, 5, tzinfo=dt.UTC)})
+    engine.dispose()
+    changed = ingest.ingest(lake.from_env(), spec, "readings", D1, D4)
+    assert changed.tally == {CHANGED: 1, SKIPPED: 2}
+    assert [p["sha256"] == q["sha256"] for p, q in zip(changed.partitions, first.partitions,
+                                                       strict=True)] == [True, False, True]

@@ -180,7 +180,7 @@ def test_prepare_builds_the_set_and_its_split(ingested: LoadedSpec) -> None:
     built = training_set.prepare(env_lake(), ingested, D1, D4,
                                  produced_by=ProducedBy(dag_id="sensors_train"))
     assert built == TrainingInput(training_set.build_training_set(env_lake(), ingested, D1, D4),
-                                  Split(D1, D3, D4))
+                                  Split(D1, D3, D4), {"computed (not published yet)": 1})
     assert isinstance(built.training_set, TrainingSet)
     manifest = lake.read_manifest(env_lake().root / built.training_set.path)
     assert manifest["produced_by"] == {"dag_id": "sensors_train"}

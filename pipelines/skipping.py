@@ -1,0 +1,119 @@
+"""Skip what is already done, by content: a partition's fingerprint and the decision it makes.
+
+A published unit's fingerprint hashes everything its bytes are made from: the content hashes
+of its inputs (landing files for a raw day, raw partitions for a feature day, every input
+partition for a training set), the definition that turns them into rows (the source's spec
+section and GX suite, the view's definitions hash, the feature definitions) and the library's
+code version. It is stored in the unit's manifest, so deciding whether to recompute is one
+manifest read and one comparison. Timestamps are never consulted: a file touched but unchanged
+is skipped, a file changed within the clock's granularity is recomputed.
+
+The functions here are pure but `decide_days`, which reads each day's committed manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines import lake
+from pipelines.lake import sha256_json
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint"
+"""The manifest field holding a unit's fingerprint."""
+
+UNCHANGED = "unchanged: inputs, definition and code match the committed manifest"
+FORCED = "forced"
+NEW = "not published yet"
+CHANGED = "inputs, definition or code changed"
+DAMAGED = "its data file no longer matches its manifest"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one unit is skipped, and why (one of the reasons above)."""
+
+    skip: bool
+    reason: str
+
+    @property
+    def label(self) -> str:
+        """How the task log and `pitstop run` show it: `skipped (unchanged: …)`."""
+        return f"{'skipped' if self.skip else 'computed'} ({self.reason})"
+
+
+def fingerprint(inputs: Iterable[tuple[str, str]], definition: Any, code: str) -> str:
+    """Hash of a unit's inputs as (name, sha256) pairs in any order, its definition (any
+    JSON-able value) and the code version. Names are part of it: two days whose partitions
+    hold equal bytes (both empty) are still different inputs."""
+    return sha256_json({"inputs": sorted(inputs), "definition": definition, "code": code})
+
+
+def decide(manifest: Mapping[str, Any] | None, wanted: str, force: bool,
+           intact: Callable[[], bool]) -> Decision:
+    """Skip a unit only when its committed manifest records the `wanted` fingerprint and its
+    data file still hashes to what that manifest records (`intact()`, called only then: it
+    hashes the file), unless `force`d. A damaged file is recomputed, so re-running the stage
+    repairs it.
+
+    `manifest` must be the committed one (`lake.read_manifest`): files no manifest names are
+    a killed writer's leftovers and never make a unit look done.
+    """
+    if force:
+        return Decision(False, FORCED)
+    if manifest is None:
+        return Decision(False, NEW)
+    if manifest.get(FINGERPRINT) != wanted:
+        return Decision(False, CHANGED)
+    if not intact():
+        return Decision(False, DAMAGED)
+    return Decision(True, UNCHANGED)
+
+
+@dataclass(frozen=True)
+class DayDecision:
+    """What `decide_days` found for one day partition: the decision and, when it is skipped,
+    the committed partition it keeps."""
+
+    decision: Decision
+    kept: lake.Partition | None
+
+
+def decide_days(store: lake.Lake, pipeline: str, layer: str, dataset: str,
+                wanted: Mapping[dt.date, str], force: bool) -> dict[dt.date, DayDecision]:
+    """Each day partition's decision against its `wanted` fingerprint, logged one line a day
+    (`raw/orders date=2024-01-02: skipped (unchanged: …)`), which the task log shows."""
+    found = {}
+    for day, fingerprint in wanted.items():
+        folder = lake.partition_dir(store, pipeline, layer, dataset, day)
+        manifest = lake.read_manifest(folder)
+        decision = decide(manifest, fingerprint, force,
+                          lambda f=folder, m=manifest: lake.intact(f, m))
+        log.info("%s/%s date=%s: %s", layer, dataset, day, decision.label)
+        kept = lake.Partition(folder, day, manifest) if decision.skip and manifest else None
+        found[day] = DayDecision(decision, kept)
+    return found
+
+
+def tally(decisions: Iterable[Decision]) -> dict[str, int]:
+    """How many units got each decision, by label: what a task returns and the run prints."""
+    return dict(sorted(Counter(d.label for d in decisions).items()))
+
+
+def merge_tallies(tallies: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The sum of several tasks' tallies (a run's chunks and sources)."""
+    total: Counter[str] = Counter()
+    for counts in tallies:
+        total.update(counts)
+    return dict(sorted(total.items()))
+
+
+def describe(counts: Mapping[str, int]) -> str:
+    """A tally as one line: `31 skipped (unchanged: …), 1 computed (forced)`."""
+    return ", ".join(f"{n} {label}" for label, n in counts.items()) or "no partitions"
