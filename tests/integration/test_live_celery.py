@@ -13,16 +13,14 @@ import datetime as dt
 import hashlib
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipelines import lake
-from pipelines.orchestration.local import group_alive
-from tests.integration.conftest import PITSTOP, ROOT
-from tests.integration.live import DAG_IDS, Live, free_port, service_env
+from tests.integration.conftest import PITSTOP, ROOT, land, pitstop_up
+from tests.integration.live import Live, free_port, service_env
 
 pytestmark = [pytest.mark.integration]
 
@@ -34,28 +32,12 @@ SPEC = ROOT / "dags" / "flights_delay.yaml"
 @pytest.fixture(scope="module")
 def celery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("celery-home")
-    airflow_port, mlflow_port = free_port(), free_port()
-    env = {**service_env(home, airflow_port, mlflow_port), "PITSTOP_REDIS_PORT": str(free_port())}
-    subprocess.run([sys.executable, str(ROOT / "dags" / "flights_delay" / "land.py"),
-                    "--start", START, "--end", END], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
-    up = subprocess.run([str(PITSTOP), "up", "--executor", "celery", "--workers", "2"],
-                        check=False, env=env, cwd=ROOT, capture_output=True, text=True)
-    pids = {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        assert "Celery   2 workers (worker-1, worker-2)" in up.stdout
-        live = Live(home, airflow_port, mlflow_port)
-        live.wait_dags(DAG_IDS)
-        for dag in DAG_IDS:
-            live.unpause(dag)
+    env = {**service_env(home, free_port(), free_port()), "PITSTOP_REDIS_PORT": str(free_port())}
+    land(env, START, END)
+    with pitstop_up(home, env, "--executor", "celery", "--workers", "2") as (live, printed, pids):
+        assert "Celery   2 workers (worker-1, worker-2)" in printed
         yield live
-    finally:
-        down = subprocess.run([str(PITSTOP), "down"], check=False, env=env, cwd=ROOT,
-                              capture_output=True, text=True)
-        assert down.returncode == 0, down.stderr
-        assert {"redis", "worker-1", "worker-2", "scheduler"} <= set(pids)
-        assert not [name for name, pid in pids.items() if group_alive(pid)], "orphans left"
+    assert {"redis", "worker-1", "worker-2", "scheduler"} <= set(pids)
 
 
 def _data_hashes(root: Path) -> dict[str, str]:
