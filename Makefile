@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 bench-score up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 bench-score bench-celery up down clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ bench: install
 # Full-2013 feature backfill through a real scheduler, both ways (about 10-40 min; see bench/BACKFILL.md)
 bench-backfill: install
 	$(BIN)/python bench/backfill_throughput.py
+
+# Full-2013 chunked backfill on the CeleryExecutor, 1 worker vs 2, as a ratio (needs redis-server; see bench/BACKFILL.md)
+bench-celery: install
+	$(BIN)/python bench/celery_workers.py
 
 # Paired bootstrap of metric changes: per-resample sklearn loop vs bootstrap_deltas (~5 min; see bench/README.md)
 bench-bootstrap: install

@@ -92,21 +92,26 @@ def _reproduction_lines(result: Any) -> list[str]:
             *(f"       {key}: {value}" for key, value in result.details.items())]
 
 
-def services(command: str) -> int:
+def services(args: argparse.Namespace) -> int:
     """`pitstop up` / `pitstop down`: the local UIs (see pipelines/orchestration/local.py)."""
     from pipelines.orchestration import local
 
-    if command == "down":
+    if args.command == "down":
         stopped = local.down()
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
         return 0
     try:
-        urls = local.up(Path.cwd())
+        workers = args.workers if args.executor == "celery" else 0
+        urls = local.up(Path.cwd(), workers=workers,
+                        timeout=local.UP_TIMEOUT if args.timeout is None else args.timeout)
     except RuntimeError as exc:
         print(f"pitstop: {exc}", file=sys.stderr)
         return 1
     print(f"Airflow  {urls['airflow']}")
     print(f"MLflow   {urls['mlflow']}")
+    if workers:
+        print(f"Celery   {workers} workers ({', '.join(map(local.worker_name, range(1, workers + 1)))}"
+              f"), broker Redis at {urls['broker']}")
     known = local.passwords()
     for user, role in local.USERS.items():
         print(f"  {user:<10} {role:<7} password {known.get(user, '(see file below)')}")
@@ -408,7 +413,15 @@ def _other_parsers(commands: Any) -> None:
                         help="runs started longer ago are abandoned, and so are uncommitted "
                         "generations last written longer ago on an object-store lake "
                         "(default 2: the default execution_timeout)")
-    commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
+    up = commands.add_parser("up", help="start the Airflow and MLflow UIs on 127.0.0.1")
+    up.add_argument("--executor", choices=("local", "celery"), default="local",
+                    help="local: the scheduler runs tasks; celery: Celery workers do, with Redis "
+                    "as the broker (PITSTOP_REDIS_URL names an existing one)")
+    up.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="Celery workers to start (with --executor celery; default 2)")
+    up.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                    help="how long to wait for each service to answer (default "
+                    "PITSTOP_UP_TIMEOUT, else 300)")
     commands.add_parser("down", help="stop what `pitstop up` started")
 
 
@@ -426,8 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     cli = parser()
     args = cli.parse_args(argv)
 
+    if args.command == "up":
+        if args.workers is not None and (args.executor != "celery" or args.workers < 1):
+            cli.error("--workers N needs --executor celery and N >= 1")
+        args.workers = 2 if args.workers is None else args.workers
     if args.command in ("up", "down"):
-        return services(args.command)
+        return services(args)
     if args.command == "validate":
         return validate_command(args.specs)
     if args.command == "new":

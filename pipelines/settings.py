@@ -36,6 +36,13 @@ def database_url() -> str | None:
     return os.environ.get("PITSTOP_DATABASE_URL") or None
 
 
+def redis_url() -> str | None:
+    """An existing Redis for `pitstop up --executor celery` to use as the Celery broker
+    (`PITSTOP_REDIS_URL`, `redis://:password@host:port/db`). Unset: `pitstop up` starts
+    Debian's `redis-server` under `$PITSTOP_HOME/redis`, on 127.0.0.1 only."""
+    return os.environ.get("PITSTOP_REDIS_URL") or None
+
+
 def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
 

@@ -12,6 +12,17 @@ created from the UI can answer "database is locked". Each process leads its own 
 from the FAB auth manager (the official Helm chart's; Airflow's SimpleAuthManager "is
 intended for development and testing"); passwords live in a file under `$PITSTOP_HOME`,
 generated on first start.
+
+`--executor celery --workers N` runs tasks on N Celery workers instead of in the scheduler,
+with Redis as the broker (Debian's `redis-server`, started here on 127.0.0.1 with a generated
+password, unless `PITSTOP_REDIS_URL` names one) and the metadata database as the result
+backend. Each worker has an `AIRFLOW_HOME` of its own and none of the scheduler's secrets:
+in Airflow 3 a task talks to the api-server's Execution API with the token the scheduler put
+in its workload, so only the scheduler and the api-server (which sign and check tokens) hold
+`[api_auth] jwt_secret`. What a worker shares with the scheduler is the network services
+(PostgreSQL, Redis, the api-server, MLflow), the lake and the task log folder: Airflow's log
+server binds every interface, so workers run without it and write their task logs where the
+api-server reads them, as the other processes here do.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +60,8 @@ SERVICE_ACCOUNT = "pitstop"
 each pipeline's experiment and registered model, so it manages exactly those."""
 DATABASE = "postgres"
 """The name `up` records the embedded server's PID under, stopped last by `down`."""
+BROKER = "redis"
+"""The name `up` records the Redis server's PID under, stopped after the services that use it."""
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 EXTRA_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
 """Airflow's log server binds every interface, with no setting to change it. Every process
@@ -57,6 +72,14 @@ KILL_GRACE_SECONDS = 10.0
 # Task processes at a time. On 2 cores each task spends much of its life importing Airflow,
 # pandas and the spec, so 4 keeps both cores busy; bench/BACKFILL.md has the measurements.
 PARALLELISM = 4
+UP_TIMEOUT = float(os.environ.get("PITSTOP_UP_TIMEOUT", "300"))
+"""How long `up` waits for each UI to answer. The api-server alone took over 120 s to start on
+2 busy cores beside Celery workers importing Airflow; a first start also migrates the DB."""
+SCHEDULER_ONLY = ("AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
+                  "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+"""Settings a Celery worker does not get: it neither signs nor checks the Execution API's
+tokens nor the UI's sessions, and in Airflow 3 its tasks reach the metadata only through the
+Execution API (the Celery result backend has its own URL)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,8 @@ class Ports:
 
     airflow: int = int(os.environ.get("PITSTOP_AIRFLOW_PORT", "8080"))
     mlflow: int = int(os.environ.get("PITSTOP_MLFLOW_PORT", "5000"))
+    redis: int = int(os.environ.get("PITSTOP_REDIS_PORT", "6380"))
+    """The Redis `up` starts for Celery (not the usual 6379, which a system Redis may hold)."""
 
 
 def run_dir() -> Path:
@@ -138,10 +163,16 @@ def service_password() -> str:
     return _secret(service_password_file().name)
 
 
-def airflow_env(project: Path, ports: Ports, server: str) -> dict[str, str]:
+def airflow_env(project: Path, ports: Ports, server: str,
+                broker: str | None = None) -> dict[str, str]:
     """The environment every Airflow process (and every task it runs) gets: tasks reach MLflow
-    through its server, as the service account, so its permissions apply to them too."""
+    through its server, as the service account, so its permissions apply to them too. With a
+    `broker` (a Redis URL), tasks go to Celery workers; without, the scheduler runs them."""
     base = f"http://127.0.0.1:{ports.airflow}"
+    executor = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"} if broker is None else {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{database_uri(server, 'airflow')}"}
     return {
         **os.environ,
         "PITSTOP_HOME": str(settings.home()),
@@ -150,7 +181,7 @@ def airflow_env(project: Path, ports: Ports, server: str) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME": SERVICE_ACCOUNT,
         "MLFLOW_TRACKING_PASSWORD": service_password(),
         "PITSTOP_MLFLOW_UI": f"http://127.0.0.1:{ports.mlflow}",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        **executor,
         "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
@@ -169,11 +200,117 @@ def airflow_env(project: Path, ports: Ports, server: str) -> dict[str, str]:
     }
 
 
+def worker_name(number: int) -> str:
+    return f"worker-{number}"
+
+
+def worker_hostname() -> str:
+    """`[core] hostname_callable` on a worker: `worker-N@host`, so each task instance's
+    hostname (in the UI and the REST API) names the worker that ran it."""
+    return f"{os.environ['PITSTOP_WORKER']}@{socket.getfqdn()}"
+
+
+def worker_env(env: dict[str, str], number: int) -> dict[str, str]:
+    """Worker `number`'s environment: the services' less SCHEDULER_ONLY, in its own
+    `$PITSTOP_HOME/workers/worker-N` Airflow home, writing task logs where the api-server
+    reads them (see the module's docstring)."""
+    name = worker_name(number)
+    return {**{key: value for key, value in env.items() if key not in SCHEDULER_ONLY},
+            "AIRFLOW_HOME": str(settings.home() / "workers" / name),
+            "PITSTOP_WORKER": name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.airflow_home() / "logs")}
+
+
+def worker_argv(number: int, workers: int) -> list[str]:
+    """`airflow celery worker` for worker `number` of `workers`: between them they run
+    PARALLELISM tasks at a time (at least one each), under a Celery node name of its own."""
+    concurrency = max(1, -(-PARALLELISM // workers))
+    return [str(Path(sys.executable).parent / "airflow"), "celery", "worker", "--skip-serve-logs",
+            "--celery-hostname", f"{worker_name(number)}@%h", "--concurrency", str(concurrency)]
+
+
+def redis_config(port: int, password: str) -> str:
+    """redis.conf of the broker `up` starts: loopback only, a password, its data in
+    `$PITSTOP_HOME/redis`, in the foreground (so `down` stops it by its process group)."""
+    return "\n".join([
+        "bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {password}",
+        f"dir {settings.home() / 'redis'}", "daemonize no", 'logfile ""', ""])
+
+
+def start_broker(port: int, timeout: float) -> str:
+    """The Redis URL Celery uses: `PITSTOP_REDIS_URL`, or a `redis-server` started here on
+    127.0.0.1:`port`. Either way it must answer PING within `timeout` seconds."""
+    if url := settings.redis_url():
+        _wait_broker(url, None, timeout)
+        return url
+    url = f"redis://:{_secret('redis_password')}@127.0.0.1:{port}/0"
+    if BROKER not in running():
+        if (server := shutil.which("redis-server")) is None:
+            raise RuntimeError("--executor celery needs Redis: `redis-server` is not on PATH; "
+                               "install it (Debian: apt-get install redis-server) or set "
+                               "PITSTOP_REDIS_URL to an existing Redis")
+        folder = settings.home() / "redis"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config = folder / "redis.conf"
+        config.write_text(redis_config(port, _secret("redis_password")))
+        config.chmod(0o600)
+        _start(BROKER, [server, str(config)], dict(os.environ))
+    _wait_broker(url, BROKER, timeout)
+    return url
+
+
+def _wait_broker(url: str, name: str | None, timeout: float) -> None:
+    """Wait until the Redis at `url` answers PING; `name`: the process `up` started for it."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if name is not None and name not in running():
+                raise RuntimeError(f"{name} exited during start-up ({redis_host(url)} taken? "
+                                   "PITSTOP_REDIS_PORT picks another port); see "
+                                   f"{settings.home() / 'logs' / f'{name}.log'}")
+            try:
+                client.ping()
+                return
+            except redis.AuthenticationError as error:
+                raise RuntimeError(f"Redis at {redis_host(url)} refused the password: {error}; "
+                                   "check PITSTOP_REDIS_URL") from error
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Redis at {redis_host(url)} not answering after "
+                                       f"{timeout:.0f}s: {error}") from error
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def redis_host(url: str) -> str:
+    """`host:port` of a Redis URL, for messages (never its password)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
+
+
 def _pid_file(name: str) -> Path:
     return run_dir() / f"{name}.pid"
 
 
+def _reap(pid: int) -> None:
+    """Collect `pid`'s exit status if it is a child of this process that has exited: until
+    then it stays a zombie, which signal 0 still finds, so a service that died during `up`
+    (this process started it) would look alive."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _alive(pid: int) -> bool:
+    _reap(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -271,13 +408,17 @@ def apply_users() -> None:
 
 
 def up(project: Path, ports: Ports = Ports(), echo: Callable[[str], None] = print,
-       timeout: float = 120.0) -> dict[str, str]:
-    """Start PostgreSQL, Airflow (4 processes) and the MLflow UI; return their URLs. Idempotent."""
+       timeout: float = UP_TIMEOUT, workers: int = 0) -> dict[str, str]:
+    """Start PostgreSQL, Airflow (4 processes) and the MLflow UI; return their URLs. Idempotent.
+
+    `workers` 0: the LocalExecutor runs tasks in the scheduler. N > 0: the CeleryExecutor, with
+    Redis and N workers (`worker-1`..`worker-N`)."""
     if alive := running():
         echo(f"already running: {', '.join(sorted(alive))} (pitstop down stops them)")
     server = start_database()
     create_databases(server)
-    env = airflow_env(project, ports, server)
+    broker = start_broker(ports.redis, timeout) if workers else None
+    env = airflow_env(project, ports, server, broker)
     settings.airflow_home().mkdir(parents=True, exist_ok=True)
     if not set(AIRFLOW_PROCESSES) <= set(running()):
         _setup(env, [str(Path(sys.executable).parent / "airflow"), "db", "migrate"])
@@ -288,11 +429,18 @@ def up(project: Path, ports: Ports = Ports(), echo: Callable[[str], None] = prin
         if process not in running():
             _start(process, [str(bin_dir / "airflow"), process, *EXTRA_ARGS.get(process, ())],
                    env)
+    for number in range(1, workers + 1):
+        if worker_name(number) not in running():
+            _start(worker_name(number), worker_argv(number, workers), worker_env(env, number))
     if "mlflow" not in running():
         _start("mlflow", mlflow_argv(ports, server), mlflow_env(env, server, known["admin"]))
-    urls = {"airflow": env["AIRFLOW__API__BASE_URL"], "mlflow": env["PITSTOP_MLFLOW_UI"]}
+    urls = {"airflow": env["AIRFLOW__API__BASE_URL"], "mlflow": env["PITSTOP_MLFLOW_UI"],
+            **({"broker": redis_host(broker)} if broker else {})}
     _wait_healthy(f"{urls['airflow']}/api/v2/monitor/health", "api-server", timeout)
     _wait_healthy(f"{urls['mlflow']}/health", "mlflow", timeout)
+    if dead := [worker_name(n) for n in range(1, workers + 1) if worker_name(n) not in running()]:
+        raise RuntimeError(f"{', '.join(dead)} exited during start-up; see "
+                           f"{settings.home() / 'logs' / f'{dead[0]}.log'}")
     ensure_mlflow_users(urls["mlflow"], known)
     return urls
 
@@ -366,11 +514,12 @@ def passwords() -> dict[str, str]:
 
 def down(echo: Callable[[str], None] = print) -> list[str]:
     """Stop every process group `up` started (SIGTERM, then SIGKILL after a grace period);
-    the database last, once the services that use it are gone."""
+    Redis once the scheduler and workers are gone, the database last."""
     alive = running()
-    services = {name: pid for name, pid in alive.items() if name != DATABASE}
+    services = {name: pid for name, pid in alive.items() if name not in (DATABASE, BROKER)}
     database = {name: pid for name, pid in alive.items() if name == DATABASE}
     _stop(services, signal.SIGTERM, echo)
+    _stop({name: pid for name, pid in alive.items() if name == BROKER}, signal.SIGTERM, echo)
     # SIGINT is PostgreSQL's fast shutdown: it ends any session still open (a task killed
     # mid-write) instead of waiting for it, as SIGTERM's smart shutdown would.
     _stop(database, signal.SIGINT, echo)
@@ -399,6 +548,7 @@ def _wait_gone(pids: Iterable[int], seconds: float) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    _reap(pgid)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

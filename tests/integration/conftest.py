@@ -8,6 +8,7 @@ at the same time cannot collide; `PITSTOP_TEST_AIRFLOW_PORT` / `_MLFLOW_PORT` pi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,33 +25,47 @@ PITSTOP = Path(sys.executable).parent / "pitstop"
 START, END = "2013-01-01", "2013-01-11"
 
 
+@contextlib.contextmanager
+def pitstop_up(home: Path, env: dict[str, str], *options: str
+               ) -> Iterator[tuple[Live, str, dict[str, int]]]:
+    """`pitstop up *options` in `home` with `env`, its DAGs parsed and unpaused: the users'
+    view of it, what `up` printed and the PIDs it recorded. `pitstop down` at the end must
+    leave none of them alive."""
+    up = subprocess.run([str(PITSTOP), "up", *options], check=False, env=env, cwd=ROOT,
+                        capture_output=True, text=True)
+    pids = {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        live = Live(home, int(env["PITSTOP_AIRFLOW_PORT"]), int(env["PITSTOP_MLFLOW_PORT"]))
+        live.wait_dags(DAG_IDS)
+        for dag in DAG_IDS:
+            live.unpause(dag)
+        yield live, up.stdout, pids
+    finally:
+        down = subprocess.run([str(PITSTOP), "down"], check=False, env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+        assert down.returncode == 0, down.stderr
+        assert not [name for name, pid in pids.items() if group_alive(pid)], "orphans left"
+
+
+def land(env: dict[str, str], start: str, end: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "dags" / "flights_delay" / "land.py"),
+                    "--start", start, "--end", end], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("live-home")
     airflow_port = int(os.environ.get("PITSTOP_TEST_AIRFLOW_PORT") or free_port())
     mlflow_port = int(os.environ.get("PITSTOP_TEST_MLFLOW_PORT") or free_port())
     env = service_env(home, airflow_port, mlflow_port)
-    subprocess.run([sys.executable, str(ROOT / "dags" / "flights_delay" / "land.py"),
-                    "--start", START, "--end", END], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
-    up = subprocess.run([str(PITSTOP), "up"], check=False, env=env, cwd=ROOT,
-                        capture_output=True, text=True)
-    pids = {p.stem: int(p.read_text()) for p in (home / "run").glob("*.pid")}
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        live = Live(home, airflow_port, mlflow_port)
-        assert f"Airflow  {live.api}" in up.stdout and "scientist  User" in up.stdout
-        live.wait_dags(DAG_IDS)
-        for dag in DAG_IDS:
-            live.unpause(dag)
+    land(env, START, END)
+    with pitstop_up(home, env) as (live, printed, pids):
+        assert f"Airflow  {live.api}" in printed and "scientist  User" in printed
         yield live
-    finally:
-        down = subprocess.run([str(PITSTOP), "down"], check=False, env=env, cwd=ROOT,
-                              capture_output=True, text=True)
-        assert down.returncode == 0, down.stderr
-        assert sorted(pids) == ["api-server", "dag-processor", "mlflow", "postgres",
-                                "scheduler", "triggerer"]
-        assert not [name for name, pid in pids.items() if group_alive(pid)], "orphans left"
+    assert sorted(pids) == ["api-server", "dag-processor", "mlflow", "postgres",
+                            "scheduler", "triggerer"]
 
 
 @pytest.fixture(scope="session")
