@@ -14,6 +14,7 @@ ends byte for byte equal to a full recompute from scratch in a lake of its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -233,3 +234,28 @@ def test_a_training_set_rewritten_under_its_manifest_is_rebuilt(ingested: Loaded
     assert again.tally == {"computed (not published yet)": 1}
     assert again.training_set == TrainingSet(first.dataset_id, first.path, first.rows, D1, D4)
     assert lake.read_manifest(folder) is not None
+
+
+def test_a_partial_recompute_keeps_the_quality_result_each_skipped_day_names(
+        tiny: LoadedSpec) -> None:
+    """A raw manifest names the GX result its day was validated in. Re-validating only D2,
+    twice, must not remove the result D1 and D3 still name (it did: one result folder per
+    run range, whose generation two publications back is deleted)."""
+    spec = _with_suite(tiny, 1.0)
+
+    def named() -> dict[dt.date, tuple[str, str]]:
+        store = env_lake()
+        results = {}
+        for p in lake.list_partitions(store, spec.name, "raw", "readings"):
+            result = (lake.read_manifest(p.path) or {})["quality"]["result"]
+            results[p.day] = (result, lake.sha256_file(store.root / result))
+        return results
+
+    run_all(spec)
+    before = named()
+    for seed in (98, 99):  # a publication keeps the generation it replaced, not two back
+        write_readings(spec.landing_dir(), D2, seed=seed)
+        run_all(spec)
+    after = named()
+    assert (after[D1], after[D3]) == (before[D1], before[D3])
+    assert after[D2][0] != before[D2][0]
