@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,8 +350,7 @@ def ingest(
 
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
-    `database_url` is the URL of a database source's `conn_id`, which only an Airflow task
-    can resolve.
+    `database_url` is a database source's `conn_id` resolved, which only Airflow can do.
     """
     if not start < end:
         raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
@@ -359,25 +358,9 @@ def ingest(
     now = now or dt.datetime.now(dt.UTC)
     source = spec.pipeline.sources[source_name]
     field = f"{spec.path.name}: sources.{source_name}"
-    if source.database is None:
-        found: dict[Origin, Delivery] = dict(_landed(spec, source_name, start, end, now))
-        tables: dict[Origin, pa.Table] = dict(read_landing_files(list(found), source))
-        files = {path: _file_record(path) for path in found}
-
-        def origin(rows: DayRows) -> dict[str, Any]:
-            return {"source_files": [files[p] for p in rows.origins]}
-    else:
-        url = sql_source.database_url(source.database, database_url, field)
-        read = sql_source.read_interval(url, source, field, _utc(start), _utc(end))
-        where = f"{read.connection}: {source.database.table or 'query'}"
-        found = {where: Delivery({}, _utc(start), _utc(end), f"the UTC days {start}..{end}")}
-        tables = {where: read.table}
-
-        def origin(rows: DayRows) -> dict[str, Any]:
-            return {"source_query": {
-                "connection": read.connection, "query": read.query,
-                "rows": rows.table.num_rows,
-                "sha256": sql_source.rows_sha256(rows.table, source.keys)}}
+    found, tables, origin = (
+        _read_files(spec, source_name, start, end, now) if source.database is None
+        else _read_database(source, field, start, end, database_url))
     for where, table in tables.items():
         check_rows(table, where, source, found[where])
         check_values(table, where, source, field, now)
@@ -391,6 +374,37 @@ def ingest(
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
         quality=_quality_summary(store, report),
     )
+
+
+Read = tuple[dict[Origin, Delivery], dict[Origin, pa.Table], Callable[["DayRows"], dict[str, Any]]]
+"""What a source's rows of a range are read as: the period each origin holds, its rows, and
+how a day's partition manifest records where its rows came from."""
+
+
+def _read_files(spec: LoadedSpec, source_name: str, start: dt.date, end: dt.date,
+                now: dt.datetime) -> Read:
+    """The landing files of the range, read and typed; manifests list each with its sha256."""
+    found = _landed(spec, source_name, start, end, now)
+    tables = read_landing_files(list(found), spec.pipeline.sources[source_name])
+    files = {path: _file_record(path) for path in found}
+    return (dict(found), dict(tables),
+            lambda rows: {"source_files": [files[p] for p in rows.origins]})
+
+
+def _read_database(source: Source, field: str, start: dt.date, end: dt.date,
+                   database_url: str | None) -> Read:
+    """The range's rows of a database source, as one origin holding the whole range;
+    manifests record the connection, query, and each day's row count and sha256."""
+    assert source.database is not None
+    url = sql_source.database_url(source.database, database_url, field)
+    read = sql_source.read_interval(url, source, field, _utc(start), _utc(end))
+    where = f"{read.connection}: {source.database.table or 'query'}"
+    return ({where: Delivery({}, _utc(start), _utc(end), f"the UTC days {start}..{end}")},
+            {where: read.table},
+            lambda rows: {"source_query": {
+                "connection": read.connection, "query": read.query,
+                "rows": rows.table.num_rows,
+                "sha256": sql_source.rows_sha256(rows.table, source.keys)}})
 
 
 @dataclass(frozen=True)
