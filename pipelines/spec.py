@@ -106,7 +106,7 @@ class Database(_Strict):
     conn_id: str | None = None
     """An Airflow connection id, resolved by the ingest task (`airflow connections add`)."""
     table: str | None = Field(None, pattern=r"^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?$")
-    """A table or view, optionally schema-qualified (`public.flights`)."""
+    """A table or view, optionally schema-qualified (`public.readings`)."""
     query: str | None = None
     """A SELECT whose result the interval's rows are taken from, instead of `table`."""
     time_column: str

@@ -38,8 +38,8 @@ def test_library_knows_nothing_of_the_example(path: Path) -> None:
 
 
 LAYERS = ["errors", "settings", "provenance", "metrics", "lake_objects", "lake", "skipping",
-          "spec", "monitoring", "spec_reference", "scaffold", "pit", "lineage", "quality", "ingest",
-          "features",
+          "spec", "monitoring", "spec_reference", "scaffold", "pit", "lineage", "quality",
+          "sql_source", "ingest", "features",
           "training_set", "backfill", "train", "differential", "registry", "problems",
           "validation", "evaluate", "report", "monitoring_report", "champion", "steps", "scoring",
           "audit", "doctor", "cli"]
