@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,56 +349,79 @@ def ingest(
     database_url: str | None = None,
     force: bool = False,
 ) -> IngestResult:
-    """Ingest the UTC days `[start, end)` of one source; see the module docstring for the
-    guarantees.
+    """Ingest the UTC days `[start, end)` of one source (guarantees: the module docstring).
 
     `now` is the run's clock (an Airflow task passes its run's start; default: this call's
     time): files and events later than it plus the source's `future_tolerance` are refused.
-    `database_url` is the URL of a database source's `conn_id`, which only an Airflow task
-    can resolve. A day made from the same inputs (landing files, or the database rows of that
-    day), source definition and code (`day_fingerprints`) is skipped unless `force`; the
-    result lists every day's partition either way.
+    `database_url` is a database source's `conn_id` resolved (only Airflow can). A day of the
+    same inputs, definition and code (`day_fingerprints`) is skipped unless `force`.
     """
     if not start < end:
         raise DataError(f"ingest {source_name}: end {end} must be after start {start} "
                         "(end is exclusive)")
     now = now or dt.datetime.now(dt.UTC)
-    source = spec.pipeline.sources[source_name]
-    if source.database is None:
-        found = _landed(spec, source_name, start, end, now)
-        files = {path: _file_record(path, source) for path in found}
-        wanted = day_fingerprints(spec, source_name, {
-            day: [(str(p.relative_to(spec.landing_dir())), files[p]["sha256"])
-                  for p in _day_files(found, day)] for day in lake.days(start, end)})
-        decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
-        days = _checked_days(spec, source_name, found,
-                             [d for d, v in decided.items() if not v.kept], now)
-
-        def origin(rows: DayRows) -> dict[str, Any]:
-            return {"source_files": [files[p] for p in rows.origins]}
-    else:
-        read, every = _database_days(spec, source_name, database_url, start, end, now)
-        hashes = {rows.day: sql_source.rows_sha256(rows.table, source.keys) for rows in every}
-        wanted = day_fingerprints(spec, source_name, {
-            rows.day: [(str(rows.origins[0]), hashes[rows.day])] for rows in every})
-        decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
-        days = [rows for rows in every if not decided[rows.day].kept]
-
-        def origin(rows: DayRows) -> dict[str, Any]:
-            return {"source_query": {"connection": read.connection, "query": read.query,
-                                     "rows": rows.table.num_rows, "sha256": hashes[rows.day]}}
-    kept = [_partition_summary(store, d.kept) for d in decided.values() if d.kept]
-    report = _validate(store, spec, source_name, days)
+    planned = (_plan_files(store, spec, source_name, start, end, now, force)
+               if spec.pipeline.sources[source_name].database is None
+               else _plan_database(store, spec, source_name, start, end, now, force,
+                                   database_url))
+    kept = [_partition_summary(store, d.kept) for d in planned.decided.values() if d.kept]
+    report = _validate(store, spec, source_name, planned.days)
     partitions = sorted(kept + [
-        _publish_day(store, spec, source_name, rows, origin(rows),
+        _publish_day(store, spec, source_name, rows, planned.origin(rows),
                      _quality_summary(store, report), produced_by or ProducedBy(),
-                     wanted[rows.day]) for rows in days], key=lambda p: p["date"])
+                     planned.wanted[rows.day]) for rows in planned.days],
+        key=lambda p: p["date"])
     return IngestResult(
         source=source_name, start=start.isoformat(), end=end.isoformat(),
         rows=sum(p["rows"] for p in partitions), partitions=partitions,
         quality=_quality_summary(store, report),
-        tally=skipping.tally(d.decision for d in decided.values()),
+        tally=skipping.tally(d.decision for d in planned.decided.values()),
     )
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A range's days as ingest decides them: each day's fingerprint and decision, the rows
+    of the days to publish, and how their manifests record where the rows came from."""
+
+    wanted: dict[dt.date, str]
+    decided: dict[dt.date, skipping.DayDecision]
+    days: list[DayRows]
+    origin: Callable[[DayRows], dict[str, Any]]
+
+
+def _plan_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.date,
+                end: dt.date, now: dt.datetime, force: bool) -> Planned:
+    """A file source: days are decided on their landing files' sha256 before any is read,
+    and only the files of days to recompute are read and checked."""
+    source = spec.pipeline.sources[source_name]
+    found = _landed(spec, source_name, start, end, now)
+    files = {path: _file_record(path, source) for path in found}
+    wanted = day_fingerprints(spec, source_name, {
+        day: [(str(p.relative_to(spec.landing_dir())), files[p]["sha256"])
+              for p in _day_files(found, day)] for day in lake.days(start, end)})
+    decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
+    days = _checked_days(spec, source_name, found,
+                         [d for d, v in decided.items() if not v.kept], now)
+    return Planned(wanted, decided, days,
+                   lambda rows: {"source_files": [files[p] for p in rows.origins]})
+
+
+def _plan_database(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.date,
+                   end: dt.date, now: dt.datetime, force: bool,
+                   database_url: str | None) -> Planned:
+    """A database source: the range's rows are read (there is no file to hash), and a day is
+    decided on its rows' sha256."""
+    source = spec.pipeline.sources[source_name]
+    read, every = _database_days(spec, source_name, database_url, start, end, now)
+    hashes = {rows.day: sql_source.rows_sha256(rows.table, source.keys) for rows in every}
+    wanted = day_fingerprints(spec, source_name, {
+        rows.day: [(str(rows.origins[0]), hashes[rows.day])] for rows in every})
+    decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
+    return Planned(wanted, decided, [rows for rows in every if not decided[rows.day].kept],
+                   lambda rows: {"source_query": {
+                       "connection": read.connection, "query": read.query,
+                       "rows": rows.table.num_rows, "sha256": hashes[rows.day]}})
 
 
 def _checked_days(spec: LoadedSpec, source_name: str, found: dict[Path, Delivery],
