@@ -109,6 +109,18 @@ def _utc(zone: str) -> Callable[[Any], Any]:
                           ).astimezone(dt.UTC)
 
 
+def _iso_time(value: Any) -> Any:
+    """An ISO-8601 string as a datetime, anything else as it is. SQLite has no timestamp type
+    (its driver returns the text stored), and a CSV's times are strings too; a string that is
+    not ISO-8601 stays a string, which `_typed` refuses by name."""
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 _ACCEPTED: dict[str, tuple[type, ...]] = {
     "int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
     "timestamp": (dt.datetime,)}
@@ -118,6 +130,8 @@ so it is refused for numbers explicitly."""
 
 def _typed(values: Sequence[Any], kind: str, column: str, zone: str, where: str) -> pa.Array:
     """One column as its declared Arrow type; a value of another type fails naming it."""
+    if kind == "timestamp":
+        values = [_iso_time(v) for v in values]
     accepted = _ACCEPTED[kind]
     bad = next((v for v in values if v is not None and (
         not isinstance(v, accepted) or (isinstance(v, bool) and kind != "bool"))), None)

@@ -141,3 +141,24 @@ def test_an_unchanged_day_of_a_table_is_skipped_and_a_changed_row_recomputes_its
     assert changed.tally == {CHANGED: 1, SKIPPED: 2}
     assert [p["sha256"] == q["sha256"] for p, q in zip(changed.partitions, first.partitions,
                                                        strict=True)] == [True, False, True]
+
+
+def test_a_sqlite_table_whose_times_are_text_gives_the_files_partitions(
+        tiny: LoadedSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a stranger: SQLite has no timestamp type, so a table pandas wrote returns its
+    times as ISO-8601 text. Such text is read as times (as in a CSV); other text is refused."""
+    from_files = ingest.ingest(lake.from_env(), tiny, "readings", D1, D4)
+    frame = pd.concat([pd.read_csv(p, parse_dates=["ts"])
+                       for p in sorted((tiny.landing_dir() / "readings").glob("*.csv"))])
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = sqlalchemy.create_engine(url)
+    frame.to_sql("readings", engine, index=False)
+    frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%dT%H:%M UTC")).to_sql("readings_utc",
+                                                                           engine, index=False)
+    engine.dispose()
+    monkeypatch.setenv("PITSTOP_LAKE", str(tmp_path / "sqlite_lake"))
+    from_db = ingest.ingest(lake.from_env(), _from_db(tiny, url), "readings", D1, D4)
+    assert [p["sha256"] for p in from_db.partitions] == [p["sha256"] for p in from_files.partitions]
+    with pytest.raises(DataError, match=r"column 'ts' holds str values \(e.g. '2024-01-01T00:00 UTC'"):
+        ingest.ingest(lake.from_env(), _from_db(tiny, url, table="readings_utc"), "readings",
+                      D1, D4)
