@@ -163,7 +163,8 @@ def trace_lines(subject: Subject) -> list[str]:
 
 def _input_lines(rec: dict[str, Any]) -> list[str]:
     """One line per feature and raw dataset: its partitions, rows, and who produced them or
-    which landing files they came from (counted once: a month file feeds many partitions)."""
+    which landing files (counted once: a month file feeds many partitions) or database query
+    (its connection without password, one day's bounds as an example) they came from."""
     lines = []
     for dataset, parts in sorted(_by_dataset(rec["feature_partitions"]).items()):
         producers = sorted({str(p["produced_by"].get("run_id")) for p in parts})
@@ -177,6 +178,10 @@ def _input_lines(rec: dict[str, Any]) -> list[str]:
                      f"{sum(p['rows'] or 0 for p in parts)} rows")
         if sources:
             lines.append(f"      │    from {len(sources)} source files, e.g. {sources[0]}")
+        if queries := list(dict.fromkeys(
+                p["source_query"]["connection"] for p in parts if "source_query" in p)):
+            query = next(p["source_query"]["query"] for p in parts if "source_query" in p)
+            lines.append(f"      │    from {', '.join(queries)}: {query}")
     return lines
 
 

@@ -189,6 +189,19 @@ def test_trace_counts_a_source_file_of_several_partitions_once(lake_root: Path,
     assert "      │    from 1 source files, e.g. readings/2024-01.csv" in lines
 
 
+def test_trace_names_the_query_of_database_partitions(lake_root: Path, files: Path) -> None:
+    rec = record_of(lake_root, files, "run-1")
+    for part in rec["raw_partitions"]:
+        del part["source_files"]
+        part["source_query"] = {"connection": "postgresql://reader@db/warehouse",
+                                "query": "SELECT * FROM readings WHERE ...", "rows": 3,
+                                "sha256": "d" * 64}
+    lines = audit.trace_lines(Subject("sensors", "3", "run-1", [], {}, rec))
+    assert ("      │    from postgresql://reader@db/warehouse: SELECT * FROM readings WHERE ..."
+            in lines)
+    assert not any("source files" in line for line in lines)
+
+
 def test_trace_shortens_long_lists_and_shows_failures(lake_root: Path, files: Path) -> None:
     rec = record_of(lake_root, files, "run-1")
     view = rec["feature_partitions"][0]
