@@ -167,10 +167,15 @@ def model_name() -> str:
     return f"test-model-{uuid.uuid4().hex[:12]}"
 
 
+def between_suite(spec: LoadedSpec, suite: str, column: str, max_value: float) -> None:
+    """Write suite `suite` of one rule: `column` between 0 and `max_value`."""
+    spec.suite_path(suite).write_text(json.dumps({
+        "name": suite,
+        "expectations": [{"type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": column, "min_value": 0,
+                                     "max_value": max_value}}]}))
+
+
 def training_suite(spec: LoadedSpec, max_value: float) -> None:
     """The tiny pipeline's training-set suite: readings between 0 and `max_value`."""
-    spec.suite_path("sensors_training_set").write_text(json.dumps({
-        "name": "sensors_training_set",
-        "expectations": [{"type": "expect_column_values_to_be_between",
-                          "kwargs": {"column": "last__value", "min_value": 0,
-                                     "max_value": max_value}}]}))
+    between_suite(spec, "sensors_training_set", "last__value", max_value)

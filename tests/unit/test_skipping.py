@@ -27,7 +27,7 @@ from pipelines.lake import from_env as env_lake
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import TrainingSet
 
-from .conftest import D1, D2, D3, D4, write_readings
+from .conftest import D1, D2, D3, D4, between_suite, write_readings
 
 SKIPPED = f"skipped ({skipping.UNCHANGED})"
 CHANGED = f"computed ({skipping.CHANGED})"
@@ -175,11 +175,7 @@ def test_a_changed_hook_recomputes_its_view_not_the_raw_days(
 
 def _with_suite(spec: LoadedSpec, max_value: float) -> LoadedSpec:
     """The tiny spec whose source is validated by a suite of readings up to `max_value`."""
-    spec.suite_path("sensors_readings").write_text(json.dumps({
-        "name": "sensors_readings",
-        "expectations": [{"type": "expect_column_values_to_be_between",
-                          "kwargs": {"column": "value", "min_value": 0,
-                                     "max_value": max_value}}]}))
+    between_suite(spec, "sensors_readings", "value", max_value)
     text = spec.path.read_text()
     if "suite: sensors_readings" not in text:
         spec.path.write_text(text.replace("    event_time: ts\n",
