@@ -87,7 +87,8 @@ def log_in(driver: Any, live: Live, user: str, screens: Screens) -> None:
 
 def trigger_backfill_form(driver: Any, live: Live, form: dict[str, str],
                           screens: Screens) -> None:
-    """Open the DAG's trigger dialog, type the dates and reason, and press Trigger."""
+    """Open the DAG's trigger dialog, type the dates and reason, turn Force on when the form
+    says so, and press Trigger."""
     from selenium.webdriver.common.by import By
 
     driver.get(f"{live.api}/dags/{DAG_ID}")
@@ -99,6 +100,11 @@ def trigger_backfill_form(driver: Any, live: Live, form: dict[str, str],
         year, month, day = form[field].split("-")
         driver.find_element(By.ID, f"element_{field}").send_keys(f"{month}{day}{year}")
     driver.find_element(By.ID, "element_reason").send_keys(form["reason"])
+    if form.get("force"):  # the Force switch: its checkbox is hidden inside the switch's label
+        toggle = driver.find_element(By.NAME, "element_force")
+        driver.execute_script("(arguments[0].closest('label') || arguments[0]).click()", toggle)
+        wait_for(driver, lambda d: d.find_element(By.NAME, "element_force").is_selected(),
+                 "the Force switch on")
     assert start.get_attribute("value") == form["start"]
     assert driver.find_element(By.ID, "element_end").get_attribute("value") == form["end"]
     driver.execute_script("arguments[0].scrollIntoView()",
@@ -148,11 +154,13 @@ def test_scientist_backfills_from_the_trigger_form(ingested: Live, driver: Any,
     live = ingested
     screens = Screens(driver, tmp_path / "screenshots")
     reason = f"browser test {uuid.uuid4().hex[:8]}"
-    form = {"start": "2013-01-02", "end": "2013-01-05", "reason": reason}
+    # days the features DAG already computed from these inputs: without Force they are skipped
+    form = {"start": "2013-01-02", "end": "2013-01-05", "reason": reason, "force": "on"}
     log_in(driver, live, "scientist", screens)
     trigger_backfill_form(driver, live, form, screens)
     run = run_with_reason(live, reason)
     assert run["conf"]["start"] == form["start"] and run["conf"]["end"] == form["end"]
+    assert run["conf"]["force"] is True
     assert run["triggering_user_name"] == "scientist"
     watch_run_succeed(driver, live, run["dag_run_id"], screens)
     assert live.wait_run(DAG_ID, run["dag_run_id"]) == "success"  # the API agrees
