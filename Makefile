@@ -7,7 +7,7 @@ SPEC := dags/flights_delay.yaml
 START ?= 2013-01-01
 END ?= 2014-01-01
 
-.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 bench-score bench-celery up down clean
+.PHONY: install run test bench bench-backfill bench-bootstrap bench-verify bench-s3 bench-pipeline bench-score bench-celery up down clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ bench-score: install
 # Full-2013 `pitstop run` with the lake in a SeaweedFS bucket vs a folder, as a ratio (see bench/README.md)
 bench-s3: install
 	$(BIN)/python bench/s3_lake.py
+
+# Full-2013 `pitstop run` stage times: cold, unchanged re-run, one new day, against DuckDB reading the same files (~10 min; see bench/README.md)
+bench-pipeline: install
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(PITSTOP_HOME)
