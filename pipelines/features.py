@@ -179,9 +179,10 @@ def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,
     code version."""
     view = spec.pipeline.feature_views[view_name]
     definitions, code = view_definitions_hash(spec, view_name), lineage.library_version()
+    named = [(p.day, store.relative(p.path), p.sha256) for listed in raw.values() for p in listed]
     return {day: skipping.fingerprint(
-        [(store.relative(p.path), p.sha256) for listed in raw.values() for p in listed
-         if _reads_day(str(p.path), day, view.lookback)], definitions, code)
+        [(path, sha256) for read_day, path, sha256 in named
+         if _reads_day(read_day, day, view.lookback)], definitions, code)
         for day in lake.days(start, end)}
 
 
@@ -214,7 +215,7 @@ def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.
     for day, fingerprint in fingerprints.items():
         part = frame[day_of == _utc(day)]
         table = pa.Table.from_pandas(part, preserve_index=False)
-        reads = [u for u in used if _reads_day(u["path"], day, view.lookback)]
+        reads = [u for u in used if _reads_day(lake.day_of(u["path"]), day, view.lookback)]
 
         def write(tmp: Path, table: pa.Table = table, day: dt.date = day,
                   reads: list[dict[str, Any]] = reads,
@@ -234,9 +235,8 @@ def _lookback(lookback: dt.timedelta) -> dt.timedelta:
     return dt.timedelta(days=-(-lookback // dt.timedelta(days=1)))
 
 
-def _reads_day(path: str, day: dt.date, lookback: dt.timedelta) -> bool:
-    """Whether a raw partition (by its date) can feed features of `day`."""
-    read_day = lake.day_of(path)
+def _reads_day(read_day: dt.date, day: dt.date, lookback: dt.timedelta) -> bool:
+    """Whether a raw partition of `read_day` can feed features of `day`."""
     return day - _lookback(lookback) <= read_day <= day
 
 
