@@ -281,9 +281,6 @@ def check_definitions(spec: LoadedSpec, view_name: str, partitions: list[lake.Pa
 
 def read_features(partitions: list[lake.Partition]) -> pa.Table:
     """Rows of the partitions with `as_of`, each file re-hashed against its manifest as it is
-    read (`lake.read_verified`): a corrupt partition fails here, before any join or fit."""
-    con = lake.connect([p.path for p in partitions])
-    return lake.read_verified(partitions, lambda paths: con.sql(
-        f"SELECT *, {EVENT_TIME} AS {AS_OF} FROM read_parquet(?, hive_partitioning = false)",
-        params=[paths],
-    ).to_arrow_table())
+    read (`lake.read_partitions`): a corrupt partition fails here, before any join or fit."""
+    table = lake.read_partitions(partitions)
+    return table.append_column(AS_OF, table.column(EVENT_TIME))

@@ -637,22 +637,12 @@ def _quality_summary(store: lake.Lake, report: quality.ValidationReport | None
 def read_raw(
     source_name: str, partitions: list[lake.Partition], columns: dict[str, str]
 ) -> pa.Table:
-    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of their day).
-
-    Hive partitioning is off: the `date=` folder name must never replace a column of the
-    source that happens to be called `date`. The day comes from the path, read explicitly.
-    Every file is re-hashed against its manifest as it is read (`lake.read_verified`).
-    """
+    """Raw rows of the given partitions, with `_partition_day` (UTC midnight of their day),
+    each file re-hashed against its manifest as it is read (`lake.read_partitions`)."""
     fields = [pa.field(c, lake.ARROW_TYPES[t]) for c, t in columns.items()]
     fields.append(pa.field(PARTITION_DAY, pa.timestamp("us", tz="UTC")))
     if not partitions:
         return pa.schema(fields).empty_table()
-    con = lake.connect([p.path for p in partitions])
-    return lake.read_verified(partitions, lambda paths: con.sql(
-        f"SELECT * EXCLUDE ({FILE}), "
-        f"CAST(regexp_extract({FILE}, 'date=([0-9-]+)', 1) AS DATE)::TIMESTAMPTZ "
-        f"AS {PARTITION_DAY} FROM read_parquet(?, filename = '{FILE}', hive_partitioning = false)",
-        params=[paths],
-    ).to_arrow_table())
+    return lake.read_partitions(partitions, day_column=PARTITION_DAY)
 
 

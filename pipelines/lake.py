@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
@@ -546,6 +547,33 @@ def read_verified(partitions: Sequence[Partition], read: Callable[[list[str]], T
             raise LineageError(f"{partition.data_path}: replaced while it was read, so what "
                                "was read is not what its manifest names; run the task again")
     return result
+
+
+def read_partitions(partitions: Sequence[Partition], day_column: str | None = None
+                    ) -> pa.Table:
+    """The rows of day partitions (raw or features) in one DuckDB read, verified
+    (`read_verified`); with `day_column`, each row's partition day as UTC midnight.
+
+    The one reader of both day layers. Hive partitioning is off: the `date=` folder name must
+    never replace a column that happens to be called `date`. The day comes from each
+    `Partition`, not from its path: DuckDB keeps file order (insertion order is preserved),
+    so the days are each partition's day repeated over its manifest's row count.
+    """
+    con = connect([p.path for p in partitions])
+    table = read_verified(partitions, lambda paths: con.sql(
+        "SELECT * FROM read_parquet(?, hive_partitioning = false)", params=[paths],
+    ).to_arrow_table())
+    if day_column is None:
+        return table
+    counts = [p.rows for p in partitions]
+    if sum(counts) != table.num_rows:
+        raise LineageError(f"{partitions[0].path.parent}: read {table.num_rows} rows where the "
+                           f"manifests list {sum(counts)}; run `pitstop verify`")
+    midnights = [dt.datetime.combine(p.day, dt.time(), dt.UTC) for p in partitions]
+    day_type = pa.timestamp("us", tz="UTC")
+    which = pa.array(np.repeat(np.arange(len(counts)), counts))
+    return table.append_column(pa.field(day_column, day_type),
+                               pa.array(midnights, day_type).take(which))
 
 
 def days(start: dt.date, end: dt.date) -> list[dt.date]:
