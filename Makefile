@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	@test -x $(BIN)/python || $(PYTHON) -m uv venv --quiet --python $(PYTHON) $(VENV)
-	$(PYTHON) -m uv pip install --quiet --python $(BIN)/python -e '.[example,test]'
+	$(PYTHON) -m uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[example,test]'
 	@touch $@
 
 run: install

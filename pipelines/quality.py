@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipelines import lake
+from pipelines import lake, lineage, skipping
 from pipelines.errors import SpecError, ValidationFailed
 from pipelines.spec import load_suite
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
@@ -175,11 +177,13 @@ def _run_checkpoint(frame: pd.DataFrame, suite_json: dict[str, Any], docs_dir: P
 
 
 def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
-             out_dir: lake.LakePath, pipeline: str | None = None) -> ValidationReport:
+             out_dir: lake.LakePath, pipeline: str | None = None,
+             fingerprint: str | None = None) -> ValidationReport:
     """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
 
     Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
-    passed: callers decide with `require_valid`. `pipeline` is recorded in the manifest.
+    passed: callers decide with `require_valid`. `pipeline` and `fingerprint` (what
+    `kept_report` compares) are recorded in the manifest.
     """
     suite_json = _strip_ids(load_suite(suite_path))
     outcome: dict[str, Any] = {}
@@ -189,14 +193,20 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
         (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2, sort_keys=True, default=str))
         return {"suite": suite_json["name"], "suite_sha256": lake.sha256_file(suite_path),
                 "data_name": data_name, "success": bool(result["success"]),
-                **({"pipeline": pipeline} if pipeline else {})}
+                **({"pipeline": pipeline} if pipeline else {}),
+                **({skipping.FINGERPRINT: fingerprint} if fingerprint else {})}
 
     published = lake.generation_dir(out_dir, lake.publish_dir(out_dir, write))
-    result = outcome["result"]
+    return _report(published, suite_json["name"], data_name, outcome["result"])
+
+
+def _report(published: lake.LakePath, suite: str, data_name: str, result: dict[str, Any]
+            ) -> ValidationReport:
+    """The report of a published validation (its generation folder and GX result)."""
     stats = result["statistics"]
     pages = sorted((published / DOCS_DIR / "validations").rglob("*.html"), key=str)
     return ValidationReport(
-        suite=suite_json["name"], data_name=data_name, success=bool(result["success"]),
+        suite=suite, data_name=data_name, success=bool(result["success"]),
         evaluated=int(stats["evaluated_expectations"]),
         successful=int(stats["successful_expectations"]),
         result_path=published / RESULT_FILE,
@@ -217,21 +227,43 @@ def require_valid(report: ValidationReport) -> None:
     )
 
 
-def validate_training_set(store: lake.Lake, spec: LoadedSpec,
-                          training_set: TrainingSet) -> QualitySummary:
-    """The gate before training: the pipeline's training-set suite over the published set."""
+def validate_training_set(store: lake.Lake, spec: LoadedSpec, training_set: TrainingSet,
+                          force: bool = False) -> QualitySummary:
+    """The gate before training: the pipeline's training-set suite over the published set.
+
+    A set validated before with the same bytes, suite and code keeps its committed result
+    (`kept_report`) unless `force`: re-running GX on unchanged inputs finds the same."""
     suite = spec.pipeline.training_suite
     if suite is None:
         raise SpecError(f"{spec.path}: training_suite: required (no model is trained on "
                         f"unvalidated data)")
-    data_file = lake.verified_training_file(store.root / training_set.path,
-                                            training_set.start, training_set.end)
-    report = validate(
-        lake.read_frame(data_file), spec.suite_path(suite),
-        data_name=f"training set {training_set.dataset_id[:12]} ({training_set.path})",
-        out_dir=lake.pipeline_dir(store, spec.name, "_quality", "datasets",
-                                  training_set.dataset_id),
-        pipeline=spec.name,
-    )
+    folder = store.root / training_set.path
+    data_file = lake.verified_training_file(folder, training_set.start, training_set.end)
+    out_dir = lake.pipeline_dir(store, spec.name, "_quality", "datasets", training_set.dataset_id)
+    data_name = f"training set {training_set.dataset_id[:12]} ({training_set.path})"
+    wanted = skipping.fingerprint(
+        [("training_set", lake.data_sha256(lake.read_manifest(folder) or {}))],
+        {"suite": lake.sha256_file(spec.suite_path(suite))}, lineage.library_version())
+    report = None if force else kept_report(out_dir, wanted, data_name)
+    if report is None:
+        report = validate(lake.read_frame(data_file), spec.suite_path(suite), data_name=data_name,
+                          out_dir=out_dir, pipeline=spec.name, fingerprint=wanted)
     require_valid(report)
     return report.summary(store)
+
+
+def kept_report(out_dir: lake.LakePath, wanted: str, data_name: str) -> ValidationReport | None:
+    """The committed validation at `out_dir` when its manifest records the `wanted`
+    fingerprint and its GX result still hashes to what the manifest lists, else None."""
+    manifest = lake.read_manifest(out_dir)
+    entry = next((f for f in (manifest or {}).get("files", []) if f["name"] == RESULT_FILE), None)
+    if manifest is None or entry is None:
+        return None
+    result_path = lake.committed_file(out_dir, RESULT_FILE, manifest)
+    decision = skipping.decide(manifest, wanted, False,
+                               lambda: lake.sha256_file(result_path) == entry["sha256"])
+    log.info("quality %s: %s", data_name, decision.label)
+    if not decision.skip:
+        return None
+    return _report(result_path.parent, manifest["suite"], data_name,
+                   json.loads(result_path.read_text()))

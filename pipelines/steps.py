@@ -61,9 +61,9 @@ def build_training_set(store: lake.Lake, spec: LoadedSpec, window: tuple[dt.date
                    force=force)
 
 
-def validate_training_set(store: lake.Lake, spec: LoadedSpec,
-                          built: TrainingInput) -> QualitySummary:
-    return quality.validate_training_set(store, spec, built.training_set)
+def validate_training_set(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
+                          force: bool = False) -> QualitySummary:
+    return quality.validate_training_set(store, spec, built.training_set, force)
 
 
 def plan_pair(spec: LoadedSpec, built: TrainingInput) -> Pair:

@@ -295,7 +295,8 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
         from pipelines import steps
         from pipelines.training_set import TrainingInput
 
-        return dump(steps.validate_training_set(task_lake(), spec, load(TrainingInput, built)))
+        return dump(steps.validate_training_set(task_lake(), spec, load(TrainingInput, built),
+                                                _force(get_current_context())))
 
     @task
     def plan_pair(built: dict[str, Any]) -> dict[str, Any]:

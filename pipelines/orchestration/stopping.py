@@ -44,7 +44,10 @@ def _watch(done: threading.Event) -> None:
     """Take blocked signals; `interrupt_main` runs the SIGINT handler (`_handle`) in the main
     thread, which raises KeyboardInterrupt there."""
     while not done.is_set():
-        if (info := signal.sigtimedwait(SIGNALS, 0.2)) is not None:
+        info = signal.sigtimedwait(SIGNALS, 0.2)
+        # a tracer stopping the process (py-spy) can wake the wait with garbage: only a
+        # signal of ours is a request
+        if info is not None and info.si_signo in SIGNALS:
             _record(info.si_signo)
             _thread.interrupt_main()
 

@@ -316,3 +316,34 @@ def test_validate_training_set_refuses_a_set_that_fails_its_suite(
     assert f"training set {built.training_set.dataset_id[:12]} ({built.training_set.path})" in (
         message)
     assert "expect_column_values_to_be_between on column 'last__value'" in message
+
+
+def _gate(spec: LoadedSpec, built: TrainingInput, force: bool = False) -> str:
+    """The generation of the committed result the gate's summary points at."""
+    summary = quality.validate_training_set(env_lake(), spec, built.training_set, force)
+    return summary.result_path.split("/")[-2]
+
+
+def test_an_unchanged_set_keeps_its_validation(ingested: LoadedSpec,
+                                               built: TrainingInput) -> None:
+    """The same set, suite and code: the committed result is reused (no new generation);
+    a changed suite, a damaged result file or `force` validate again."""
+    training_suite(ingested, 1.0)
+    first = _gate(ingested, built)
+    assert _gate(ingested, built) == first
+    assert _gate(ingested, built, force=True) != first
+    kept = _gate(ingested, built)
+    result = env_lake().root / f"sensors/_quality/datasets/{built.training_set.dataset_id}" / kept
+    (result / quality.RESULT_FILE).write_text("{}")
+    repaired = _gate(ingested, built)
+    assert repaired != kept
+    training_suite(ingested, 2.0)
+    assert _gate(ingested, built) != repaired
+
+
+def test_a_kept_failed_validation_still_refuses_the_set(ingested: LoadedSpec,
+                                                         built: TrainingInput) -> None:
+    training_suite(ingested, 0.5)
+    for _ in range(2):
+        with pytest.raises(ValidationFailed, match="last__value"):
+            quality.validate_training_set(env_lake(), ingested, built.training_set)
