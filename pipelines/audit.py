@@ -128,7 +128,7 @@ def _span(partitions: list[dict[str, Any]]) -> str:
 def _by_dataset(partitions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for part in partitions:
-        grouped.setdefault(part["path"].rsplit("/date=", 1)[0], []).append(part)
+        grouped.setdefault(lake.dataset_of(part["path"]), []).append(part)
     return grouped
 
 

@@ -173,6 +173,11 @@ def day_of(path: str | LakePath) -> dt.date:
     return dt.date.fromisoformat(str(path).rsplit("date=", 1)[1][:10])
 
 
+def dataset_of(path: str) -> str:
+    """The dataset folder of a day partition's path (`<pipeline>/<layer>/<dataset>`)."""
+    return path.rsplit("/date=", 1)[0]
+
+
 def sha256_file(path: LakePath) -> str:
     digest = hashlib.sha256()
     with (open(path, "rb") if isinstance(path, str | Path) else path.open("rb")) as handle:

@@ -104,3 +104,10 @@ def test_merge_spans_covers_exactly_the_days(spans: list, expected: list) -> Non
     day = dt.date.fromisoformat
     merged = lake.merge_spans([(day(a), day(b)) for a, b in spans])
     assert [(a.isoformat(), b.isoformat()) for a, b in merged] == expected
+
+
+def test_a_day_partition_path_names_its_day_and_dataset() -> None:
+    path = "shop/raw/orders/date=2024-01-02"
+    assert lake.day_of(path) == dt.date(2024, 1, 2)
+    assert lake.day_of(f"{path}/g-{'0' * 32}/data.parquet") == dt.date(2024, 1, 2)
+    assert lake.dataset_of(path) == "shop/raw/orders"
