@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import ingest, lake, lineage, skipping
+from pipelines import chunking, ingest, lake, lineage, skipping
 from pipelines.errors import DataError, SpecError
 from pipelines.lineage import view_definitions_hash
 from pipelines.provenance import ProducedBy
@@ -151,11 +151,8 @@ def compute_view(
     if view_name not in spec.pipeline.feature_views:
         raise DataError(f"feature view {view_name!r} is not declared in {spec.path.name}; "
                         f"the views are {sorted(spec.pipeline.feature_views)}")
-    view = spec.pipeline.feature_views[view_name]
-    back = _lookback(view.lookback)
-    listed = raw_partitions(store, spec, view.sources, start - back, end)
-    wanted = day_fingerprints(store, spec, view_name, listed, start, end)
-    decided = skipping.decide_days(store, spec.name, "features", view_name, wanted, force)
+    back = _lookback(spec.pipeline.feature_views[view_name].lookback)
+    listed, wanted, decided = _decide_view(store, spec, view_name, start, end, force)
     total = sum(d.kept.rows for d in decided.values() if d.kept)
     todo = {day: wanted[day] for day, d in decided.items() if d.kept is None}
     if todo:
@@ -169,6 +166,31 @@ def compute_view(
     return ViewResult(view_name, start.isoformat(), end.isoformat(), total,
                       len(wanted), round(time.perf_counter() - began, 3),
                       skipping.tally(d.decision for d in decided.values()))
+
+
+def _decide_view(store: lake.Lake, spec: LoadedSpec, view_name: str, start: dt.date,
+                 end: dt.date, force: bool
+                 ) -> tuple[dict[str, list[lake.Partition]], dict[dt.date, str],
+                            dict[dt.date, skipping.DayDecision]]:
+    """The raw partitions the view's days of `[start, end)` read (their lookback included),
+    each day's fingerprint, and its decision."""
+    view = spec.pipeline.feature_views[view_name]
+    listed = raw_partitions(store, spec, view.sources, start - _lookback(view.lookback), end)
+    wanted = day_fingerprints(store, spec, view_name, listed, start, end)
+    return listed, wanted, skipping.decide_days(store, spec.name, "features", view_name,
+                                                wanted, force)
+
+
+def plan_chunks(store: lake.Lake, spec: LoadedSpec, spans: list[chunking.Span],
+                views: list[str] | None = None, force: bool = False) -> chunking.StagePlan:
+    """The (view, chunk) calls of `compute_view` a features run of `spans` needs
+    (`pipelines/chunking.py`), for every view or the given ones."""
+    def decider(name: str) -> chunking.Decider:
+        return lambda lo, hi: {day: d.decision for day, d in _decide_view(
+            store, spec, name, lo, hi, force=False)[2].items()}
+
+    names = views or list(spec.pipeline.feature_views)
+    return chunking.plan_stage(spans, {name: decider(name) for name in names}, force)
 
 
 def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,

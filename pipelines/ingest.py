@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import lake, lineage, quality, skipping, sql_source
+from pipelines import chunking, lake, lineage, quality, skipping, sql_source
 from pipelines.errors import DataError
 from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
@@ -59,13 +59,15 @@ class IngestResult:
         return {**self.to_dict(), "partitions": len(self.partitions)}
 
 
-def announcement(chunks: list[dict[str, str]], run_id: str) -> dict[str, str]:
-    """The `extra` of a raw asset event: the whole range an ingest run wrote, and the run.
+def announcement(spans: list[tuple[dt.date, dt.date]], run_id: str) -> dict[str, str]:
+    """The `extra` of a raw asset event: the whole range an ingest run covered, and the run.
 
-    A features run triggered by the event computes exactly that range.
+    A features run triggered by the event decides exactly that range: the whole range, not
+    just the days that changed, since a changed day feeds the features of the days after it
+    that look back on it.
     """
-    return {"start": min(c["start"] for c in chunks), "end": max(c["end"] for c in chunks),
-            "run_id": run_id}
+    return {"start": min(lo for lo, _ in spans).isoformat(),
+            "end": max(hi for _, hi in spans).isoformat(), "run_id": run_id}
 
 
 @dataclass(frozen=True)
@@ -394,17 +396,44 @@ def _plan_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.
                 end: dt.date, now: dt.datetime, force: bool) -> Planned:
     """A file source: days are decided on their landing files' sha256 before any is read,
     and only the files of days to recompute are read and checked."""
+    found, files, wanted, decided = _decide_files(store, spec, source_name, start, end, now,
+                                                  force)
+    days = _checked_days(spec, source_name, found,
+                         [d for d, v in decided.items() if not v.kept], now)
+    return Planned(wanted, decided, days,
+                   lambda rows: {"source_files": [files[p] for p in rows.origins]})
+
+
+def _decide_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.date,
+                  end: dt.date, now: dt.datetime, force: bool
+                  ) -> tuple[dict[Path, Delivery], dict[Path, dict[str, Any]], dict[dt.date, str],
+                             dict[dt.date, skipping.DayDecision]]:
+    """A file source's landing files of the range (checked to be there and not from the
+    future), their records (sha256), and each day's fingerprint and decision; no file is read
+    but to be hashed."""
     source = spec.pipeline.sources[source_name]
     found = _landed(spec, source_name, start, end, now)
     files = {path: _file_record(path, source) for path in found}
     wanted = day_fingerprints(spec, source_name, {
         day: [(str(p.relative_to(spec.landing_dir())), files[p]["sha256"])
               for p in _day_files(found, day)] for day in lake.days(start, end)})
-    decided = skipping.decide_days(store, spec.name, "raw", source_name, wanted, force)
-    days = _checked_days(spec, source_name, found,
-                         [d for d, v in decided.items() if not v.kept], now)
-    return Planned(wanted, decided, days,
-                   lambda rows: {"source_files": [files[p] for p in rows.origins]})
+    return found, files, wanted, skipping.decide_days(store, spec.name, "raw", source_name,
+                                                      wanted, force)
+
+
+def plan_chunks(store: lake.Lake, spec: LoadedSpec, spans: list[chunking.Span],
+                now: dt.datetime, force: bool = False) -> chunking.StagePlan:
+    """The (source, chunk) calls an ingest run of `spans` needs (`pipelines/chunking.py`):
+    a file source's days are decided on its landing files' sha256, as `ingest` decides
+    them; a database source keeps every chunk (its rows are read to be hashed)."""
+    def decider(name: str) -> chunking.Decider | None:
+        if spec.pipeline.sources[name].database is not None:
+            return None
+        return lambda lo, hi: {day: d.decision for day, d in _decide_files(
+            store, spec, name, lo, hi, now, force=False)[3].items()}
+
+    return chunking.plan_stage(spans, {name: decider(name) for name in spec.pipeline.sources},
+                               force)
 
 
 def _plan_database(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.date,

@@ -40,8 +40,9 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines import validation
+from pipelines.chunking import Chunk, StagePlan
 from pipelines.errors import DataError, SpecError
-from pipelines.lake import Lake, days, month_chunks
+from pipelines.lake import Lake, days
 from pipelines.orchestration import stopping
 from pipelines.orchestration.context import (
     connection_url,
@@ -51,11 +52,16 @@ from pipelines.orchestration.context import (
     triggering_spans,
     window,
 )
-from pipelines.orchestration.xcom import dump, load
+from pipelines.orchestration.xcom import TALLY_KEY, dump, load
 from pipelines.settings import MAX_BACKFILL_DAYS, MAX_REASON_LENGTH
 from pipelines.spec import DagSettings, LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+result_task = functools.partial(task, multiple_outputs=False)
+"""`@task` for a task returning a dict: one XCom, its return value. Plain `@task` infers
+`multiple_outputs` from a `dict` return annotation and pushes every key as an XCom of its own
+too, one Execution API call each, which nothing here reads."""
 OPTIONAL_DATE = ["null", "string"]
 
 
@@ -131,20 +137,30 @@ def _reason_param(description: str) -> Param:
                  description=description)
 
 
-@task
-def plan_chunks() -> list[dict[str, str]]:
-    """Month-sized chunks of the run's range: one mapped task each.
-
-    The range is the days the triggering asset events wrote, else the params or data interval.
-    """
-    context = get_current_context()
-    return [{"start": lo.isoformat(), "end": hi.isoformat()}
-            for span in triggering_spans(context) or [window(context)]
-            for lo, hi in month_chunks(*span)]
+def _spans(context: Any) -> list[tuple[dt.date, dt.date]]:
+    """The run's range: the days the triggering asset events wrote, else the params or the
+    data interval."""
+    return triggering_spans(context) or [window(context)]
 
 
-def _span(chunk: dict[str, str]) -> tuple[dt.date, dt.date]:
-    return dt.date.fromisoformat(chunk["start"]), dt.date.fromisoformat(chunk["end"])
+def _plan_task(plan: Callable[[Any], StagePlan]) -> Any:
+    """The stage's first task: the chunks to map one task each over (`pipelines/chunking.py`),
+    as `{unit, start, end}`; the tally of the days it left out goes to XCom key `plan_tally`, which
+    `pitstop run` adds to the chunk tasks' own."""
+
+    @task(task_id="plan_chunks")
+    @fail_on_bad_data
+    def plan_chunks() -> list[dict[str, str]]:
+        context = get_current_context()
+        planned = plan(context)
+        context["ti"].xcom_push(key=TALLY_KEY, value=planned.tally)
+        return dump(planned.chunks)
+
+    return plan_chunks
+
+
+def _chunk(chunk: dict[str, str]) -> Chunk:
+    return load(Chunk, chunk)
 
 
 def raw_asset(spec: LoadedSpec, source: str) -> Asset:
@@ -173,11 +189,12 @@ def _announce(task_id: str, assets: list[Asset]) -> Any:
     """A task emitting one event per asset, after every chunk, whose `extra` names the range
     the run wrote (`start`/`end`): the run it triggers then covers exactly those days."""
 
-    @task(task_id=task_id, outlets=assets)
-    def announce(chunks: list[dict[str, str]]) -> Any:
+    @task(task_id=task_id, outlets=assets, trigger_rule="none_failed")
+    def announce() -> Any:
         from pipelines.ingest import announcement
 
-        extra = announcement(chunks, get_current_context()["ti"].run_id)
+        context = get_current_context()
+        extra = announcement(_spans(context), context["ti"].run_id)
         for asset in assets:
             yield Metadata(asset, extra=extra)
         return extra
@@ -189,26 +206,27 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     with DAG(**_dag_kwargs(spec, settings, "ingest", spec.pipeline.schedules.ingest,
                            "Land each source's files of the range into raw day partitions."),
              params={**_range_params(), **_force_param()}) as dag:
-        chunks = plan_chunks()
-        ingested = []
-        for source in spec.pipeline.sources:
+        def plan(context: Any) -> StagePlan:
+            from pipelines.ingest import plan_chunks
 
-            @task(task_id=f"ingest_{source}", map_index_template="{{ chunk['start'] }}")
-            @fail_on_bad_data
-            def ingest_source(chunk: dict[str, str], source: str = source) -> dict[str, Any]:
-                from pipelines.ingest import ingest
+            return plan_chunks(task_lake(), spec, _spans(context), now=run_clock(context),
+                               force=_force(context))
 
-                context = get_current_context()
-                return ingest(task_lake(), spec, source, *_span(chunk),
-                              produced_by=run_context(context), now=run_clock(context),
-                              database_url=connection_url(spec.pipeline.sources[source]),
-                              force=_force(context)).summary()
+        @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
+        @fail_on_bad_data
+        def ingest_chunk(chunk: dict[str, str]) -> dict[str, Any]:
+            from pipelines.ingest import ingest
 
-            ingested.append(ingest_source.expand(chunk=chunks))
+            context, work = get_current_context(), _chunk(chunk)
+            source = spec.pipeline.sources[work.unit]
+            return ingest(task_lake(), spec, work.unit, work.start, work.end,
+                          produced_by=run_context(context), now=run_clock(context),
+                          database_url=connection_url(source), force=_force(context)).summary()
 
         # one event per source, all at once, after every chunk of every source: a features
         # run triggered by them always sees all sources of the range
-        ingested >> _announce("announce_raw_data", raw_assets(spec))(chunks)
+        ingest_chunk.expand(chunk=_plan_task(plan)()) >> _announce(
+            "announce_raw_data", raw_assets(spec))()
     return dag
 
 
@@ -219,22 +237,22 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                          "and whenever an ingest run lands raw data (then over exactly its days).")
     kwargs["schedule"] = AssetOrTimeSchedule(timetable=kwargs["schedule"], assets=raw_assets(spec))
     with DAG(**kwargs, params={**_range_params(), **_force_param()}) as dag:
-        chunks = plan_chunks()
-        computed = []
-        for view in spec.pipeline.feature_views:
+        def plan(context: Any) -> StagePlan:
+            from pipelines.features import plan_chunks
 
-            @task(task_id=f"compute_{view}", map_index_template="{{ chunk['start'] }}")
-            @fail_on_bad_data
-            def compute(chunk: dict[str, str], view: str = view) -> dict[str, Any]:
-                from pipelines.features import compute_view
+            return plan_chunks(task_lake(), spec, _spans(context), force=_force(context))
 
-                context = get_current_context()
-                return dump(compute_view(task_lake(), spec, view, *_span(chunk),
-                                         produced_by=run_context(context),
-                                         force=_force(context)))
+        @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
+        @fail_on_bad_data
+        def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
+            from pipelines.features import compute_view
 
-            computed.append(compute.expand(chunk=chunks))
-        computed >> _announce("announce_features", [features_asset(spec)])(chunks)
+            context, work = get_current_context(), _chunk(chunk)
+            return dump(compute_view(task_lake(), spec, work.unit, work.start, work.end,
+                                     produced_by=run_context(context), force=_force(context)))
+
+        compute_chunk.expand(chunk=_plan_task(plan)()) >> _announce(
+            "announce_features", [features_asset(spec)])()
     return dag
 
 
@@ -249,7 +267,7 @@ def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                                              assets=[features_asset(spec)])
     with DAG(**kwargs, params=_range_params()) as dag:
 
-        @task
+        @result_task
         @fail_on_bad_data
         def pin_model() -> dict[str, Any]:
             """Resolved once per run, so every day of it is scored by the same version."""
@@ -263,7 +281,7 @@ def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             return [day.isoformat() for span in triggering_spans(context) or [window(context)]
                     for day in days(*span)]
 
-        @task(map_index_template="{{ day }}")
+        @result_task(map_index_template="{{ day }}")
         @fail_on_bad_data
         def score_day(day: str, pinned: dict[str, Any]) -> dict[str, Any]:
             from pipelines import scoring
@@ -279,7 +297,7 @@ def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
 def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
     """The train DAG's first tasks: build and validate the set, plan its pair, skip if known."""
 
-    @task
+    @result_task
     @fail_on_bad_data
     def build_training_set() -> dict[str, Any]:
         from pipelines import steps
@@ -289,7 +307,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
             task_lake(), spec, window(context, default_start=spec.pipeline.start_date),
             date_param(context, "eval_start"), run_context(context), _force(context)))
 
-    @task
+    @result_task
     @fail_on_bad_data
     def validate_training_set(built: dict[str, Any]) -> dict[str, Any]:
         from pipelines import steps
@@ -298,7 +316,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
         return dump(steps.validate_training_set(task_lake(), spec, load(TrainingInput, built),
                                                 _force(get_current_context())))
 
-    @task
+    @result_task
     def plan_pair(built: dict[str, Any]) -> dict[str, Any]:
         from pipelines import steps
         from pipelines.training_set import TrainingInput
@@ -316,7 +334,7 @@ def _training_set_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any, Any]:
 def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
     """Train the candidate, re-score every version on the known problems, evaluate."""
 
-    @task
+    @result_task
     @fail_on_bad_data
     def train_model(built: dict[str, Any], report: dict[str, Any],
                     pair: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +355,7 @@ def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
 
         return [list(scored) for scored in steps.rescore_known_problems(spec)]
 
-    @task
+    @result_task
     @fail_on_bad_data
     def evaluate_model(built: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipelines import steps
@@ -353,7 +371,7 @@ def _model_tasks(spec: LoadedSpec) -> tuple[Any, Any, Any]:
 def _closing_tasks(spec: LoadedSpec) -> tuple[Any, Any]:
     """Register the evaluated candidate, then summarise what the run produced or found."""
 
-    @task
+    @result_task
     def register_model(pair: dict[str, Any], run: dict[str, Any],
                        evaluation: dict[str, Any]) -> dict[str, Any]:
         from pipelines import steps
@@ -364,7 +382,7 @@ def _closing_tasks(spec: LoadedSpec) -> tuple[Any, Any]:
         return dump(steps.register_model(spec, load(Pair, pair), load(TrainedRun, run),
                                          load(EvaluationSummary, evaluation)))
 
-    @task(trigger_rule="none_failed")
+    @result_task(trigger_rule="none_failed")
     def summarize(built: dict[str, Any], report: dict[str, Any],
                   pair: dict[str, Any]) -> dict[str, Any]:
         """What this run produced or found already registered: read back from MLflow."""
@@ -450,13 +468,15 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                                                date_param(context, "end"),
                                                list(context["params"]["views"]))]
 
-        @task(map_index_template="{{ chunk['view'] }} {{ chunk['start'] }}")
+        @result_task(map_index_template="{{ chunk['view'] }} {{ chunk['start'] }}")
         @fail_on_bad_data
         def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
             from pipelines.features import compute_view
 
             context = get_current_context()
-            return dump(compute_view(task_lake(), spec, chunk["view"], *_span(chunk),
+            return dump(compute_view(task_lake(), spec, chunk["view"],
+                                     dt.date.fromisoformat(chunk["start"]),
+                                     dt.date.fromisoformat(chunk["end"]),
                                      produced_by=run_context(context), force=_force(context)))
 
         compute_chunk.expand(chunk=plan_backfill())

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines import scaffold, settings, skipping
 from pipelines.errors import DataError
 from pipelines.orchestration import stopping
+from pipelines.orchestration.xcom import TALLY_KEY
 from pipelines.settings import MAX_REASON_LENGTH
 from pipelines.spec import LoadedSpec, load_spec
 from pipelines.training_set import split_window
@@ -69,8 +70,9 @@ def output_to(log_file: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
-def task_results(dag_run: Any) -> dict[str, list[Any]]:
-    """XCom return values of a finished run, by task_id (mapped tasks give lists)."""
+def task_results(dag_run: Any, key: str = "return_value") -> dict[str, list[Any]]:
+    """XCom values of a finished run under `key` (return values by default), by task_id
+    (mapped tasks give lists)."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -78,7 +80,7 @@ def task_results(dag_run: Any) -> dict[str, list[Any]]:
     with create_session() as session:
         rows = session.query(XComModel).filter(
             XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-            XComModel.key == "return_value").order_by(XComModel.task_id, XComModel.map_index)
+            XComModel.key == key).order_by(XComModel.task_id, XComModel.map_index)
         for row in rows:
             results.setdefault(row.task_id, []).append(XComModel.deserialize_value(row))
     return results
@@ -102,6 +104,19 @@ def failed_tasks(dag_run: Any) -> list[str]:
     names = {state: [_task_name(ti.task_id, ti.map_index) for ti in ended if ti.state == state]
              for state in (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)}
     return names[TaskInstanceState.FAILED] or names[TaskInstanceState.UPSTREAM_FAILED]
+
+
+def labelled(dag_run: Any) -> dict[str, str]:
+    """Each mapped task instance's name with its rendered map index (`ingest_chunk[3]` ->
+    `ingest_chunk[3] (weather 2013-03-01)`): the number alone does not say which chunk."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        instances = dag_run.get_task_instances(session=session)
+    return {_task_name(ti.task_id, ti.map_index):
+            f"{_task_name(ti.task_id, ti.map_index)} ({ti.rendered_map_index})"
+            for ti in instances if ti.map_index >= 0 and ti.rendered_map_index
+            and ti.rendered_map_index != str(ti.map_index)}
 
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+) map_index=(-?\d+)")
@@ -203,9 +218,10 @@ def fail_running(dag_id: str, since: dt.datetime) -> int:
 
 
 def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: Path,
-               published: str) -> dict[str, list[Any]]:
-    """One DAG through `dag.test()`; its task results, or an error saying what failed first,
-    or that a signal stopped it, and in both cases what earlier stages published."""
+               published: str) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """One DAG through `dag.test()`; its task results and tally (`stage_tally`), or an
+    error saying what failed first, or that a signal stopped it, and in both cases what
+    earlier stages published."""
     began, since = time.perf_counter(), log_file.stat().st_size if log_file.exists() else 0
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     try:
@@ -220,13 +236,16 @@ def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: P
     if dag_run is None:
         raise KeyboardInterrupt
     if str(dag_run.state) != "success":
-        errors = task_errors(log_file.read_bytes()[since:].decode(errors="replace"))
-        message, listing = failure_report(dag.dag_id, failed_tasks(dag_run), errors,
+        shown = labelled(dag_run)
+        errors = {shown.get(name, name): error for name, error in task_errors(
+            log_file.read_bytes()[since:].decode(errors="replace")).items()}
+        failed = [shown.get(name, name) for name in failed_tasks(dag_run)]
+        message, listing = failure_report(dag.dag_id, failed, errors,
                                           time.perf_counter() - began, log_file)
         with open(log_file, "a") as handle:
             handle.write("\n".join(listing) + "\n")
         raise RuntimeError(f"{message}\n{published}")
-    return task_results(dag_run)
+    return task_results(dag_run), stage_tally(dag_run)
 
 
 def run_dag_test(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any]) -> Any:
@@ -278,20 +297,24 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
             began = time.perf_counter()
             published = _published(results, stage, *(dt.date.fromisoformat(run_conf[k])
                                                       for k in ("start", "end")))
-            results[stage] = _run_stage(spec, dag, run_conf, log_file, published)
+            results[stage], counts = _run_stage(spec, dag, run_conf, log_file, published)
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
-            if counts := stage_tally(results[stage]):
+            if counts:
                 echo(f"      {skipping.describe(counts)}")
     return results
 
 
-def stage_tally(results: dict[str, list[Any]]) -> dict[str, int]:
-    """The partitions a stage skipped and computed, by reason: the sum of the `tally` of
-    every task result that has one (ingest and feature chunks, the training set)."""
-    return skipping.merge_tallies(result["tally"] for values in results.values()
-                                  for result in values
-                                  if isinstance(result, dict) and "tally" in result)
+def stage_tally(dag_run: Any) -> dict[str, int]:
+    """The partitions a stage skipped and computed, by reason: the `tally` of every task
+    result that has one (ingest and feature chunks, the training set) plus the tally of the
+    days its planning task mapped no chunk to (XCom key `plan_tally`; not `tally`, which
+    every task returning a dict pushes as a key of its own)."""
+    results = task_results(dag_run)
+    planned = [t for values in task_results(dag_run, TALLY_KEY).values() for t in values]
+    return skipping.merge_tallies([*planned, *(result["tally"] for values in results.values()
+                                               for result in values
+                                               if isinstance(result, dict) and "tally" in result)])
 
 
 def run_pipeline(spec: LoadedSpec | Path, start: dt.date, end: dt.date, reason: str,

@@ -14,6 +14,10 @@ from pydantic import TypeAdapter
 
 T = TypeVar("T")
 
+TALLY_KEY = "plan_tally"
+"""The XCom key under which a stage's planning task leaves the tally of the days it did not
+map a task to (`pipelines/chunking.py`); chunk tasks keep theirs in their return value."""
+
 
 @functools.cache
 def _adapter(kind: Any) -> TypeAdapter[Any]:

@@ -77,15 +77,15 @@ def _at(iso: str):  # noqa: ANN202
 RAW = {f"flights_delay.raw.{s}" for s in ("flights", "weather", "planes")}
 
 
-def test_ingest_maps_one_task_per_source_then_announces(bag: DagBag) -> None:
+def test_ingest_maps_its_planned_chunks_then_announces(bag: DagBag) -> None:
     dag = bag.dags["flights_delay_ingest"]
-    assert {t.task_id for t in dag.tasks} == {
-        "plan_chunks", "ingest_flights", "ingest_weather", "ingest_planes", "announce_raw_data"}
-    assert dag.get_task("ingest_flights").upstream_task_ids == {"plan_chunks"}
+    assert {t.task_id for t in dag.tasks} == {"plan_chunks", "ingest_chunk", "announce_raw_data"}
+    assert dag.get_task("ingest_chunk").upstream_task_ids == {"plan_chunks"}
     announce = dag.get_task("announce_raw_data")
-    assert {"ingest_flights", "ingest_weather", "ingest_planes"} <= announce.upstream_task_ids
+    assert announce.upstream_task_ids == {"ingest_chunk"}
+    assert announce.trigger_rule == "none_failed"  # also when no chunk needed a task
     assert {a.name for a in announce.outlets if isinstance(a, Asset)} == RAW
-    assert not dag.get_task("ingest_flights").outlets  # events only once every source landed
+    assert not dag.get_task("ingest_chunk").outlets  # events only once every source landed
 
 
 def test_raw_asset_uris_name_the_pipeline_not_the_home(bag: DagBag) -> None:
@@ -112,13 +112,12 @@ def test_features_run_daily_or_when_all_raw_assets_land(bag: DagBag) -> None:
     assert {a.name for a in condition.objects} == RAW
 
 
-def test_features_maps_one_task_per_view(bag: DagBag) -> None:
+def test_features_maps_its_planned_chunks_then_announces(bag: DagBag) -> None:
     dag = bag.dags["flights_delay_features"]
-    computes = {"compute_origin_weather", "compute_origin_delays", "compute_carrier_delays",
-                "compute_plane"}
-    assert {t.task_id for t in dag.tasks} == {"plan_chunks", "announce_features", *computes}
+    assert {t.task_id for t in dag.tasks} == {"plan_chunks", "compute_chunk", "announce_features"}
     announce = dag.get_task("announce_features")
-    assert computes <= announce.upstream_task_ids  # one event once every view is published
+    assert announce.upstream_task_ids == {"compute_chunk"}  # one event once every view is in
+    assert announce.trigger_rule == "none_failed"
     assert [a.uri for a in announce.outlets if isinstance(a, Asset)] == [
         "pitstop://flights_delay/features"]
 

@@ -205,7 +205,7 @@ def test_the_force_param_recomputes_unchanged_partitions(first_run: dict,
                                                          spec_path: Path) -> None:
     """The trigger form's `force` (`pitstop run --force`) recomputes the same bytes."""
     from pipelines.orchestration.factory import build_dags
-    from pipelines.orchestration.runner import output_to, stage_tally, task_results
+    from pipelines.orchestration.runner import output_to, stage_tally
 
     spec = load_spec(spec_path)
     span = {"start": "2013-01-10", "end": "2013-01-12"}
@@ -217,8 +217,8 @@ def test_the_force_param_recomputes_unchanged_partitions(first_run: dict,
         forced = dag.test(run_conf={**span, "force": True})
     assert unforced.run_id != forced.run_id
     views = len(spec.pipeline.feature_views)
-    assert stage_tally(task_results(forced)) == {"computed (forced)": 2 * views}
-    assert list(stage_tally(task_results(unforced))) == [
+    assert stage_tally(forced) == {"computed (forced)": 2 * views}
+    assert list(stage_tally(unforced)) == [
         "skipped (unchanged: inputs, definition and code match the committed manifest)"]
     after = {p.path: p.sha256 for p in lake.list_partitions(
         env_lake(), spec.name, "features", "plane", dt.date(2013, 1, 10), dt.date(2013, 1, 12))}
@@ -240,7 +240,8 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
     finally:
         bad.write_bytes(saved)
     message = str(error.value)
-    assert "flights_delay_ingest failed at ingest_weather" in message
+    assert "flights_delay_ingest failed at ingest_chunk[" in message
+    assert "(weather 2013-01-" in message  # the chunk named by source and first day
     assert "2013-01-30.csv" in message and "humid" in message
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
     assert lake.list_partitions(env_lake(), "flights_delay", "raw", "weather",
