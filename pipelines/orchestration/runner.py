@@ -108,7 +108,7 @@ def failed_tasks(dag_run: Any) -> list[str]:
 
 def labelled(dag_run: Any) -> dict[str, str]:
     """Each mapped task instance's name with its rendered map index (`ingest_chunk[3]` ->
-    `ingest_chunk[3] (weather 2013-03-01)`): the number alone does not say which chunk."""
+    `ingest_chunk[3] (orders 2024-03-01)`): the number alone does not say which chunk."""
     from airflow.utils.session import create_session
 
     with create_session() as session:

@@ -153,3 +153,14 @@ def test_every_stage_params_are_checked_before_the_first_runs(tiny: LoadedSpec) 
 def test_a_failure_says_what_the_run_left_published(results: dict, running: str,
                                                     expected: str) -> None:
     assert runner._published(results, running, D1, D4) == expected
+
+
+def test_mapped_tasks_are_named_with_their_rendered_map_index() -> None:
+    """`ingest_chunk[3]` alone does not say which source and chunk failed."""
+    def ti(task_id: str, map_index: int, rendered: str | None) -> SimpleNamespace:
+        return SimpleNamespace(task_id=task_id, map_index=map_index, rendered_map_index=rendered)
+
+    run = SimpleNamespace(get_task_instances=lambda session: [
+        ti("ingest_chunk", 3, "orders 2024-03-01"), ti("ingest_chunk", 4, None),
+        ti("score_day", 0, "0"), ti("plan_chunks", -1, None)])
+    assert runner.labelled(run) == {"ingest_chunk[3]": "ingest_chunk[3] (orders 2024-03-01)"}
