@@ -234,18 +234,23 @@ def point_in_time_join(
                                      "memory_limit": settings.pit_memory_limit()})
         try:
             con.execute("SET TimeZone = 'UTC'")
-            return _join(con, spine, features, keys, spine_time, feature_time, created_time,
-                         ttl, known_at_time, prefix or "", output)
+            table = _join(con, spine, features, keys, spine_time, feature_time, created_time,
+                          ttl, known_at_time, prefix or "", output)
         finally:
-            con.close()
+            con.close()  # DuckDB's memory is freed before pandas needs its own
+    if table is None:
+        return pd.DataFrame()
+    # column by column, each Arrow buffer freed once converted: the result is not held twice
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
           keys: list[str], spine_time: str, feature_time: str, created_time: str | None,
           ttl: dt.timedelta | None, known_at_time: bool, prefix: str,
-          output: str | Path | None) -> pd.DataFrame:
+          output: str | Path | None) -> pa.Table | None:
     """The plan of the module docstring on one connection: inputs checked, feature rows
-    ranked along visibility time, then the spine ASOF-joined onto the winners."""
+    ranked along visibility time, then the spine ASOF-joined onto the winners; the result
+    as Arrow, or None once written to `output`."""
     _register(con, "spine_in", spine, numbered=True)
     _register(con, "feats_in", features, numbered=False)
     spine_cols, values = _checked_columns(con, keys, spine_time, feature_time, created_time)
@@ -262,8 +267,8 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
     if output is not None:
         con.execute(f"COPY ({query}) TO {_literal(str(Path(output)))} "
                     f"(FORMAT parquet, COMPRESSION zstd)")
-        return pd.DataFrame()
-    return con.sql(query).to_arrow_table().to_pandas()
+        return None
+    return con.sql(query).to_arrow_table()
 
 
 def _checked_columns(con: duckdb.DuckDBPyConnection, keys: list[str], spine_time: str,
