@@ -1,11 +1,13 @@
 """Where pitstop's point-in-time join spends its time.
 
-    .venv/bin/python bench/profile_pit.py --case 1Mx10M [--known-at-time]
+    .venv/bin/python bench/profile_pit.py --case 1Mx10M [--known-at-time] [--pandas]
     PITSTOP_PIT_MEMORY_LIMIT=2GiB .venv/bin/python bench/profile_pit.py --case huge
 
 Runs pipelines.pit.point_in_time_join from the working tree unchanged, with DuckDB's JSON
 profiler on, and prints the wall time of every statement it issues plus the heaviest
 operators of each (CPU seconds summed over threads). A diagnostic: it changes nothing.
+With --pandas the join returns its DataFrame instead of writing Parquet, and the process's
+peak RSS is printed: what a caller holding the result in memory needs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -94,7 +97,8 @@ def _operators(profile: Path, top: int = 4) -> list[tuple[float, str]]:
     return sorted(found, reverse=True)[:top]
 
 
-def profile(spine: Path, feats: Path, out: Path, ttl: dt.timedelta, known_at_time: bool) -> float:
+def profile(spine: Path, feats: Path, out: Path | None, ttl: dt.timedelta,
+            known_at_time: bool) -> float:
     """Run the join once on the case's files with every statement profiled; total seconds."""
     from pipelines import pit
 
@@ -112,11 +116,12 @@ def profile(spine: Path, feats: Path, out: Path, ttl: dt.timedelta, known_at_tim
     try:
         t0 = time.perf_counter()
         pit.point_in_time_join(str(spine), str(feats), [KEY], TIME, TIME, CREATED, ttl,
-                               known_at_time, output=str(out))
+                               known_at_time, output=None if out is None else str(out))
         total = time.perf_counter() - t0
     finally:
         pit.duckdb.connect = real_connect
-    print(f"pit.py: {total:.2f} s total")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"pit.py: {total:.2f} s total, peak RSS of this process {peak:.2f} GiB")
     _print_steps(holder["con"].steps)
     return total
 
@@ -135,13 +140,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="1Mx10M", choices=list(CASES))
     ap.add_argument("--known-at-time", action="store_true", help="pitstop's default semantics")
+    ap.add_argument("--pandas", action="store_true", help="return a DataFrame, no Parquet")
     a = ap.parse_args()
     spine_rows, feature_rows, _, _ = CASES[a.case]
     spine, feats = generate.case_files(spine_rows, feature_rows)
     work = generate.DATA / "profile"
     work.mkdir(parents=True, exist_ok=True)
     tag = "kat" if a.known_at_time else "nokat"
-    profile(spine, feats, work / f"{a.case}_{tag}.parquet", dt.timedelta(days=1), a.known_at_time)
+    out = None if a.pandas else work / f"{a.case}_{tag}.parquet"
+    profile(spine, feats, out, dt.timedelta(days=1), a.known_at_time)
 
 
 if __name__ == "__main__":

@@ -244,10 +244,13 @@ def summarize(case: str, spine_rows: int, runs: list[dict]) -> dict:
 
 def table(case: dict) -> str:
     head = ("| engine | status | runs | median s | best s | peak RSS | spine rows/s | × pitstop | "
-            "output vs reference |\n|---|---|---|---|---|---|---|---|---|")
+            "× duckdb | output vs reference |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
+    duckdb_median = case["engines"].get("duckdb", {}).get("median_seconds")
     for name, e in case["engines"].items():
         ratio = e.get("ratio_to_pitstop")
+        to_duckdb = (e["median_seconds"] / duckdb_median
+                     if duckdb_median and "median_seconds" in e else None)
         cmp = e.get("comparison_summary", "–")
         if cmp.startswith(name + ": "):
             cmp = cmp[len(name) + 2:]
@@ -256,8 +259,18 @@ def table(case: dict) -> str:
         best = f"{min(oks):.2f}" if oks else "–"
         lines.append(f"| {name} | {e['status']} | {e['reps']} | {median} | {best} | "
                      f"{fmt_bytes(e.get('peak_rss_bytes'))} | {fmt_rate(e.get('rows_per_s'))} | "
-                     f"{'–' if ratio is None else f'{ratio:.2f}'} | {cmp} |")
+                     f"{'–' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{'–' if to_duckdb is None else f'{to_duckdb:.2f}'} | {cmp} |")
     return "\n".join(lines)
+
+
+def carried_over(case: dict) -> list[str]:
+    """Engines whose figures come from an earlier run than the case's latest one (a run with
+    --engines keeps the others' results): their ratios compare times of different runs."""
+    engines = case["engines"]
+    if not any("run_at" in e for e in engines.values()):
+        return []  # results from before run_at was recorded
+    return [name for name, e in engines.items() if e.get("run_at") != case["updated"]]
 
 
 def render(results: dict) -> str:
@@ -277,7 +290,8 @@ def render(results: dict) -> str:
            "- Seconds: median of the runs listed, timed inside the engine process from reading "
            "the Parquet inputs to the written Parquet output (imports and Feast's `apply` "
            "excluded). Peak RSS: the engine process (max over runs). rows/s: spine rows / "
-           "median seconds. × pitstop: median / pitstop's median (known_at_time=False).",
+           "median seconds. × pitstop: median / pitstop's median (known_at_time=False). "
+           "× duckdb: median / raw DuckDB's median.",
            f"- Limits: {p['timeout_seconds'] / 60:.0f} min per run (then `time-out`), "
            f"{p['mem_limit_gib']:.0f} GiB RSS (then `OOM`). An engine whose first run of a case took "
            f"longer than `--slow-seconds` is run once only in that case (the runs column).",
@@ -293,6 +307,9 @@ def render(results: dict) -> str:
                 f"Run {case['updated']}; engines whose first run took over "
                 f"{case.get('slow_seconds', p['slow_seconds']):.0f} s were run once.", "",
                 table(case), ""]
+        if old := carried_over(case):
+            out += [f"From an earlier run than this one, so their × figures compare times of "
+                    f"different runs: {', '.join(old)}.", ""]
         notes = {e: v["note"] for e, v in case["engines"].items() if v.get("note")}
         sources = {e: v["pit_source"] for e, v in case["engines"].items() if v.get("pit_source")}
         if sources:
@@ -394,6 +411,7 @@ def main() -> None:
         previous = results["cases"].get(case, {}).get("engines", {})
         for engine in engines:
             entry["engines"][engine] = summarize(case, spine_rows, runs[engine])
+            entry["engines"][engine]["run_at"] = entry["updated"]
             if engine.startswith("pitstop"):
                 entry["engines"][engine]["pit_source"] = pit_source
         # keep earlier results of engines not run this time

@@ -4,18 +4,18 @@ Why a set-based plan and not a bare ASOF JOIN: an ASOF JOIN on `feature_time` al
 arbitrary row among equal feature times and cannot hide rows that were written later than the
 spine time (late corrections, backfilled history). So the plan is:
 
-1. one window sort over the feature rows by (keys, feature_time, created_time desc) marks
-   each group's latest row and every tie on (keys, feature_time, created_time); only tied
-   rows are then compared for differing values, exactly (no silent pick, no hash
-   collisions), and exact duplicates collapse;
-2. without `known_at_time` (or without `created_time`) a row is visible from its
-   `feature_time`, so the winner at a time is the latest row of that key and
-   `feature_time`: the spine is ASOF-joined straight onto those rows, values included;
-3. with `known_at_time` a row is visible from `greatest(feature_time, created_time)`, and the
-   winner is the greatest `(feature_time, created_time)` among everything visible so far: a
-   running max along visibility per key, over one HUGEINT that encodes the pair (numeric
-   comparisons; a STRUCT max was 3× slower). The spine is ASOF-joined onto that timeline and
-   the winner's values are fetched with an equi-join;
+1. a row is visible from `greatest(feature_time, created_time)` with `known_at_time` (and
+   `created_time`), else from its `feature_time`. One window sort of the feature rows per
+   key along (visibility, (ft, ct)) marks the rows that become their key's winner at their
+   visibility time: the last of their visibility time whose (ft, ct) equals the running max
+   so far (one HUGEINT encodes the pair, so the comparisons are numeric; a STRUCT max was
+   3× slower). Without `known_at_time` that is the latest row of each key and ft;
+2. the same order puts rows tied on (keys, ft, ct) next to each other: only tied rows are
+   compared for differing values, exactly (no silent pick, no hash collisions), and exact
+   duplicates are harmless (a copy equals the running max, it does not exceed it);
+3. the spine is ASOF-joined on visibility time straight onto the winner rows, their values
+   included: rows that can never win are gone before the join, and no join back to the
+   feature rows fetches the values;
 4. the TTL applies to the winner's `feature_time`; the result is put back in spine order by
    each row's position, which for Parquet input is `file_row_number` plus the file's offset
    (no sort to number the rows).
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -48,8 +47,7 @@ TableLike = pd.DataFrame | pa.Table | str | Path
 
 ROW = "__pitstop_row"
 FT, CT, VISIBLE, WINNER = "__pitstop_ft", "__pitstop_ct", "__pitstop_visible", "__pitstop_win"
-FT_SLOT = "__pitstop_ft_slot__"
-LATEST, TIED = "__pitstop_latest", "__pitstop_tied"
+TIED = "__pitstop_tied"
 TZ_TYPE = "TIMESTAMP WITH TIME ZONE"
 NAIVE_HINT = (
     "timestamps must be timezone-aware: declare the source's `timezone:` in the pipeline "
@@ -138,22 +136,36 @@ def _check_columns(side: str, found: dict[str, str], needed: Sequence[str],
             raise DataError(f"{side}: column {column!r} is {found[column]}; {NAIVE_HINT}")
 
 
-def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
-                       created_time: str | None, values: list[str]) -> None:
-    """Table `ranked`: every usable feature row, flagged LATEST (the greatest ct of its keys
-    and ft) and TIED (another row has its keys, ft and ct); then the input rules are checked.
+def _visible(by_visibility: bool) -> str:
+    """The time from which a feature row is visible, as an expression: computed where it is
+    used rather than stored beside ft and ct in `ranked` (10M rows: 80 MB less)."""
+    return f"greatest({FT}, {CT})" if by_visibility else FT
 
-    One window sort does what a DISTINCT over every column plus a GROUP BY did before: ties
-    sit next to each other in (keys, ft, ct) order, so `lead(ct) = ct` finds them all, and
-    only the rows of tied groups are compared, exactly (DISTINCT, not a hash that could
-    collide). A sort, not a hash aggregate, because nearly every (keys, ft) is its own group.
+
+def _rank_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
+                       created_time: str | None, values: list[str], by_visibility: bool) -> None:
+    """Table `ranked`: every usable feature row flagged WINNER (the key's winner from the
+    time it becomes visible on) and TIED (the next row has its keys, ft and ct);
+    then the input rules are checked.
+
+    One window sort per key along (visible, code) does it all. A row becomes the winner at
+    its visibility time iff it is the last of its (keys, visible) group and no row visible
+    so far has a greater (ft, ct): a running max of the code equal to its own code. Rows
+    sharing (keys, ft, ct) have the same visible time and code, so they sit next to each other
+    (`lead` finds them) and an exact duplicate equals, not exceeds, the running max:
+    duplicates need no separate pass. Without `by_visibility` rows are visible from ft, the
+    code grows along the order and the winner is simply the last row of its (keys, ft).
     """
-    window = f"PARTITION BY {', '.join(map(_q, keys))}, {FT} ORDER BY {CT} DESC"
+    code, visible = "__pitstop_code", _visible(by_visibility)
+    last_of_time = f"coalesce(lead({visible}) OVER w <> {visible}, true)"
+    record = (f" AND max({code}) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+              f" = {code}" if by_visibility else "")
     con.execute(f"""
         CREATE TEMP TABLE ranked AS
-        SELECT *, row_number() OVER w = 1 AS {LATEST},
-               coalesce(lead({CT}) OVER w = {CT}, false) AS {TIED}
-        FROM feats_src WINDOW w AS ({window})
+        SELECT * EXCLUDE ({code}), {last_of_time}{record} AS {WINNER},
+               coalesce(lead({code}) OVER w = {code}, false) AS {TIED}
+        FROM (SELECT *, {PAIR_CODE} AS {code} FROM feats_src)
+        WINDOW w AS (PARTITION BY {', '.join(map(_q, keys))} ORDER BY {visible}, {code})
     """)
     nulls, tied = con.execute(f"SELECT count(*) FILTER ({CT} IS NULL), count(*) FILTER ({TIED}) "
                               f"FROM ranked").fetchall()[0]
@@ -227,18 +239,23 @@ def point_in_time_join(
                                      "memory_limit": settings.pit_memory_limit()})
         try:
             con.execute("SET TimeZone = 'UTC'")
-            return _join(con, spine, features, keys, spine_time, feature_time, created_time,
-                         ttl, known_at_time, prefix or "", output)
+            table = _join(con, spine, features, keys, spine_time, feature_time, created_time,
+                          ttl, known_at_time, prefix or "", output)
         finally:
-            con.close()
+            con.close()  # DuckDB's memory is freed before pandas needs its own
+    if table is None:
+        return pd.DataFrame()
+    # column by column, each Arrow buffer freed once converted: the result is not held twice
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
           keys: list[str], spine_time: str, feature_time: str, created_time: str | None,
           ttl: dt.timedelta | None, known_at_time: bool, prefix: str,
-          output: str | Path | None) -> pd.DataFrame:
+          output: str | Path | None) -> pa.Table | None:
     """The plan of the module docstring on one connection: inputs checked, feature rows
-    ranked, one of the two plans prepared, then the spine ASOF-joined onto it."""
+    ranked along visibility time, then the spine ASOF-joined onto the winners; the result
+    as Arrow, or None once written to `output`."""
     _register(con, "spine_in", spine, numbered=True)
     _register(con, "feats_in", features, numbered=False)
     spine_cols, values = _checked_columns(con, keys, spine_time, feature_time, created_time)
@@ -248,16 +265,16 @@ def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,
                         f"to name them apart")
     _usable_feature_rows(con, keys, feature_time, created_time, values)
     con.execute("SET preserve_insertion_order = false")  # the final query has its ORDER BY
-    _rank_feature_rows(con, keys, feature_time, created_time, values)
-    final = (_plan_known_at_time(con, keys, values) if created_time and known_at_time
-             else _plan_by_feature_time(keys, values))
+    by_visibility = bool(created_time and known_at_time)
+    _rank_feature_rows(con, keys, feature_time, created_time, values, by_visibility)
     con.execute("SET preserve_insertion_order = true")
-    query = _final_query(final, keys, list(spine_cols), spine_time, ttl, named)
+    query = _final_query(keys, list(spine_cols), spine_time, ttl, values, named,
+                         _visible(by_visibility))
     if output is not None:
         con.execute(f"COPY ({query}) TO {_literal(str(Path(output)))} "
                     f"(FORMAT parquet, COMPRESSION zstd)")
-        return pd.DataFrame()
-    return con.sql(query).to_arrow_table().to_pandas()
+        return None
+    return con.sql(query).to_arrow_table()
 
 
 def _checked_columns(con: duckdb.DuckDBPyConnection, keys: list[str], spine_time: str,
@@ -277,7 +294,7 @@ def _checked_columns(con: duckdb.DuckDBPyConnection, keys: list[str], spine_time
 def _usable_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], feature_time: str,
                          created_time: str | None, values: list[str]) -> None:
     """View `feats_src`: the feature rows that can match (no null key or feature time), with
-    the times under fixed names so the plans need not know the caller's; without
+    the times under fixed names so the queries need not know the caller's; without
     created_time, ct = ft."""
     created = _q(created_time) if created_time else _q(feature_time)
     not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in [*keys, feature_time])
@@ -287,86 +304,29 @@ def _usable_feature_rows(con: duckdb.DuckDBPyConnection, keys: list[str], featur
                 f"FROM feats_in WHERE {not_null}")
 
 
-def _final_query(final: _Plan, keys: list[str], spine_cols: list[str], spine_time: str,
-                 ttl: dt.timedelta | None, named: dict[str, str]) -> str:
-    """The one query that ASOF-joins the spine onto the plan's timeline, applies the TTL to
-    the winner's feature time and puts the rows back in spine order."""
-    on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
-    spine_list = ", ".join(f"w.{_q(c)}" for c in spine_cols)
-    fresh = None if ttl is None else (  # the winner's ft goes in at FT_SLOT
-        f"{FT_SLOT} >= w.{_q(spine_time)} - INTERVAL '{int(ttl.total_seconds() * 1e6)} microseconds'")
-    return f"""
-        WITH w AS (
-            SELECT s.*, {final.carried}
-            FROM spine_in s ASOF LEFT JOIN {final.timeline} t
-              ON {on_keys} AND s.{_q(spine_time)} >= t.{final.visible}
-        )
-        SELECT {spine_list}{final.select(fresh, named)}
-        ORDER BY w.{ROW}
-    """
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How the final query reads the winners along visibility time that a plan prepared."""
-
-    timeline: str
-    """the table (or subquery) of winners along visibility time, one row per key and time"""
-    visible: str
-    """timeline's column holding the time from which a row is the key's winner"""
-    carried: str
-    """what the ASOF JOIN takes from timeline (`t`) into each spine row (`w`)"""
-    select: Callable[[str | None, dict[str, str]], str]
-    """(TTL condition with FT_SLOT for the winner's ft or None, value column -> output name)
-    -> the feature values of the SELECT list (each after a comma) and the FROM clause"""
-
-
-def _plan_by_feature_time(keys: list[str], values: list[str]) -> _Plan:
-    """Visibility = feature_time: the timeline is the LATEST row of each (keys, ft).
-
-    The running winner along ft is then each group's own latest row, so no window and no
-    join back to the feature rows are needed: the values ride along the ASOF JOIN.
-    """
+def _final_query(keys: list[str], spine_cols: list[str], spine_time: str,
+                 ttl: dt.timedelta | None, values: list[str], named: dict[str, str],
+                 visible: str) -> str:
+    """The one query that ASOF-joins the spine onto the WINNER rows of `ranked` (one per key
+    and visibility time, so the join lands on the winner itself and its values ride along),
+    applies the TTL to the winner's feature time and puts the rows back in spine order."""
     inner = [f"{ROW}_v{i}" for i in range(len(values))]  # apart from the spine's names
     renamed = "".join(f", {_q(c)} AS {v}" for c, v in zip(values, inner, strict=True))
-    timeline = f"(SELECT {', '.join(map(_q, keys))}, {FT}{renamed} FROM ranked WHERE {LATEST})"
-
-    def select(fresh: str | None, named: dict[str, str]) -> str:
-        def pick(v: str) -> str:
-            if fresh is None:
-                return f"w.{v}"
-            return f"CASE WHEN {fresh.replace(FT_SLOT, f'w.{FT}')} THEN w.{v} END"
-        return "".join(f", {pick(v)} AS {_q(named[c])}"
-                       for c, v in zip(values, inner, strict=True)) + " FROM w"
-
-    carried = f"t.{FT}" + "".join(f", t.{v}" for v in inner)
-    return _Plan(timeline=timeline, visible=FT, carried=carried, select=select)
-
-
-def _plan_known_at_time(con: duckdb.DuckDBPyConnection, keys: list[str],
-                        values: list[str]) -> _Plan:
-    """Visibility = greatest(ft, ct): a running max of the (ft, ct) code along visibility.
-
-    Table `timeline` holds one row per key and visibility time with the best code seen up
-    to it; rows of one key and visibility time are grouped first, so the ASOF JOIN cannot
-    land on a peer whose running max is still missing the others. The winner's values are
-    fetched from `ranked` without its repeated ties (after the check they are identical).
+    timeline = (f"(SELECT {', '.join(map(_q, keys))}, {visible} AS {VISIBLE}, {FT}{renamed} "
+                f"FROM ranked WHERE {WINNER})")
+    on_keys = " AND ".join(f"s.{_q(k)} = t.{_q(k)}" for k in keys)
+    spine_list = ", ".join(f"w.{_q(c)}" for c in spine_cols)
+    fresh = None if ttl is None else (
+        f"w.{FT} >= w.{_q(spine_time)} - INTERVAL '{int(ttl.total_seconds() * 1e6)} microseconds'")
+    picked = "".join(f", {f'w.{v}' if fresh is None else f'CASE WHEN {fresh} THEN w.{v} END'}"
+                     f" AS {_q(named[c])}" for c, v in zip(values, inner, strict=True))
+    carried = "".join(f", t.{v}" for v in inner)
+    return f"""
+        WITH w AS (
+            SELECT s.*, t.{FT}{carried}
+            FROM spine_in s ASOF LEFT JOIN {timeline} t
+              ON {on_keys} AND s.{_q(spine_time)} >= t.{VISIBLE}
+        )
+        SELECT {spine_list}{picked} FROM w
+        ORDER BY w.{ROW}
     """
-    key_list = ", ".join(map(_q, keys))
-    con.execute(f"""
-        CREATE TEMP TABLE timeline AS
-        SELECT {key_list}, {VISIBLE},
-               max(best) OVER (PARTITION BY {key_list} ORDER BY {VISIBLE}
-                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {WINNER}
-        FROM (SELECT {key_list}, greatest({FT}, {CT}) AS {VISIBLE}, max({PAIR_CODE}) AS best
-              FROM ranked GROUP BY {key_list}, {VISIBLE})
-    """)
-    fetch_keys = " AND ".join(f"w.{_q(k)} = f.{_q(k)}" for k in keys)
-
-    def select(fresh: str | None, named: dict[str, str]) -> str:
-        picked = "".join(f", f.{_q(c)} AS {_q(named[c])}" for c in values)
-        ttl = "" if fresh is None else " AND " + fresh.replace(FT_SLOT, f"f.{FT}")
-        return (f"{picked} FROM w LEFT JOIN (SELECT *, {PAIR_CODE} AS {WINNER} FROM ranked "
-                f"WHERE NOT {TIED}) f ON {fetch_keys} AND f.{WINNER} = w.{WINNER}{ttl}")
-
-    return _Plan(timeline="timeline", visible=VISIBLE, carried=f"t.{WINNER}", select=select)

@@ -345,3 +345,21 @@ def test_empty_inputs() -> None:
     assert len(out) == len(spine) and out["v"].isna().all()
     assert point_in_time_join(spine.iloc[:0], features, keys=["k"], spine_time="t",
                               feature_time="ft", created_time="ct").empty
+
+
+@pytest.mark.parametrize("doubled", [False, True])
+def test_known_at_time_follows_visibility_with_duplicates(doubled: bool) -> None:
+    """A correction visible after a newer row never wins; one of the newest feature time wins
+    from its created time, also when its value is null; of rows that become visible at the
+    same time the greatest (ft, ct) wins; exact duplicates (each row twice) change nothing."""
+    rows = [(2, 2, 1.0), (5, 5, 2.0), (2, 8, 3.0), (5, 9, None), (10, 12, 5.0), (12, 12, 6.0),
+            (11, 12, 7.0)]
+    features = pd.DataFrame({"k": "a", "ft": [minutes(r[0]) for r in rows],
+                             "ct": [minutes(r[1]) for r in rows], "v": [r[2] for r in rows]})
+    if doubled:
+        features = pd.concat([features, features.iloc[::-1]], ignore_index=True)
+    times = [1, 2, 4, 5, 8, 9, 11, 12, 13]
+    spine = pd.DataFrame({"k": "a", "t": [minutes(t) for t in times]})
+    out = point_in_time_join(spine, features, keys=["k"], spine_time="t", feature_time="ft",
+                             created_time="ct")
+    assert_values(out["v"], [None, 1.0, 1.0, 2.0, 2.0, None, None, 6.0, 6.0])
