@@ -57,7 +57,8 @@ def stored_content_hash(data_file: lake.LakePath, definitions_hash: str) -> str:
 
 
 def feature_definitions_hash(spec: LoadedSpec) -> str:
-    """Hash of every view's and the label's declaration plus the source of its hook module."""
+    """Hash of every view's and the label's declaration plus the source of the hooks-folder
+    files its function runs (`LoadedSpec.hook_files`)."""
     pipeline = spec.pipeline
     parts: dict[str, Any] = {f"view:{name}": _declaration(spec, view)
                              for name, view in pipeline.feature_views.items()}
@@ -67,7 +68,7 @@ def feature_definitions_hash(spec: LoadedSpec) -> str:
 
 
 def view_definitions_hash(spec: LoadedSpec, view_name: str) -> str:
-    """Hash of what one view's rows mean: its declaration, its hook module and the sources it
+    """Hash of what one view's rows mean: its declaration, its hook's code and the sources it
     reads. Each feature partition records it, so a training set can refuse to mix rows of an
     old definition with rows of the current one; other views' changes leave it alone."""
     view = spec.pipeline.feature_views[view_name]
@@ -76,8 +77,11 @@ def view_definitions_hash(spec: LoadedSpec, view_name: str) -> str:
 
 
 def _declaration(spec: LoadedSpec, hooked: FeatureView | Label) -> dict[str, Any]:
+    """The hooked declaration and the source of every hooks-folder file its function runs,
+    by path relative to the folder (the folder may move)."""
     return {"spec": hooked.model_dump(mode="json"),
-            "code": sha256_file(spec.hook_file(hooked.function))}
+            "code": {path.relative_to(spec.hooks_dir).as_posix(): sha256_file(path)
+                     for path in spec.hook_files(hooked.function)}}
 
 
 def _tree_files(folder: Path, label: str) -> dict[str, Path]:

@@ -243,10 +243,9 @@ def point_in_time_join(
                           ttl, known_at_time, prefix or "", output)
         finally:
             con.close()  # DuckDB's memory is freed before pandas needs its own
-    if table is None:
-        return pd.DataFrame()
     # column by column, each Arrow buffer freed once converted: the result is not held twice
-    return table.to_pandas(split_blocks=True, self_destruct=True)
+    return (pd.DataFrame() if table is None
+            else table.to_pandas(split_blocks=True, self_destruct=True))
 
 
 def _join(con: duckdb.DuckDBPyConnection, spine: TableLike, features: TableLike,

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines import hook_imports
 from pipelines.errors import SpecError
 from pipelines.metrics import METRICS, Task
 
@@ -673,7 +674,7 @@ class LoadedSpec:
     def resolve(self, ref: str) -> Callable[..., Any]:
         """Import `module:function` from the hooks folder; errors name the spec and the ref."""
         module_name, _, func_name = ref.partition(":")
-        package = f"pitstop_hooks_{self.name}"
+        package = self.hooks_package
         loaded = sys.modules.get(package)
         if loaded is not None and list(getattr(loaded, "__path__", [])) != [str(self.hooks_dir)]:
             # the same pipeline name from another folder (a copy, a test): import afresh
@@ -696,9 +697,22 @@ class LoadedSpec:
         except (ImportError, AttributeError) as exc:
             raise SpecError(f"{self.path}: cannot resolve hook {ref!r}: {exc}") from exc
 
+    @property
+    def hooks_package(self) -> str:
+        """The module name the hooks folder is imported under, unique per pipeline."""
+        return f"pitstop_hooks_{self.name}"
+
     def hook_file(self, ref: str) -> Path:
-        """The file that defines a hook, hashed into the feature-definition hash."""
+        """The file that defines a hook."""
         return self.hooks_dir / (ref.partition(":")[0].replace(".", "/") + ".py")
+
+    def hook_files(self, ref: str) -> list[Path]:
+        """The files of the hooks folder a hook's code is made of: its module, the folder's
+        `__init__.py` and the helper modules it imports, transitively (`hook_imports`).
+        Hashed into the view's or label's definition, so editing a helper recomputes the
+        partitions of exactly the hooks that import it."""
+        return hook_imports.local_modules(self.hooks_dir, ref.partition(":")[0],
+                                          {self.hooks_package, self.hooks_dir.name})
 
 
 def _parsed(path: Path, parse: Callable[[str], Any], malformed: type[Exception], what: str,

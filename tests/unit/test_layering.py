@@ -38,7 +38,7 @@ def test_library_knows_nothing_of_the_example(path: Path) -> None:
 
 
 LAYERS = ["errors", "settings", "provenance", "metrics", "lake_objects", "lake", "skipping",
-          "chunking",
+          "chunking", "hook_imports",
           "spec", "monitoring", "spec_reference", "scaffold", "pit", "lineage", "quality",
           "sql_source", "ingest", "features",
           "training_set", "backfill", "train", "differential", "registry", "problems",

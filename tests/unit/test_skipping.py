@@ -173,6 +173,26 @@ def test_a_changed_hook_recomputes_its_view_not_the_raw_days(
     assert lake_bytes(spec) == from_scratch(spec, tmp_path, monkeypatch)
 
 
+def test_a_changed_helper_module_recomputes_the_view_importing_it_only(
+        tiny: LoadedSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tiny.hooks_dir
+    (folder / "scale.py").write_text("FACTOR = 1.0\n")
+    (folder / "notes.py").write_text('"""Imported by no hook."""\n')
+    hooks = folder / "hooks.py"
+    hooks.write_text("from .scale import FACTOR\n" + hooks.read_text().replace(
+        'frame[["sensor", "ts", "value"]]',
+        'frame[["sensor", "ts", "value"]].assign(value=frame["value"] * FACTOR)'))
+    spec = load_spec(tiny.path)
+    first = run_all(spec)
+    (folder / "notes.py").write_text('"""Still imported by no hook, edited."""\n')
+    assert tallies(run_all(spec))[:2] == ({SKIPPED: 3}, {SKIPPED: 3})
+    (folder / "scale.py").write_text("FACTOR = 2.0\n")
+    again = run_all(spec)
+    assert tallies(again) == ({SKIPPED: 3}, {CHANGED: 3}, {CHANGED: 1})
+    assert again["built"].training_set.dataset_id != first["built"].training_set.dataset_id
+    assert lake_bytes(spec) == from_scratch(spec, tmp_path, monkeypatch)
+
+
 def _with_suite(spec: LoadedSpec, max_value: float) -> LoadedSpec:
     """The tiny spec whose source is validated by a suite of readings up to `max_value`."""
     between_suite(spec, "sensors_readings", "value", max_value)
