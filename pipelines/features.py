@@ -8,6 +8,7 @@ set's as-of join (`pipelines/training_set.py`) compares with each row's cutoff.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import time
 from collections.abc import Iterable
@@ -201,11 +202,20 @@ def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,
     code version."""
     view = spec.pipeline.feature_views[view_name]
     definitions, code = view_definitions_hash(spec, view_name), lineage.library_version()
-    named = [(p.day, store.relative(p.path), p.sha256) for listed in raw.values() for p in listed]
-    return {day: skipping.fingerprint(
-        [(path, sha256) for read_day, path, sha256 in named
-         if _reads_day(read_day, day, view.lookback)], definitions, code)
-        for day in lake.days(start, end)}
+    named = sorted((p.day, store.relative(p.path), p.sha256)
+                   for listed in raw.values() for p in listed)
+    read_days = [read_day for read_day, _, _ in named]
+    back = _lookback(view.lookback)
+
+    def reads(day: dt.date) -> list[tuple[str, str]]:
+        # the partitions of [day - lookback, day] (`_reads_day`), found by bisection: a
+        # year of days against a year of partitions is otherwise a quadratic scan
+        first = bisect.bisect_left(read_days, day - back)
+        last = bisect.bisect_right(read_days, day)
+        return [(path, sha256) for _, path, sha256 in named[first:last]]
+
+    return {day: skipping.fingerprint(reads(day), definitions, code)
+            for day in lake.days(start, end)}
 
 
 def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.date,

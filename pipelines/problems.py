@@ -29,6 +29,7 @@ from pipelines import registry, train
 from pipelines.errors import DataError, SpecError
 from pipelines.lake import sha256_file, sha256_json
 from pipelines.metrics import decide
+from pipelines.spec import load_yaml
 
 if TYPE_CHECKING:
     from pipelines.spec import LoadedSpec
@@ -88,7 +89,7 @@ class ProblemScore:
 
 def _read_file(path: Path) -> ProblemsFile:
     try:
-        return ProblemsFile.model_validate(yaml.safe_load(path.read_text()) or {})
+        return ProblemsFile.model_validate(load_yaml(path.read_text()) or {})
     except FileNotFoundError as exc:
         raise SpecError(f"{path}: problems file not found") from exc
     except (yaml.YAMLError, ValidationError) as exc:
