@@ -436,6 +436,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipelines import scaffold
 
+    settings.tune_garbage_collector()
     cli = parser()
     args = cli.parse_args(argv)
 

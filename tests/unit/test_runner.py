@@ -164,3 +164,27 @@ def test_mapped_tasks_are_named_with_their_rendered_map_index() -> None:
         ti("ingest_chunk", 3, "orders 2024-03-01"), ti("ingest_chunk", 4, None),
         ti("score_day", 0, "0"), ti("plan_chunks", -1, None)])
     assert runner.labelled(run) == {"ingest_chunk[3]": "ingest_chunk[3] (orders 2024-03-01)"}
+
+
+def test_a_process_first_task_freezes_its_startup_objects_once() -> None:
+    """Every task body starts through `freeze_startup_objects`: the collector's thresholds
+    are raised and what is alive is frozen, in the first task only (later garbage stays
+    collectable)."""
+    import gc
+
+    from pipelines.orchestration import factory
+    from pipelines.settings import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+    factory.freeze_startup_objects.cache_clear()
+    try:
+        factory.fail_on_bad_data(lambda: None)()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        later = [[] for _ in range(100)]  # tracked objects made after the freeze
+        factory.fail_on_bad_data(lambda: None)()
+        assert gc.get_freeze_count() == frozen, later
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
