@@ -114,6 +114,11 @@ def merge_tallies(tallies: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def computed(counts: Mapping[str, int]) -> int:
+    """How many units of a tally were computed (and so published), whatever the reason."""
+    return sum(n for label, n in counts.items() if label.startswith("computed ("))
+
+
 def describe(counts: Mapping[str, int]) -> str:
     """A tally as one line: `31 skipped (unchanged: …), 1 computed (forced)`."""
     return ", ".join(f"{n} {label}" for label, n in counts.items()) or "no partitions"

@@ -190,11 +190,19 @@ def _published(results: dict[str, Any], running: str, start: dt.date, end: dt.da
     """What the run has left in the lake should the `running` stage fail, for its message:
     the finished stages' output, and a score stage's days scored before the failure."""
     done = [stage for stage in ("ingest", "features") if stage in results]
-    text = ("nothing was published" if not done else f"{' and '.join(done)} of {start}..{end} "
+    text = ("no earlier stage published anything" if not done else f"{' and '.join(done)} of {start}..{end} "
             "are published (re-running redoes them safely)")
     if running == "score":  # a failed day does not unpublish the days scored before it
         return f"every day scored is published with its verdict; {text}"
     return text
+
+
+def _published_before_failing(dag_run: Any) -> str:
+    """What the failed run's own tasks that succeeded published (chunks publish each day
+    whole as they finish), so the message never says nothing was published when some was."""
+    computed = skipping.computed(stage_tally(dag_run))
+    return (f"; before failing, {dag_run.dag_id}'s tasks that succeeded published {computed} "
+            "partition(s), each whole (re-running skips them)" if computed else "")
 
 
 def fail_running(dag_id: str, since: dt.datetime) -> int:
@@ -244,7 +252,7 @@ def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: P
                                           time.perf_counter() - began, log_file)
         with open(log_file, "a") as handle:
             handle.write("\n".join(listing) + "\n")
-        raise RuntimeError(f"{message}\n{published}")
+        raise RuntimeError(f"{message}\n{published}{_published_before_failing(dag_run)}")
     return task_results(dag_run), stage_tally(dag_run)
 
 

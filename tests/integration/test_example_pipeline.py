@@ -246,6 +246,11 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
     assert lake.list_partitions(env_lake(), "flights_delay", "raw", "weather",
                                dt.date(2013, 1, 29), dt.date(2013, 2, 1)) == []
+    # and the message says that the chunks that succeeded (new days of flights) published
+    published = lake.list_partitions(env_lake(), "flights_delay", "raw", "flights",
+                                     dt.date(2013, 1, 29), dt.date(2013, 2, 2))
+    assert published and "no earlier stage published anything; before failing" in message
+    assert "before failing, flights_delay_ingest's tasks that succeeded published" in message
 
 
 # --- the evaluation gate: these run last, since they register more versions ---------------

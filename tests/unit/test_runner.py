@@ -143,7 +143,7 @@ def test_every_stage_params_are_checked_before_the_first_runs(tiny: LoadedSpec) 
 
 
 @pytest.mark.parametrize(("results", "running", "expected"), [
-    ({}, "ingest", "nothing was published"),
+    ({}, "ingest", "no earlier stage published anything"),
     ({"ingest": {}}, "features",
      "ingest of 2024-01-01..2024-01-04 are published (re-running redoes them safely)"),
     ({"ingest": {}, "features": {}}, "score", "every day scored is published with its verdict; "
