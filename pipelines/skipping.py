@@ -95,7 +95,10 @@ def decide_days(store: lake.Lake, pipeline: str, layer: str, dataset: str,
         manifest = lake.read_manifest(folder)
         decision = decide(manifest, fingerprint, force,
                           lambda f=folder, m=manifest: lake.intact(f, m))
-        log.info("%s/%s date=%s: %s", layer, dataset, day, decision.label)
+        # a damaged partition is republished from its inputs: say so louder, since the
+        # changed bytes (evidence for an auditor's `verify`) are gone afterwards
+        log.log(logging.WARNING if decision.reason == DAMAGED else logging.INFO,
+                "%s/%s date=%s: %s", layer, dataset, day, decision.label)
         kept = lake.Partition(folder, day, manifest) if decision.skip and manifest else None
         found[day] = DayDecision(decision, kept)
     return found

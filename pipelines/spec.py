@@ -203,6 +203,18 @@ class Source(_Strict):
     is named for, may be; anything later fails ingest (an upstream clock or time-zone
     mistake). A month file's month must also have ended by then."""
 
+    @field_validator("period", mode="before")
+    @classmethod
+    def _known_period(cls, period: Any) -> Any:
+        """Another cadence is refused with what to do instead, not only the allowed values."""
+        if isinstance(period, str) and period not in PERIOD_PLACEHOLDERS:
+            raise ValueError(
+                f"{period!r} is not a delivery period; use day, hour or month. Files of another "
+                "cadence (one per week, say) are a `kind: snapshot` source whose `{date}` is "
+                "the day each file is delivered (its rows hold until the next file), or are "
+                "split into day files upstream")
+        return period
+
     @field_validator("path")
     @classmethod
     def _check_placeholders(cls, path: str | None, info: ValidationInfo) -> str | None:

@@ -227,7 +227,8 @@ def test_force_and_a_code_change_recompute_everything(
     assert lake_bytes(ingested) == from_scratch(ingested, tmp_path, monkeypatch)
 
 
-def test_a_damaged_or_uncommitted_partition_is_recomputed(ingested: LoadedSpec) -> None:
+def test_a_damaged_or_uncommitted_partition_is_recomputed(
+        ingested: LoadedSpec, caplog: pytest.LogCaptureFixture) -> None:
     run_all(ingested)
     store = env_lake()
     damaged = lake.list_partitions(store, "sensors", "features", "last")[0]
@@ -239,6 +240,9 @@ def test_a_damaged_or_uncommitted_partition_is_recomputed(ingested: LoadedSpec) 
     again = run_all(ingested)
     assert again["raw"].tally == {"computed (not published yet)": 1, SKIPPED: 2}
     assert again["view"].tally == {f"computed ({skipping.DAMAGED})": 1, SKIPPED: 2}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+              and r.name == "pipelines.skipping"]
+    assert warned == [f"features/last date={damaged.day}: computed ({skipping.DAMAGED})"]
     lake.verify(lake.list_partitions(store, "sensors", "features", "last")[0])
 
 
