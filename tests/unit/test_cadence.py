@@ -115,7 +115,9 @@ def test_every_period_names_known_placeholders() -> None:
      "of the source's `timezone`, which is not set"),
     ({"period_zone": "local", "timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus' is not a "
      "time zone pitstop knows"),
-    ({"period": "week"}, "sources.readings.period: Input should be 'day', 'hour' or 'month'"),
+    ({"period": "week"}, "sources.readings.period: Value error, 'week' is not a delivery "
+     "period; use day, hour or month. Files of another cadence (one per week, say) are a "
+     "`kind: snapshot` source"),
     ({"kind": "snapshot", "event_time": None, "columns": {"sensor": "str", "value": "float"},
       "keys": ["sensor"], "period": "month", "path": "readings/{month}.csv"},
      "a source without `event_time` is published under the UTC day its file names, so it needs "

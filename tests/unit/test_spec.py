@@ -63,9 +63,6 @@ def _from_database(data: dict, **fields: object) -> None:
      "sources.flights.future_tolerance"),
     (lambda d: d["sources"]["flights"].pop("event_time"), "sources.flights"),
     (lambda d: d["sources"]["flights"].update(path="flights.csv"), "sources.flights.path"),
-    (lambda d: d["sources"]["flights"].update(period="week"),
-     "sources.flights.period: Value error, 'week' is not a delivery period; use day, hour or "
-     "month. Files of another cadence (one per week, say) are a `kind: snapshot` source"),
     (lambda d: d["feature_views"]["plane"].update(sources=["nope"]), "feature_views.plane.sources"),
     (lambda d: d["feature_views"]["origin_weather"].update(ttl="soon"),
      "feature_views.origin_weather.ttl"),
