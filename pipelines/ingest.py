@@ -9,6 +9,7 @@ file of the range passed, so a bad file never leaves a half-ingested range.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import hashlib
@@ -519,6 +520,8 @@ class DayRows:
     day: dt.date
     origins: list[Origin]
     table: pa.Table
+    origin_rows: tuple[int, ...] = ()
+    """How many of the table's rows came from each origin, in order (empty: not known)."""
 
 
 def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origin, pa.Table],
@@ -534,14 +537,15 @@ def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origi
         lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
         if not (paths := _day_files(found, day)):
             continue
-        table = pa.concat_tables([
+        parts = [
             tables[path] if source.event_time is None
             else tables[path].filter(_within(tables[path].column(source.event_time), lo, hi))
-            for path in paths])
+            for path in paths]
+        table = pa.concat_tables(parts)
         if len(paths) > 1:
             _check_unique(table, f"{paths[0]} .. {paths[-1]} ({len(paths)} files holding rows "
                                  f"of the UTC day {day})", source)
-        cut.append(DayRows(day, paths, table))
+        cut.append(DayRows(day, paths, table, tuple(part.num_rows for part in parts)))
     return cut
 
 
@@ -564,8 +568,32 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
                                   _quality_span(days)),
         pipeline=spec.name,
     )
-    quality.require_valid(report)
+    quality.require_valid(report, _failing_rows_origins(days, report.failures, landing))
     return report
+
+
+def _failing_rows_origins(days: list[DayRows], failures: list[quality.Failure],
+                          landing: Path) -> str:
+    """Which landing files hold the rows each failed expectation names (GX's
+    `partial_unexpected_index_list`, positions in the validated rows: the days' tables in
+    order), so a suite failure over a month of files names the file to fix."""
+    origins: list[Origin] = []
+    ends: list[int] = []
+    for rows in days:
+        for origin, count in zip(rows.origins, rows.origin_rows, strict=False):
+            origins.append(origin)
+            ends.append((ends[-1] if ends else 0) + count)
+    found = []
+    for failure in failures:
+        positions = failure.observed.get("partial_unexpected_index_list") or []
+        files = dict.fromkeys(
+            origins[at] for i in positions if isinstance(i, int)
+            and (at := bisect.bisect_right(ends, i)) < len(origins))
+        if files:
+            named = ", ".join(str(f.relative_to(landing)) if isinstance(f, Path) and
+                              f.is_relative_to(landing) else str(f) for f in files)
+            found.append(f"{failure.expectation} on column {failure.column!r}: {named}")
+    return f"the failing rows are in {'; '.join(found)}" if found else ""
 
 
 def _quality_span(days: list[DayRows]) -> str:

@@ -53,7 +53,9 @@ class Failure:
                 if k in ("observed_value", "unexpected_count", "unexpected_percent",
                          "partial_unexpected_list")
                 and (plain := _plain(v)) is not None and plain != []}
-        return f"{self.expectation}{where} {seen}"
+        rule = {k: _plain(v) for k, v in self.kwargs.items()
+                if k not in ("column", "column_A", "column_B")}
+        return f"{self.expectation}{where} {seen}" + (f", rule {rule}" if rule else "")
 
 
 def _plain(value: Any) -> Any:
@@ -215,15 +217,17 @@ def _report(published: lake.LakePath, suite: str, data_name: str, result: dict[s
     )
 
 
-def require_valid(report: ValidationReport) -> None:
-    """Raise ValidationFailed naming the suite, data, and each failing expectation."""
+def require_valid(report: ValidationReport, located: str = "") -> None:
+    """Raise ValidationFailed naming the suite, data, and each failing expectation, plus
+    `located`: where the caller found the failing rows (ingest names their files)."""
     if report.success:
         return
     lines = "; ".join(f.describe() for f in report.failures)
     raise ValidationFailed(
         f"GX suite {report.suite!r} failed on {report.data_name}: "
         f"{report.evaluated - report.successful} of {report.evaluated} expectations failed: "
-        f"{lines} (full result: {report.result_path}; Data Docs: {report.docs_path})"
+        f"{lines}{f'; {located}' if located else ''} (full result: {report.result_path}; "
+        f"Data Docs: {report.docs_path})"
     )
 
 

@@ -185,3 +185,27 @@ def test_a_file_dated_beyond_the_tolerance_is_refused_by_name(tiny: LoadedSpec) 
         ingest.ingest(env_lake(), tiny, "readings", D1, D4, now=NOON_D2 - dt.timedelta(days=1))
     assert f"{_file(tiny, dt.date(2024, 1, 3))}: dated 2024-01-03 (UTC day), after the run's clock" \
         in str(error.value)
+
+
+def test_a_suite_failure_over_several_files_names_the_file_holding_the_bad_rows(
+        tiny: LoadedSpec) -> None:
+    from pipelines.quality import ValidationFailed
+    from pipelines.spec import load_spec
+    from tests.unit.conftest import D1, D4, between_suite
+
+    between_suite(tiny, "sensors_readings", "value", 1.0)
+    tiny.path.write_text(tiny.path.read_text().replace(
+        "    event_time: ts\n", "    event_time: ts\n    suite: sensors_readings\n"))
+    spec = load_spec(tiny.path)
+    bad = spec.landing_dir() / "readings" / "2024-01-02.csv"
+    frame = pd.read_csv(bad)
+    frame.loc[5, "value"] = 7.5
+    bad.write_text(frame.to_csv(index=False))
+    with pytest.raises(ValidationFailed) as error:
+        ingest.ingest(env_lake(), spec, "readings", D1, D4)
+    message = str(error.value)
+    assert "files readings/2024-01-01.csv..readings/2024-01-03.csv" in message
+    assert ("the failing rows are in expect_column_values_to_be_between on column 'value': "
+            "readings/2024-01-02.csv" in message)
+    assert "rule {'min_value': 0.0, 'max_value': 1.0}" in message and "7.5" in message
+    assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []
