@@ -9,6 +9,7 @@ fail at load, not three tasks later.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import importlib.util
 import json
 import os
@@ -833,6 +834,25 @@ def check_model(spec: LoadedSpec) -> None:
                         "the gate scores class probabilities (e.g. SVC needs probability=True)")
 
 
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    for sub in model.__subclasses__():
+        names |= _field_names(sub)
+    return names
+
+
+def error_message(error: Any) -> str:
+    """pydantic's message for one refused field, with the closest field name any spec
+    section has when the field is unknown (a misspelling): `lookbak` → `lookback`."""
+    message = str(error["msg"])
+    if error.get("type") == "extra_forbidden" and error.get("loc"):
+        close = difflib.get_close_matches(str(error["loc"][-1]), sorted(_field_names(_Strict)),
+                                          n=1, cutoff=0.75)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+    return message
+
+
 def load_yaml(text: str | bytes) -> Any:
     """YAML's safe subset, parsed by libyaml when PyYAML has it (a tenth of the pure-Python
     parser's time: the spec and its siblings are parsed at every DAG-file parse)."""
@@ -853,7 +873,7 @@ def load_spec(path: str | Path, check: bool = True) -> LoadedSpec:
         pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {error_message(err)}"
             for err in exc.errors()
         )
         raise SpecError(f"{path}: {problems}") from exc

@@ -29,6 +29,7 @@ from pipelines.errors import DataError, SpecError
 from pipelines.spec import (
     PARTITION_DAY,
     LoadedSpec,
+    error_message,
     load_spec,
     load_suite,
 )
@@ -100,7 +101,7 @@ def load_findings(path: Path, exc: SpecError) -> list[Finding]:
     findings = []
     for error in cause.errors():
         field = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
+        message = error_message(error).removeprefix("Value error, ")
         # the spec's cross-field rules say which field they are about: `field: why`
         if not field and (named := re.match(r"([\w.]+): (.*)", message, re.DOTALL)):
             field, message = named.groups()

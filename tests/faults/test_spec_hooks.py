@@ -57,8 +57,9 @@ LOAD = [
          ("value: float}", "value: float, _partition_day: timestamp}"),
          ("sources.readings", "column '_partition_day' is reserved")),
     Case("misspelt-field", "`sensors.yaml: feature_views.last.lookbak: Extra inputs are not "
-         "permitted`", ("    lookback: 1d", "    lookbak: 1d"),
-         ("feature_views.last.lookbak", "Extra inputs are not permitted")),
+         "permitted; did you mean 'lookback'?`", ("    lookback: 1d", "    lookbak: 1d"),
+         ("feature_views.last.lookbak", "Extra inputs are not permitted; did you mean "
+          "'lookback'?")),
     Case("bad-duration", "`sensors.yaml: feature_views.last.ttl: Input should be a valid "
          "timedelta...`", ("    ttl: 2h", "    ttl: two hours"),
          ("feature_views.last.ttl", "valid timedelta")),
