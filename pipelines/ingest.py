@@ -415,9 +415,10 @@ def _decide_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: d
     source = spec.pipeline.sources[source_name]
     found = _landed(spec, source_name, start, end, now)
     files = {path: _file_record(path, source) for path in found}
+    landing = spec.landing_dir()
     wanted = day_fingerprints(spec, source_name, {
-        day: [(str(p.relative_to(spec.landing_dir())), files[p]["sha256"])
-              for p in _day_files(found, day)] for day in lake.days(start, end)})
+        day: [(str(p.relative_to(landing)), files[p]["sha256"]) for p in paths]
+        for day, paths in _files_by_day(found, lake.days(start, end)).items()})
     return found, files, wanted, skipping.decide_days(store, spec.name, "raw", source_name,
                                                       wanted, force)
 
@@ -508,9 +509,19 @@ def _overlaps(delivery: Delivery, day: dt.date) -> bool:
     return delivery.start < _utc(day + dt.timedelta(days=1)) and delivery.end > _utc(day)
 
 
-def _day_files(found: dict[Origin, Delivery], day: dt.date) -> list[Origin]:
-    """The landing files whose period overlaps the UTC `day`, in order."""
-    return [path for path, delivery in found.items() if _overlaps(delivery, day)]
+def _files_by_day(found: dict[Origin, Delivery], days: Iterable[dt.date]
+                  ) -> dict[dt.date, list[Origin]]:
+    """For each UTC day of `days`, the landing files whose period overlaps it, in `found`'s
+    order. Each file visits only the days of its own period: a year of days against a year
+    of files is otherwise a quadratic scan."""
+    by_day: dict[dt.date, list[Origin]] = {day: [] for day in days}
+    for path, delivery in found.items():
+        day = delivery.start.astimezone(dt.UTC).date()
+        while _utc(day) < delivery.end:
+            if day in by_day and _overlaps(delivery, day):
+                by_day[day].append(path)
+            day += dt.timedelta(days=1)
+    return by_day
 
 
 @dataclass(frozen=True)
@@ -533,10 +544,10 @@ def split_days(source: Source, found: dict[Origin, Delivery], tables: dict[Origi
     Keys are checked across the day's files, since each file was checked only on its own.
     """
     cut = []
-    for day in days:
-        lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
-        if not (paths := _day_files(found, day)):
+    for day, paths in _files_by_day(found, days).items():
+        if not paths:
             continue
+        lo, hi = _utc(day), _utc(day + dt.timedelta(days=1))
         parts = [
             tables[path] if source.event_time is None
             else tables[path].filter(_within(tables[path].column(source.event_time), lo, hi))
