@@ -136,8 +136,9 @@ def run_states(live: Live, dag_id: str, **params: Any) -> dict[str, int]:
 
 
 def chunked(live: Live, meter: Meter) -> dict[str, Any]:
+    # forced: the benchmark measures computing the year, and the DAG plans only days to compute
     conf = {"start": START.isoformat(), "end": END.isoformat(), "views": list(VIEWS),
-            "reason": "bench: full 2013 in monthly chunks"}
+            "reason": "bench: full 2013 in monthly chunks", "force": True}
     with meter:
         run_id, state = live.run_and_wait("flights_delay_backfill", conf, timeout=3600)
     tasks = live.call("auditor", "GET", f"/dags/flights_delay_backfill/dagRuns/{run_id}"

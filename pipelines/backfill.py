@@ -11,9 +11,9 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
-from pipelines import lake, skipping
+from pipelines import chunking, lake, skipping
 from pipelines.errors import DataError
-from pipelines.features import ViewResult, compute_view
+from pipelines.features import ViewResult, compute_view, plan_chunks
 from pipelines.provenance import ProducedBy
 from pipelines.settings import MAX_BACKFILL_DAYS
 from pipelines.spec import LoadedSpec
@@ -53,6 +53,16 @@ def plan_backfill(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.da
                             + (f" or end the range before {missing[0]}"
                                if missing[0] >= start else ""))
     return [(v, chunk) for chunk in lake.month_chunks(start, end) for v in names]
+
+
+def plan_backfill_chunks(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date,
+                         views: list[str] | None = None, force: bool = False
+                         ) -> chunking.StagePlan:
+    """The backfill DAG's plan: the request checked whole (`plan_backfill`), then only the
+    (view, month) chunks holding a day to compute, cut to those days, as a features run
+    plans them (`features.plan_chunks`); `force` keeps every chunk."""
+    plan_backfill(store, spec, start, end, views)
+    return plan_chunks(store, spec, [(start, end)], views, force)
 
 
 def backfill(

@@ -160,12 +160,12 @@ def _spans(context: Any) -> list[tuple[dt.date, dt.date]]:
     return triggering_spans(context) or [window(context)]
 
 
-def _plan_task(plan: Callable[[Any], StagePlan]) -> Any:
+def _plan_task(plan: Callable[[Any], StagePlan], task_id: str = "plan_chunks") -> Any:
     """The stage's first task: the chunks to map one task each over (`pipelines/chunking.py`),
     as `{unit, start, end}`; the tally of the days it left out goes to XCom key `plan_tally`, which
     `pitstop run` adds to the chunk tasks' own."""
 
-    @task(task_id="plan_chunks")
+    @task(task_id=task_id)
     @fail_on_bad_data
     def plan_chunks() -> list[dict[str, str]]:
         context = get_current_context()
@@ -178,6 +178,22 @@ def _plan_task(plan: Callable[[Any], StagePlan]) -> Any:
 
 def _chunk(chunk: dict[str, str]) -> Chunk:
     return load(Chunk, chunk)
+
+
+def _compute_chunk_task(spec: LoadedSpec) -> Any:
+    """The mapped task of the features and backfill DAGs: one view's chunk, `compute_view`
+    over its days (each decided again: nothing is skipped on the planner's word alone)."""
+
+    @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
+    @fail_on_bad_data
+    def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
+        from pipelines.features import compute_view
+
+        context, work = get_current_context(), _chunk(chunk)
+        return dump(compute_view(task_lake(), spec, work.unit, work.start, work.end,
+                                 produced_by=run_context(context), force=_force(context)))
+
+    return compute_chunk
 
 
 def raw_asset(spec: LoadedSpec, source: str) -> Asset:
@@ -259,16 +275,7 @@ def features_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
 
             return plan_chunks(task_lake(), spec, _spans(context), force=_force(context))
 
-        @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
-        @fail_on_bad_data
-        def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
-            from pipelines.features import compute_view
-
-            context, work = get_current_context(), _chunk(chunk)
-            return dump(compute_view(task_lake(), spec, work.unit, work.start, work.end,
-                                     produced_by=run_context(context), force=_force(context)))
-
-        compute_chunk.expand(chunk=_plan_task(plan)()) >> _announce(
+        _compute_chunk_task(spec).expand(chunk=_plan_task(plan)()) >> _announce(
             "announce_features", [features_asset(spec)])()
     return dag
 
@@ -472,31 +479,16 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
                          "one partition per day, replaced whole).")
     kwargs["default_args"]["retries"] = 0
     with DAG(**kwargs, params=_backfill_params(spec)) as dag:
+        def plan(context: Any) -> StagePlan:
+            """Check the request (range, views, raw data present) before anything is written;
+            map only the chunks holding a day to compute."""
+            from pipelines.backfill import plan_backfill_chunks
 
-        @task
-        @fail_on_bad_data
-        def plan_backfill() -> list[dict[str, str]]:
-            """Check the request (range, views, raw data present) before anything is written."""
-            from pipelines.backfill import plan_backfill as plan
+            return plan_backfill_chunks(task_lake(), spec, date_param(context, "start"),
+                                        date_param(context, "end"),
+                                        list(context["params"]["views"]), force=_force(context))
 
-            context = get_current_context()
-            return [{"view": view, "start": lo.isoformat(), "end": hi.isoformat()}
-                    for view, (lo, hi) in plan(task_lake(), spec, date_param(context, "start"),
-                                               date_param(context, "end"),
-                                               list(context["params"]["views"]))]
-
-        @result_task(map_index_template="{{ chunk['view'] }} {{ chunk['start'] }}")
-        @fail_on_bad_data
-        def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
-            from pipelines.features import compute_view
-
-            context = get_current_context()
-            return dump(compute_view(task_lake(), spec, chunk["view"],
-                                     dt.date.fromisoformat(chunk["start"]),
-                                     dt.date.fromisoformat(chunk["end"]),
-                                     produced_by=run_context(context), force=_force(context)))
-
-        compute_chunk.expand(chunk=plan_backfill())
+        _compute_chunk_task(spec).expand(chunk=_plan_task(plan, "plan_backfill")())
     return dag
 
 

@@ -96,3 +96,27 @@ def test_a_backfill_whose_lookback_has_no_raw_data_is_refused_by_the_plan(
     _land(ingested, JAN30, FEB3)  # the view's one-day lookback needs Jan 29 too
     with pytest.raises(DataError, match="raw/readings.* 2024-01-29"):
         backfill.plan_backfill(env_lake(), ingested, JAN30, FEB3)
+
+
+def test_the_backfill_dags_plan_maps_only_chunks_holding_a_day_to_compute(
+        ingested: LoadedSpec) -> None:
+    """Across two months: before any compute both chunks; after it none (every day tallied
+    as skipped); a changed raw day only its own month's chunk, cut to the days that read it;
+    `force` every chunk again. A bad request is refused as by `plan_backfill`."""
+    from pipelines.chunking import Chunk
+
+    _land(ingested, JAN29, FEB3)
+    store = env_lake()
+    fresh = backfill.plan_backfill_chunks(store, ingested, JAN30, FEB3)
+    assert fresh.chunks == [Chunk("last", JAN30, FEB1), Chunk("last", FEB1, FEB3)]
+    backfill.backfill(store, ingested, JAN30, FEB3, progress=lambda line: None)
+    done = backfill.plan_backfill_chunks(store, ingested, JAN30, FEB3)
+    assert done.chunks == [] and sum(done.tally.values()) == 4
+    write_readings(ingested.landing_dir(), FEB1, seed=5)
+    ingest.ingest(store, ingested, "readings", FEB1, dt.date(2024, 2, 2))
+    changed = backfill.plan_backfill_chunks(store, ingested, JAN30, FEB3)
+    assert changed.chunks == [Chunk("last", FEB1, FEB3)]  # Feb 1 and Feb 2 (lookback 1d)
+    forced = backfill.plan_backfill_chunks(store, ingested, JAN30, FEB3, force=True)
+    assert forced.chunks == fresh.chunks
+    with pytest.raises(DataError, match="end 2024-01-30 must be after start"):
+        backfill.plan_backfill_chunks(store, ingested, FEB3, JAN30)
