@@ -516,9 +516,10 @@ def _files_by_day(found: dict[Origin, Delivery], days: Iterable[dt.date]
     of files is otherwise a quadratic scan."""
     by_day: dict[dt.date, list[Origin]] = {day: [] for day in days}
     for path, delivery in found.items():
+        # from the UTC day holding the period's start, each day that begins before its end
         day = delivery.start.astimezone(dt.UTC).date()
         while _utc(day) < delivery.end:
-            if day in by_day and _overlaps(delivery, day):
+            if day in by_day:
                 by_day[day].append(path)
             day += dt.timedelta(days=1)
     return by_day
@@ -579,7 +580,8 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
                                   _quality_span(days)),
         pipeline=spec.name,
     )
-    quality.require_valid(report, _failing_rows_origins(days, report.failures, landing))
+    quality.require_valid(report, lambda failures: _failing_rows_origins(days, failures,
+                                                                         landing))
     return report
 
 

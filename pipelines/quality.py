@@ -24,6 +24,8 @@ from pipelines.spec import load_suite
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pipelines.spec import LoadedSpec
     from pipelines.training_set import TrainingSet
 
@@ -217,12 +219,15 @@ def _report(published: lake.LakePath, suite: str, data_name: str, result: dict[s
     )
 
 
-def require_valid(report: ValidationReport, located: str = "") -> None:
+def require_valid(report: ValidationReport,
+                  locate: Callable[[list[Failure]], str] | None = None) -> None:
     """Raise ValidationFailed naming the suite, data, and each failing expectation, plus
-    `located`: where the caller found the failing rows (ingest names their files)."""
+    what `locate` says of where the failing rows are (ingest names their files); it is
+    called only when the suite failed."""
     if report.success:
         return
     lines = "; ".join(f.describe() for f in report.failures)
+    located = locate(report.failures) if locate else ""
     raise ValidationFailed(
         f"GX suite {report.suite!r} failed on {report.data_name}: "
         f"{report.evaluated - report.successful} of {report.evaluated} expectations failed: "

@@ -7,6 +7,7 @@ point elsewhere in production without code changes.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -99,6 +100,4 @@ collection with the default, 0.8 s with this."""
 
 def tune_garbage_collector() -> None:
     """Apply `GC_THRESHOLDS` to this process (a CLI command, a task process)."""
-    import gc
-
     gc.set_threshold(*GC_THRESHOLDS)

@@ -302,7 +302,7 @@ def score_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
         @task
         def plan_days() -> list[str]:
             context = get_current_context()
-            return [day.isoformat() for span in triggering_spans(context) or [window(context)]
+            return [day.isoformat() for span in _spans(context)
                     for day in days(*span)]
 
         @result_task(map_index_template="{{ day }}")

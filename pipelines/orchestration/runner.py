@@ -253,7 +253,8 @@ def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: P
         with open(log_file, "a") as handle:
             handle.write("\n".join(listing) + "\n")
         raise RuntimeError(f"{message}\n{published}{_published_before_failing(dag_run)}")
-    return task_results(dag_run), stage_tally(dag_run)
+    results = task_results(dag_run)
+    return results, stage_tally(dag_run, results)
 
 
 def run_dag_test(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any]) -> Any:
@@ -313,12 +314,13 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
     return results
 
 
-def stage_tally(dag_run: Any) -> dict[str, int]:
+def stage_tally(dag_run: Any, results: dict[str, list[Any]] | None = None) -> dict[str, int]:
     """The partitions a stage skipped and computed, by reason: the `tally` of every task
     result that has one (ingest and feature chunks, the training set) plus the tally of the
     days its planning task mapped no chunk to (XCom key `plan_tally`; not `tally`, which
-    every task returning a dict pushes as a key of its own)."""
-    results = task_results(dag_run)
+    every task returning a dict pushes as a key of its own). `results` are the run's
+    `task_results` when the caller has read them already."""
+    results = task_results(dag_run) if results is None else results
     planned = [t for values in task_results(dag_run, TALLY_KEY).values() for t in values]
     return skipping.merge_tallies([*planned, *(result["tally"] for values in results.values()
                                                for result in values
