@@ -214,6 +214,9 @@ class Mismatch:
     what: str
     expected: str
     actual: str
+    at: str | None = None
+    """The lake file holding the bytes now (`…/g-<generation>/data.parquet`) when `what`
+    names a partition by its published folder, as lineage records it."""
 
 
 @dataclass
@@ -225,10 +228,11 @@ class Verification:
     checked: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
-    def expect(self, what: str, expected: str | None, actual: str | None) -> None:
+    def expect(self, what: str, expected: str | None, actual: str | None,
+               at: str | None = None) -> None:
         self.checked += 1
         if expected != actual:
-            self.mismatches.append(Mismatch(what, str(expected), str(actual)))
+            self.mismatches.append(Mismatch(what, str(expected), str(actual), at))
 
     @property
     def intact(self) -> bool:
@@ -277,7 +281,9 @@ def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
     result.expect("tag dataset_id", subject.tags.get("dataset_id"), rec["dataset_id"])
     training = rec["training_set"]
     for part in [training, *rec["feature_partitions"], *rec["raw_partitions"]]:
-        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _lake_sha(store, part))
+        file = _lake_file(store, part)
+        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _file_sha(file),
+                      store.relative(file) if file else None)
     if data_file := _lake_file(store, training):
         result.expect("dataset_id (content of the training set)", rec["dataset_id"],
                       stored_content_hash(data_file, rec["feature_definitions_hash"]))

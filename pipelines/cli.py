@@ -45,7 +45,8 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
     echo("metrics     " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items())))
     echo(f"data docs   {_lake().root / summary['data_docs']}")
     echo(f"report      {summary['report']}  (evaluation: plots, slices, problems)")
-    echo(f"MLflow UI   .venv/bin/mlflow ui --backend-store-uri {summary['tracking_uri']} "
+    echo(f"MLflow UI   {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
+         f"{summary['tracking_uri']} "
          "--port 5000   then http://127.0.0.1:5000")
     echo(f"airflow log {summary['log']}")
 
@@ -82,7 +83,8 @@ def _verification_lines(result: Any) -> list[str]:
     if result.intact:
         return [f"{head}: intact ({result.checked} hashes match what was recorded)"]
     return [f"{head}: NOT intact, {len(result.mismatches)} of {result.checked} hashes differ",
-            *(f"  {m.what}: expected {m.expected}, found {m.actual}" for m in result.mismatches)]
+            *(f"  {m.what}: expected {m.expected}, found {m.actual}"
+              + (f" (bytes at {m.at})" if m.at else "") for m in result.mismatches)]
 
 
 def _reproduction_lines(result: Any) -> list[str]:

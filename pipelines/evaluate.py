@@ -23,7 +23,6 @@ import pandas as pd
 from pipelines import differential, problems, train
 from pipelines.differential import Delta
 from pipelines.errors import DataError
-from pipelines.metrics import decide as decisions
 from pipelines.metrics import higher_is_better, score
 from pipelines.problems import Problem, ProblemScore
 from pipelines.spec import Criteria, Guardrails, LoadedSpec, SliceSpec
@@ -116,7 +115,8 @@ class Reference:
     spread: float
     """Standard deviation of the training target (regression's unit of shift)."""
     shares: dict[str, float] = field(default_factory=dict)
-    """Multiclass: the share of rows of each class."""
+    """Multiclass: each class's share of the training labels, or the champion's mean
+    probability of it on the same rows."""
 
 
 def _shares(labels: np.ndarray) -> dict[str, float]:
@@ -124,15 +124,22 @@ def _shares(labels: np.ndarray) -> dict[str, float]:
     return {str(v): float(c) / len(labels) for v, c in zip(values, counts, strict=True)}
 
 
-def reference(task: str, training_y: np.ndarray, champion: Scored | None, threshold: float,
+def _mean_probabilities(pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+    """Each class's mean predicted probability (columns in `classes` order): the multiclass
+    counterpart of binary's mean prediction. Not the share of argmax decisions, which an
+    uncertain but calibrated model concentrates on the majority class."""
+    names = classes if classes is not None else np.arange(pred.shape[1])
+    return {str(c): float(m) for c, m in zip(names, pred.mean(axis=0), strict=True)}
+
+
+def reference(task: str, training_y: np.ndarray, champion: Scored | None,
               classes: np.ndarray | None) -> Reference:
     spread = float(np.std(training_y)) if task == "regression" else 0.0
     if champion is not None:
         pred = champion.pred
         source = f"champion version {champion.version} on the same rows"
         if task == "multiclass":
-            return Reference(source, 0.0, 0.0, 0.0, spread,
-                             _shares(decisions(task, pred, threshold, classes)))
+            return Reference(source, 0.0, 0.0, 0.0, spread, _mean_probabilities(pred, classes))
         return Reference(source, float(np.mean(pred)), float(np.min(pred)), float(np.max(pred)),
                          spread)
     source = "the training labels"
@@ -144,12 +151,12 @@ def reference(task: str, training_y: np.ndarray, champion: Scored | None, thresh
 
 
 def check_guardrails(task: str, pred: np.ndarray, ref: Reference, guardrails: Guardrails,
-                     threshold: float, classes: np.ndarray | None) -> list[str]:
+                     classes: np.ndarray | None) -> list[str]:
     """What is wrong with a set of predictions, before anyone looks at its metrics.
 
     Non-finite predictions are reported alone: every other rule would compare NaNs. The
     rest follow the task, since "shifted" means a mean for binary, standard deviations of
-    the target for regression and class shares for multiclass.
+    the target for regression and each class's mean probability for multiclass.
     """
     finite = np.isfinite(pred).all(axis=1) if pred.ndim == 2 else np.isfinite(pred)
     if not finite.all():
@@ -163,8 +170,7 @@ def check_guardrails(task: str, pred: np.ndarray, ref: Reference, guardrails: Gu
         return found + _binary_guardrails(pred, ref, guardrails.mean_shift(task))
     if task == "regression":
         return found + _regression_guardrails(pred, ref, guardrails)
-    return found + _multiclass_guardrails(pred, ref, guardrails.mean_shift(task), threshold,
-                                          classes)
+    return found + _multiclass_guardrails(pred, ref, guardrails.mean_shift(task), classes)
 
 
 def _binary_guardrails(pred: np.ndarray, ref: Reference, shift: float) -> list[str]:
@@ -203,20 +209,20 @@ def _regression_guardrails(pred: np.ndarray, ref: Reference, guardrails: Guardra
     return found
 
 
-def _multiclass_guardrails(pred: np.ndarray, ref: Reference, shift: float, threshold: float,
+def _multiclass_guardrails(pred: np.ndarray, ref: Reference, shift: float,
                            classes: np.ndarray | None) -> list[str]:
-    """Probability rows that do not sum to 1, or the share of rows decided for some class
-    moved by more than `shift`: only the class that moved most is named."""
+    """Probability rows that do not sum to 1, or some class's mean probability moved by more
+    than `shift` from the reference's share: only the class that moved most is named."""
     found = []
     if (off := np.abs(pred.sum(axis=1) - 1) > 1e-6).any():
         found.append(f"{int(off.sum())} rows' class probabilities do not sum to 1")
-    ours = _shares(decisions("multiclass", pred, threshold, classes))
+    ours = _mean_probabilities(pred, classes)
     moved = {c: ours.get(c, 0.0) - ref.shares.get(c, 0.0) for c in {*ours, *ref.shares}}
     worst = max(moved, key=lambda c: abs(moved[c]))
     if abs(moved[worst]) > shift:
-        found.append(f"class {worst!r} is decided for {ours.get(worst, 0.0):.1%} of rows, "
-                     f"{ref.shares.get(worst, 0.0):.1%} in {ref.source}; allowed change "
-                     f"{shift:.1%} (guardrails.max_mean_shift)")
+        found.append(f"class {worst!r} has mean probability {ours.get(worst, 0.0):.1%}, "
+                     f"against {ref.shares.get(worst, 0.0):.1%} in {ref.source}; allowed "
+                     f"change {shift:.1%} (guardrails.max_mean_shift)")
     return found
 
 
@@ -419,9 +425,8 @@ def judge(spec: LoadedSpec, training: pd.DataFrame, evaluation: pd.DataFrame,
     candidate = score_model(spec, candidate_model, None, rows, problem_list)
     champion = (None if champion_model is None else
                 score_model(spec, champion_model, champion_version, rows, problem_list))
-    ref = reference(task, training[target].to_numpy(), champion, config.threshold, rows.classes)
-    if broken := check_guardrails(task, candidate.pred, ref, config.guardrails,
-                                  config.threshold, rows.classes):
+    ref = reference(task, training[target].to_numpy(), champion, rows.classes)
+    if broken := check_guardrails(task, candidate.pred, ref, config.guardrails, rows.classes):
         raise GuardrailsFailed(f"guardrails on {len(rows.y)} evaluation rows: "
                                + "; ".join(broken)
                                + " (rule: spec evaluation.guardrails; nothing was registered)")

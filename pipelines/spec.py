@@ -479,8 +479,9 @@ class Guardrails(_Strict):
     training labels (so a seasonal evaluation window does not refuse a good model, while a
     shifted prediction scale is caught). `max_mean_shift` is in probability units for
     `binary` (default 0.1), in standard deviations of the training target for `regression`
-    (default 0.5), and the largest change of a class's share of decisions for `multiclass`
-    (default 0.1). `regression` also keeps the predicted range within `max_range_excess`
+    (default 0.5), and the largest change of a class's mean probability (against its share
+    of the training labels, or the champion's mean probability) for `multiclass` (default
+    0.1). `regression` also keeps the predicted range within `max_range_excess`
     standard deviations of the reference's range; `multiclass` checks that every row's
     probabilities sum to 1.
     """

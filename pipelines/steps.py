@@ -25,7 +25,6 @@ from pipelines import (
     problems,
     quality,
     registry,
-    report,
     settings,
     train,
 )
@@ -179,6 +178,8 @@ def evaluate_model(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
         registry.set_tags(run.run_id, evaluate.verdict_tags(result))
         registry.log_json(run.run_id, monitoring_reference(spec, rows, result).to_json(),
                           registry.REFERENCE_ARTIFACT)
+        from pipelines import report  # matplotlib: only a run that evaluates pays for it
+
         report.log_report(spec, run.run_id, result)
     except BaseException as exc:
         if isinstance(exc, evaluate.GuardrailsFailed):

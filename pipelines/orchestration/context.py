@@ -6,9 +6,11 @@ they are tested without a scheduler; the factory passes the context in.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -107,3 +109,21 @@ def connection_url(source: Source) -> str | None:
 
     hook = BaseHook.get_connection(source.database.conn_id).get_hook()
     return hook.sqlalchemy_url.render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def parsing_context(dag_id: str) -> Iterator[None]:
+    """Airflow's DAG parsing context naming `dag_id` for the block (what its task runner sets
+    before a worker parses a DAG file; `get_parsing_context()` reads it), then as before.
+    Airflow's own helper never unsets it, which would narrow every later parse here."""
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID as KEY
+
+    before = os.environ.get(KEY)
+    os.environ[KEY] = dag_id
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[KEY]
+        else:
+            os.environ[KEY] = before

@@ -36,6 +36,7 @@ from airflow.sdk import (
     Metadata,
     Param,
     get_current_context,
+    get_parsing_context,
     task,
 )
 from airflow.sdk.exceptions import AirflowFailException
@@ -492,8 +493,18 @@ def backfill_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
     return dag
 
 
+STAGE_DAGS: dict[str, Callable[[LoadedSpec, DagSettings], DAG]] = {
+    "ingest": ingest_dag, "features": features_dag, "train": train_dag,
+    "backfill": backfill_dag, "score": score_dag}
+
+
 def build_dags(spec: LoadedSpec | str | Path, **settings: Any) -> dict[str, DAG]:
-    """All DAGs of one pipeline, by dag_id; a DAG file puts them in its globals.
+    """The DAGs of one pipeline, by dag_id; a DAG file puts them in its globals.
+
+    All five, unless Airflow's parsing context names the one DAG it parses the file for (a
+    worker running a task, or `pitstop run`'s `dag.test()`, which otherwise re-parses every
+    DAG file of the folder per stage): then only that DAG, or none when it is another
+    pipeline's. A deployment of many pipelines then pays for one DAG per task, not for all.
 
     `spec` is a loaded spec or its path (loaded without the estimator check, which imports
     scikit-learn; `pitstop validate` and the train tasks run it). The cheap checks of
@@ -503,11 +514,13 @@ def build_dags(spec: LoadedSpec | str | Path, **settings: Any) -> dict[str, DAG]
     max_active_runs, catchup, owner, execution_timeout).
     """
     loaded = spec if isinstance(spec, LoadedSpec) else load_spec(spec, check=False)
+    requested = get_parsing_context().dag_id
+    stages = [stage for stage in STAGE_DAGS
+              if requested is None or requested == f"{loaded.name}_{stage}"]
+    if not stages:
+        return {}
     validation.refuse_errors(loaded, validation.check(loaded, full=False))
     dag_settings = DagSettings.model_validate(
         {**loaded.pipeline.airflow.model_dump(), **settings})
-    return {dag.dag_id: dag for dag in (ingest_dag(loaded, dag_settings),
-                                        features_dag(loaded, dag_settings),
-                                        train_dag(loaded, dag_settings),
-                                        backfill_dag(loaded, dag_settings),
-                                        score_dag(loaded, dag_settings))}
+    return {dag.dag_id: dag for dag in (STAGE_DAGS[stage](loaded, dag_settings)
+                                        for stage in stages)}

@@ -259,12 +259,21 @@ def _run_stage(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any], log_file: P
 
 def run_dag_test(spec: LoadedSpec, dag: Any, run_conf: dict[str, Any]) -> Any:
     """`dag.test()`, which runs only DAGs Airflow found in its DAGs folder: when this one is
-    not there, say which file to create instead of Airflow's "dag is not serialized"."""
+    not there, say which file to create instead of Airflow's "dag is not serialized".
+
+    `dag.test()` re-parses every DAG file of the folder to sync them; under the parsing
+    context Airflow's task runner sets for a worker (this DAG's id), a pitstop DAG file
+    builds only that DAG and another pipeline's file builds none (`build_dags`), so a stage
+    costs the same beside ten other pipelines as alone.
+    """
     from airflow.exceptions import AirflowException
     from airflow.models.dag_version import DagVersion
 
+    from pipelines.orchestration.context import parsing_context
+
     try:
-        return dag.test(run_conf=run_conf)
+        with parsing_context(dag.dag_id):
+            return dag.test(run_conf=run_conf)
     except AirflowException as exc:
         if DagVersion.get_latest_version(dag.dag_id) is not None:
             raise

@@ -38,6 +38,22 @@ def test_five_dags_per_pipeline(bag: DagBag) -> None:
     assert set(bag.dag_ids) == {f"{name}_{stage}" for name in PIPELINES for stage in STAGES}
 
 
+@pytest.mark.parametrize(("requested", "expected"), [
+    ("flights_delay_train", {"flights_delay_train"}),
+    ("aircraft_utilisation_backfill", {"aircraft_utilisation_backfill"}),
+    ("some_other_pipeline_ingest", set()),
+])
+def test_a_parse_for_one_dag_builds_only_that_dag(requested: str, expected: set[str]) -> None:
+    """A worker (and `pitstop run`'s dag.test) parses the folder under Airflow's parsing
+    context: each DAG file then builds only the DAG asked for, or none, not all five."""
+    from pipelines.orchestration.context import parsing_context
+
+    with parsing_context(requested):
+        narrowed = DagBag(dag_folder=str(DAGS))
+    assert narrowed.import_errors == {}
+    assert set(narrowed.dag_ids) == expected
+
+
 def test_hooks_folder_is_not_parsed() -> None:
     """Only `.airflowignore` keeps the hook modules out of the dag-processor.
 

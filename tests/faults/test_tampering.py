@@ -103,6 +103,7 @@ def test_a_flipped_byte_in_a_partition_is_named_by_verify(recorded: Recorded, la
     assert _named(result) == {_rel(path)}
     (mismatch,) = result.mismatches
     assert mismatch.actual == lake.sha256_file(path) != mismatch.expected
+    assert mismatch.at == env_lake().relative(path)  # where the changed bytes are, g-… included
 
 
 def test_a_flipped_byte_in_the_training_set_fails_its_hash_and_content(recorded: Recorded) -> None:

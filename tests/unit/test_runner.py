@@ -188,3 +188,16 @@ def test_a_process_first_task_freezes_its_startup_objects_once() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_dag_test_runs_under_the_parsing_context_of_its_dag(tiny: LoadedSpec) -> None:
+    """`dag.test()` re-parses the DAGs folder; the context makes each DAG file build only the
+    DAG under test (`build_dags`), and it is gone after the run."""
+    from airflow.sdk import get_parsing_context
+
+    seen: list[str | None] = []
+    dag = SimpleNamespace(dag_id="sensors_train",
+                          test=lambda run_conf: seen.append(get_parsing_context().dag_id))
+    runner.run_dag_test(tiny, dag, {})
+    assert seen == ["sensors_train"]
+    assert get_parsing_context().dag_id is None
