@@ -181,7 +181,15 @@ class Source(_Strict):
     """Read the rows from a database instead of files; see `Database`."""
     format: Literal["csv", "parquet"] = "csv"
     kind: Literal["events", "snapshot"] = "events"
+    """`events`: a file every period, and ingesting a day whose file is missing fails naming
+    it. `snapshot`: the state of a table, a file only when it changes; a period without one
+    is no error and reports nothing, since the last earlier file stays in effect (how long a
+    view may use it is the view's `ttl`). A snapshot expected every week is still a
+    `snapshot`: check its cadence upstream, or with the view's `ttl`, which nulls features
+    once the last file is older."""
     event_time: str | None = None
+    """The column of when each row happened; it must fall in its file's period, and cuts
+    the rows into UTC days. Without one, each file is one UTC day's rows."""
     timezone: str = "UTC"
     """The zone naive timestamps in the files are read in, and that of `period_zone: local`."""
     keys: list[str] = Field(min_length=1)

@@ -319,8 +319,15 @@ def _run_stages(spec: LoadedSpec, dags: dict[str, Any], stages: list[tuple[str, 
             tasks = sum(len(v) for v in results[stage].values())
             echo(f"      done in {time.perf_counter() - began:.1f}s ({tasks} task results)")
             if counts:
-                echo(f"      {skipping.describe(counts)}")
+                echo(f"      {COUNTED[stage]}: {skipping.describe(counts)}")
     return results
+
+
+COUNTED = {"ingest": "raw partitions (one per source and day)",
+           "features": "feature partitions (one per view and day)",
+           "train": "training set"}
+"""What a stage's tally line counts: partitions, not days (three sources over a year are
+about a thousand, fewer when a snapshot source has files only on the days it changed)."""
 
 
 def stage_tally(dag_run: Any, results: dict[str, list[Any]] | None = None) -> dict[str, int]:

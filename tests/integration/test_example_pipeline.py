@@ -198,7 +198,9 @@ def test_second_run_skips_every_partition_and_registers_nothing(first_run: dict,
     days, views = (END - START).days, len(spec.pipeline.feature_views)
     skipped = f"skipped ({skipping.UNCHANGED})"
     tallies = [line.strip() for line in lines if "skipped" in line or "computed" in line]
-    assert tallies == [f"{raw} {skipped}", f"{days * views} {skipped}", f"1 {skipped}"]
+    assert tallies == [f"raw partitions (one per source and day): {raw} {skipped}",
+                       f"feature partitions (one per view and day): {days * views} {skipped}",
+                       f"training set: 1 {skipped}"]
 
 
 def test_the_force_param_recomputes_unchanged_partitions(first_run: dict,
