@@ -7,6 +7,7 @@ what is stored to prove it has not changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import subprocess
@@ -89,11 +90,22 @@ def _tree_files(folder: Path, label: str) -> dict[str, Path]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
+def _library_digests() -> dict[str, str]:
+    return _folder_digests(PACKAGE_DIR)
+
+
+@functools.cache
+def _folder_digests(folder: Path) -> dict[str, str]:
+    """The sha256 of each library file, read once per process: a process runs the code it
+    imported, so an edit while it runs takes effect in the next process, and one run's
+    partitions and pair never mix two library versions."""
+    return {name: sha256_file(path) for name, path in _tree_files(folder, "pipelines").items()}
+
+
 def library_version() -> str:
     """Hash of the library's own files: part of every partition's fingerprint, so a change to
     how rows are read, checked or joined recomputes what it made."""
-    return sha256_json({name: sha256_file(path)
-                        for name, path in _tree_files(PACKAGE_DIR, "pipelines").items()})
+    return sha256_json(_library_digests())
 
 
 def code_files(spec: LoadedSpec) -> dict[str, Path]:
@@ -138,7 +150,9 @@ def spec_digest(spec: LoadedSpec) -> str:
 def code_digests(spec: LoadedSpec) -> dict[str, str]:
     """A digest per `code_files` entry: the file's sha256, the spec's `spec_digest`."""
     spec_name = f"spec/{spec.path.name}"
-    return {name: spec_digest(spec) if name == spec_name else sha256_file(path)
+    library = _library_digests()
+    return {name: library[name] if name in library
+            else spec_digest(spec) if name == spec_name else sha256_file(path)
             for name, path in code_files(spec).items()}
 
 

@@ -250,6 +250,11 @@ def lake_file(stored: Stored, part: dict[str, Any]) -> tuple[str, Path]:
                                                                   part["file"])
 
 
+def at(file: Path) -> str | None:
+    """Where verify says a mismatched lake file's bytes are: the file in its generation."""
+    return env_lake().relative(file) if file.is_relative_to(env_lake().root) else None
+
+
 def artifact(path: str) -> Callable[[Stored], tuple[str, Path]]:
     return lambda stored: (f"run artifact {path}", stored.artifacts / path)
 
@@ -270,7 +275,7 @@ def test_a_flipped_byte_is_named_with_both_hashes(stored: Stored, locate: Callab
     what, file = locate(stored)
     found = flip_one_byte(file)
     result = audit.verify_subject(env_lake(), stored.subject)
-    assert result.mismatches == [Mismatch(what, recorded(stored.subject.record), found)]
+    assert result.mismatches == [Mismatch(what, recorded(stored.subject.record), found, at(file))]
     assert not result.intact and result.checked == CHECKED
 
 
@@ -301,7 +306,7 @@ def test_a_rewritten_training_set_fails_its_hash_and_its_content_id(stored: Stor
     frame.loc[0, "last__value"] = 0.5
     frame.to_parquet(file, index=False)
     assert audit.verify_subject(env_lake(), stored.subject).mismatches == [
-        Mismatch(what, rec["training_set"]["sha256"], lake.sha256_file(file)),
+        Mismatch(what, rec["training_set"]["sha256"], lake.sha256_file(file), at(file)),
         Mismatch("dataset_id (content of the training set)", rec["dataset_id"],
                  frame_content_hash(frame, rec["feature_definitions_hash"]))]
 
@@ -311,7 +316,8 @@ def test_a_corrupt_training_set_is_a_mismatch_not_a_crash(stored: Stored) -> Non
     what, file = lake_file(stored, stored.subject.record["training_set"])
     found = flip_one_byte(file, at=-1)
     mismatches = audit.verify_subject(env_lake(), stored.subject).mismatches
-    assert Mismatch(what, stored.subject.record["training_set"]["sha256"], found) in mismatches
+    assert Mismatch(what, stored.subject.record["training_set"]["sha256"], found,
+                    at(file)) in mismatches
 
 
 @pytest.mark.parametrize(("change", "what"), [

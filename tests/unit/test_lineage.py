@@ -203,7 +203,20 @@ def test_code_version_ignores_bytecode_caches(library: Path, tmp_path: Path) -> 
     for folder in (library, spec.hooks_dir):
         (folder / "__pycache__").mkdir(exist_ok=True)
         (folder / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0junk")
+    lineage._folder_digests.cache_clear()  # as a new process would read the library
     assert lineage.code_version(spec) == version
+
+
+def test_a_process_keeps_the_library_version_it_first_read(library: Path, tmp_path: Path
+                                                           ) -> None:
+    """An edit of pipelines/ during a run must not mix two versions into one run's
+    partitions and pair: the process keeps the digests it read first; a new one sees it."""
+    spec = _write_pipeline(tmp_path / "a")
+    code, version = lineage.library_version(), lineage.code_version(spec)
+    (library / "lineage.py").write_text((library / "lineage.py").read_text() + "\n# edit\n")
+    assert (lineage.library_version(), lineage.code_version(spec)) == (code, version)
+    lineage._folder_digests.cache_clear()
+    assert lineage.library_version() != code and lineage.code_version(spec) != version
 
 
 @pytest.mark.parametrize("edit", [
@@ -249,6 +262,7 @@ def test_code_version_changes_with_any_code_file(
     spec = _write_pipeline(tmp_path / "a")
     version = lineage.code_version(spec)
     change(tmp_path / "a", library)
+    lineage._folder_digests.cache_clear()  # the next process: the library is read once per one
     assert lineage.code_version(load_spec(spec.path)) != version
 
 
