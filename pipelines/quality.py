@@ -46,18 +46,31 @@ class Failure:
     """Why GX could not evaluate it at all (a column the table lacks), else None."""
 
     def describe(self) -> str:
-        """The expectation, its column and what GX observed, whatever types GX used."""
+        """The expectation, its column, what GX observed (a value, or how many rows broke the
+        rule and a few of their values) and the rule, in words, whatever types GX used."""
         where = f" on column {self.column!r}" if self.column else ""
         if self.error:
             return (f"{self.expectation}{where} could not be evaluated: {self.error} "
                     f"(is the column named as the table names it?)")
         seen = {k: plain for k, v in self.observed.items()
-                if k in ("observed_value", "unexpected_count", "unexpected_percent",
-                         "partial_unexpected_list")
-                and (plain := _plain(v)) is not None and plain != []}
+                if (plain := _plain(v)) is not None and plain != []}
+        found = []
+        if "observed_value" in seen:
+            found.append(f"observed {seen['observed_value']}")
+        if "unexpected_count" in seen:
+            share = seen.get("unexpected_percent")
+            found.append(f"{seen['unexpected_count']} rows break it"
+                         + (f" ({share:.2f}% of those checked)" if share is not None else ""))
+        if sample := seen.get("partial_unexpected_list"):
+            found.append(f"such as {sample[:SAMPLE_VALUES]}")
         rule = {k: _plain(v) for k, v in self.kwargs.items()
                 if k not in ("column", "column_A", "column_B")}
-        return f"{self.expectation}{where} {seen}" + (f", rule {rule}" if rule else "")
+        return (f"{self.expectation}{where}" + (f": {', '.join(found)}" if found else "")
+                + (f"; rule {rule}" if rule else ""))
+
+
+SAMPLE_VALUES = 5
+"""Failing values a message shows; the full list is in the GX result it names."""
 
 
 def _plain(value: Any) -> Any:

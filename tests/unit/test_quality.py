@@ -136,20 +136,32 @@ def test_a_column_the_table_lacks_is_named_as_missing(suite_path: Path, lake_dir
 
 
 @pytest.mark.parametrize(("observed", "shown"), [
-    (np.float64(0.0), "{'observed_value': 0.0}"),
-    (np.int64(3), "{'observed_value': 3}"),
-    (np.array([0, 0]), "{'observed_value': [0, 0]}"),
-    (np.array([]), "{}"),
-    ([np.int64(1), "b"], "{'observed_value': [1, 'b']}"),
+    (np.float64(0.0), ": observed 0.0"),
+    (np.int64(3), ": observed 3"),
+    (np.array([0, 0]), ": observed [0, 0]"),
+    (np.array([]), ""),
+    ([np.int64(1), "b"], ": observed [1, 'b']"),
     ({"values": np.array([1.5]), "n": np.int64(2)},
-     "{'observed_value': {'values': [1.5], 'n': 2}}"),
-    (0.25, "{'observed_value': 0.25}"),
-    (None, "{}"),
+     ": observed {'values': [1.5], 'n': 2}"),
+    (0.25, ": observed 0.25"),
+    (None, ""),
 ])
 def test_a_failure_describes_any_observed_value(observed: Any, shown: str) -> None:
     failure = quality.Failure("expect_x", "label", {}, {"observed_value": observed,
                                                           "unexpected_count": None})
-    assert failure.describe() == f"expect_x on column 'label' {shown}"
+    assert failure.describe() == f"expect_x on column 'label'{shown}"
+
+
+def test_a_failure_says_how_many_rows_broke_the_rule_and_a_few_of_their_values() -> None:
+    failure = quality.Failure("expect_column_values_to_be_between", "value",
+                              {"column": "value", "min_value": 0.0, "max_value": 150.0},
+                              {"unexpected_count": np.int64(19), "unexpected_percent": 0.3534,
+                               "partial_unexpected_list": [-2.64, -2.74, -2.22, -17.04, -4.56,
+                                                           -4.3, -6.08]})
+    assert failure.describe() == (
+        "expect_column_values_to_be_between on column 'value': 19 rows break it (0.35% of "
+        "those checked), such as [-2.64, -2.74, -2.22, -17.04, -4.56]; rule {'min_value': 0.0, "
+        "'max_value': 150.0}")
 
 
 def test_a_single_class_label_fails_the_gate_with_its_mean(tmp_path: Path,
@@ -160,7 +172,7 @@ def test_a_single_class_label_fails_the_gate_with_its_mean(tmp_path: Path,
         {"type": "expect_column_mean_to_be_between",
          "kwargs": {"column": "late", "min_value": 0.05, "max_value": 0.6}}]}))
     report = quality.validate(pd.DataFrame({"late": [0] * 50}), path, "one class", lake_dir / "q")
-    with pytest.raises(ValidationFailed, match=r"on column 'late' \{'observed_value': 0\.0\}"):
+    with pytest.raises(ValidationFailed, match=r"on column 'late': observed 0\.0; rule"):
         quality.require_valid(report)
 
 
