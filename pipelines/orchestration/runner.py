@@ -214,6 +214,9 @@ def fail_running(dag_id: str, since: dt.datetime) -> int:
     from sqlalchemy import select
 
     with create_session() as session:
+        # the same thread-local session the stopped dag.test() used: a signal landing inside
+        # one of its statements leaves a transaction that must be rolled back before any other
+        session.rollback()
         runs = session.scalars(select(DagRun).where(
             DagRun.dag_id == dag_id, DagRun.state == DagRunState.RUNNING,
             DagRun.start_date >= since)).all()

@@ -184,7 +184,8 @@ def test_a_process_first_task_freezes_its_startup_objects_once() -> None:
         assert frozen > 0
         later = [[] for _ in range(100)]  # tracked objects made after the freeze
         factory.fail_on_bad_data(lambda: None)()
-        assert gc.get_freeze_count() == frozen, later
+        # not frozen again (that would add `later`); frozen objects may still be freed
+        assert gc.get_freeze_count() <= frozen, later
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
