@@ -53,7 +53,9 @@ class Failure:
             return (f"{self.expectation}{where} could not be evaluated: {self.error} "
                     f"(is the column named as the table names it?)")
         seen = {k: plain for k, v in self.observed.items()
-                if (plain := _plain(v)) is not None and plain != []}
+                if k in ("observed_value", "unexpected_count", "unexpected_percent",
+                         "partial_unexpected_list")
+                and (plain := _plain(v)) is not None and plain != []}
         found = []
         if "observed_value" in seen:
             found.append(f"observed {seen['observed_value']}")
