@@ -166,10 +166,32 @@ def test_train_chain_order(bag: DagBag) -> None:
     assert "train_model" in upstream["evaluate_model"]
     # the registered versions are re-scored on the known problems in a task of its own,
     # after training (so a skipped pair re-scores nothing) and before the candidate is judged
-    assert upstream["rescore_known_problems"] == {"train_model"}
+    assert upstream["rescore_known_problems"] == {"is_new_pair", "train_model"}
     assert "rescore_known_problems" in upstream["evaluate_model"]
     assert "evaluate_model" in upstream["register_model"]
     assert dag.get_task("summarize").trigger_rule == "none_failed"
+
+
+def test_a_known_pair_skips_every_training_task_at_once(bag: DagBag) -> None:
+    """The short circuit skips its direct downstream only: every task from training to
+    registration, in one go, and never `summarize`, which reads back what is registered."""
+    gate = bag.dags["flights_delay_train"].get_task("is_new_pair")
+    assert gate.ignore_downstream_trigger_rules is False
+    assert gate.downstream_task_ids == {
+        "train_model", "rescore_known_problems", "evaluate_model", "register_model"}
+
+
+@pytest.mark.parametrize(("dag_id", "plan", "mapped"), [
+    ("flights_delay_ingest", "plan_chunks", "ingest_chunk"),
+    ("flights_delay_features", "plan_chunks", "compute_chunk"),
+    ("flights_delay_backfill", "plan_backfill", "compute_chunk")])
+def test_an_empty_plan_skips_only_its_mapped_task(bag: DagBag, dag_id: str, plan: str,
+                                                  mapped: str) -> None:
+    """With no chunk to compute the plan skips the mapped task itself; the announcing task
+    after it keeps its own trigger rule and still runs."""
+    task = bag.dags[dag_id].get_task(plan)
+    assert task.ignore_downstream_trigger_rules is False
+    assert task.downstream_task_ids == {mapped}
 
 
 def test_train_params_are_validated(bag: DagBag) -> None:
