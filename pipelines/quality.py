@@ -125,12 +125,19 @@ class QualitySummary:
     """Its page for this validation."""
 
 
-def _context(docs_dir: Path) -> Any:
+def import_gx() -> Any:
+    """GX, imported with its loggers at WARNING: its import alone logs some 200 info lines
+    (`Skipping registering function …`) into the task log of every task that validates."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
+
+    return gx
+
+
+def _context(docs_dir: Path) -> Any:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
+    context = import_gx().get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False,
                                                           metric_calculations=False)
     context.add_data_docs_site(site_name=SITE, site_config={
@@ -178,8 +185,7 @@ def _run_checkpoint(frame: pd.DataFrame, suite_json: dict[str, Any], docs_dir: P
     """One GX checkpoint of the suite over the frame, writing Data Docs into `docs_dir`; the
     validation result as JSON. An ephemeral context each time, so nothing GX keeps between
     runs can change a result."""
-    import great_expectations as gx
-
+    gx = import_gx()
     context = _context(docs_dir)
     suite = context.suites.add(gx.ExpectationSuite(**suite_json))
     batch = (context.data_sources.add_pandas("frames")

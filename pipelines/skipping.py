@@ -87,21 +87,37 @@ class DayDecision:
 
 def decide_days(store: lake.Lake, pipeline: str, layer: str, dataset: str,
                 wanted: Mapping[dt.date, str], force: bool) -> dict[dt.date, DayDecision]:
-    """Each day partition's decision against its `wanted` fingerprint, logged one line a day
-    (`raw/orders date=2024-01-02: skipped (unchanged: …)`), which the task log shows."""
+    """Each day partition's decision against its `wanted` fingerprint, logged for the task
+    log (`log_decisions`)."""
     found = {}
     for day, fingerprint in wanted.items():
         folder = lake.partition_dir(store, pipeline, layer, dataset, day)
         manifest = lake.read_manifest(folder)
         decision = decide(manifest, fingerprint, force,
                           lambda f=folder, m=manifest: lake.intact(f, m))
-        # a damaged partition is republished from its inputs: say so louder, since the
-        # changed bytes (evidence for an auditor's `verify`) are gone afterwards
-        log.log(logging.WARNING if decision.reason == DAMAGED else logging.INFO,
-                "%s/%s date=%s: %s", layer, dataset, day, decision.label)
         kept = lake.Partition(folder, day, manifest) if decision.skip and manifest else None
         found[day] = DayDecision(decision, kept)
+    log_decisions(f"{layer}/{dataset}", {day: d.decision for day, d in found.items()})
     return found
+
+
+def log_decisions(name: str, decisions: Mapping[dt.date, Decision]) -> None:
+    """One line per run of consecutive days with the same decision: `raw/orders
+    date=2024-01-01..2024-01-31 (31 days): skipped (unchanged: …)`, or `date=2024-01-02: …`
+    for a day alone. Every day is named, and a year's unchanged re-run logs one line per
+    source or view instead of 365. A damaged partition is republished from its inputs: that is
+    a warning, since the changed bytes (evidence for an auditor's `verify`) are gone after."""
+    runs: list[tuple[dt.date, dt.date, Decision]] = []
+    for day, decision in sorted(decisions.items()):
+        if runs and runs[-1][2] == decision and runs[-1][1] + dt.timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day, decision)
+        else:
+            runs.append((day, day, decision))
+    for first, last, decision in runs:
+        span = (f"{first}" if first == last
+                else f"{first}..{last} ({(last - first).days + 1} days)")
+        log.log(logging.WARNING if decision.reason == DAMAGED else logging.INFO,
+                "%s date=%s: %s", name, span, decision.label)
 
 
 def tally(decisions: Iterable[Decision]) -> dict[str, int]:

@@ -234,6 +234,9 @@ def suite_findings(spec: LoadedSpec, full: bool) -> list[Finding]:
 def gx_problems(path: Path, suite: dict) -> list[str]:
     """Expectations GX refuses. Built one by one: a suite built whole silently drops an
     expectation whose type GX does not know, so the check would pass with fewer rules."""
+    from pipelines.quality import import_gx
+
+    import_gx()
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )

@@ -139,8 +139,23 @@ def test_an_unchanged_rerun_skips_everything_and_returns_the_same(ingested: Load
     assert (again["view"].rows, again["view"].partitions) == (first["view"].rows, 3)
     assert (again["built"].training_set, again["built"].split) == (
         first["built"].training_set, first["built"].split)
-    assert f"raw/readings date=2024-01-02: {SKIPPED}" in caplog.messages
-    assert f"features/last date=2024-01-03: {SKIPPED}" in caplog.messages
+    assert f"raw/readings date=2024-01-01..2024-01-03 (3 days): {SKIPPED}" in caplog.messages
+    assert f"features/last date=2024-01-01..2024-01-03 (3 days): {SKIPPED}" in caplog.messages
+
+
+def test_decisions_are_logged_a_line_per_run_of_days(caplog: pytest.LogCaptureFixture) -> None:
+    """Consecutive days with one decision share a line; a gap or another decision starts
+    the next, and a damaged day is a warning of its own."""
+    skipped = skipping.Decision(True, skipping.UNCHANGED)
+    damaged = skipping.Decision(False, skipping.DAMAGED)
+    days = {D1 + dt.timedelta(days=n): skipped for n in (0, 1, 2, 5)}
+    days[D4] = damaged
+    with caplog.at_level("INFO", logger="pipelines.skipping"):
+        skipping.log_decisions("raw/readings", days)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"raw/readings date=2024-01-01..2024-01-03 (3 days): {skipped.label}"),
+        ("WARNING", f"raw/readings date=2024-01-04: {damaged.label}"),
+        ("INFO", f"raw/readings date=2024-01-06: {skipped.label}")]
 
 
 def test_a_changed_landing_file_recomputes_its_day_and_the_days_reading_it(
