@@ -217,6 +217,9 @@ class Mismatch:
     at: str | None = None
     """The lake file holding the bytes now (`…/g-<generation>/data.parquet`) when `what`
     names a partition by its published folder, as lineage records it."""
+    republished: str | None = None
+    """For a partition whose folder was republished since, by whom and why (`republished`):
+    the difference is a recorded re-publication, not bytes changed under a manifest."""
 
 
 @dataclass
@@ -229,10 +232,10 @@ class Verification:
     mismatches: list[Mismatch] = field(default_factory=list)
 
     def expect(self, what: str, expected: str | None, actual: str | None,
-               at: str | None = None) -> None:
+               at: str | None = None, republished: str | None = None) -> None:
         self.checked += 1
         if expected != actual:
-            self.mismatches.append(Mismatch(what, str(expected), str(actual), at))
+            self.mismatches.append(Mismatch(what, str(expected), str(actual), at, republished))
 
     @property
     def intact(self) -> bool:
@@ -243,13 +246,43 @@ class Verification:
 
 
 def _lake_file(store: lake.Lake, part: dict[str, Any]) -> lake.LakePath | None:
-    """The recorded file of a partition as its manifest names it now, or None if gone: a
-    re-publication writes new files, so only the manifest knows where the bytes are."""
+    """The recorded file of a partition, or None if gone: in the generation lineage names
+    (pinned when the run was logged, so it outlives a re-publication), else as the folder's
+    manifest names it now (a record without generations, or bytes republished unchanged)."""
+    folder = store.root / part["path"]
+    if (generation := part.get("generation")) and (file := folder / generation / part["file"]
+                                                   ).exists():
+        return file
     try:
-        file = lake.committed_file(store.root / part["path"], part["file"])
+        file = lake.committed_file(folder, part["file"])
     except DataError:
         return None
     return file if file.exists() else None
+
+
+def republished(store: lake.Lake, part: dict[str, Any]) -> str | None:
+    """Why a partition's recorded bytes are not in the lake, when its folder was republished
+    since: by which task run, for what reason, and whether from other source files (a
+    re-delivery), as the current manifest says. None when the recorded generation is still
+    there, the folder still commits the recorded bytes or holds no manifest: then something
+    else changed them."""
+    folder = store.root / part["path"]
+    if (generation := part.get("generation")) and (folder / generation / part["file"]).exists():
+        return None
+    manifest = lake.read_manifest(folder)
+    if manifest is None or lake.data_sha256(manifest) == part["sha256"]:
+        return None
+    who = manifest.get("produced_by") or {}
+    run = " ".join(f"{k} {who[k]}" for k in ("dag_id", "run_id", "task_id", "command")
+                   if who.get(k)) or "an unrecorded writer"
+    why = f", reason {who['reason']!r}" if who.get("reason") else ""
+    recorded = {f["path"]: f["sha256"] for f in part.get("source_files", [])}
+    now = {f["path"]: f["sha256"] for f in manifest.get("source_files", [])}
+    changed = sorted(path for path in recorded.keys() | now.keys()
+                     if recorded.get(path) != now.get(path))
+    source = f"; source files changed since: {', '.join(changed)}" if changed else ""
+    return (f"republished by {run}{why}{source}; the bytes this version used were not kept "
+            "(recorded before pinning, or removed outside pitstop)")
 
 
 def _file_sha(file: lake.LakePath | None) -> str:
@@ -282,8 +315,10 @@ def verify_subject(store: lake.Lake, subject: Subject) -> Verification:
     training = rec["training_set"]
     for part in [training, *rec["feature_partitions"], *rec["raw_partitions"]]:
         file = _lake_file(store, part)
-        result.expect(f"{part['path']}/{part['file']}", part["sha256"], _file_sha(file),
-                      store.relative(file) if file else None)
+        found = _file_sha(file)
+        result.expect(f"{part['path']}/{part['file']}", part["sha256"], found,
+                      store.relative(file) if file else None,
+                      republished(store, part) if found != part["sha256"] else None)
     if data_file := _lake_file(store, training):
         result.expect("dataset_id (content of the training set)", rec["dataset_id"],
                       stored_content_hash(data_file, rec["feature_definitions_hash"]))
@@ -338,8 +373,10 @@ def reproduce_subject(store: lake.Lake, subject: Subject,
     for part in rec["raw_partitions"]:
         actual = _lake_sha(store, part)
         if actual != part["sha256"]:
+            why = republished(store, part)
             raise LineageError(f"{part['path']}/{part['file']}: sha256 {actual} is not the "
-                               f"recorded {part['sha256']}; run `pitstop verify` first")
+                               f"recorded {part['sha256']}"
+                               + (f": {why}" if why else "; run `pitstop verify` first"))
     rebuilt, frame = _rebuild(store, spec, rec)
     out.details["dataset_id"] = {"recorded": rec["dataset_id"], "rebuilt": rebuilt}
     out.checks["dataset_id identical"] = rebuilt == rec["dataset_id"]
@@ -371,13 +408,25 @@ def _rebuild(store: lake.Lake, spec: Any, rec: dict[str, Any]) -> tuple[str, Any
     with tempfile.TemporaryDirectory(prefix="pitstop-reproduce-") as folder:
         scratch = lake.open_lake(folder)
         for part in rec["raw_partitions"]:
-            store.copy_to(store.root / part["path"], Path(folder) / part["path"])
+            _copy_recorded(store, part, Path(folder) / part["path"])
         for view, parts in _by_view(rec["feature_partitions"]).items():
             days = [lake.day_of(p["path"]) for p in parts]
             features.compute_view(scratch, spec, view, min(days),
                                   max(days) + dt.timedelta(days=1))
         rebuilt = training_set.build_training_set(scratch, spec, start, end)
         return rebuilt.dataset_id, training_set.read_training_set(scratch, rebuilt)
+
+
+def _copy_recorded(store: lake.Lake, part: dict[str, Any], target: Path) -> None:
+    """Copy a raw partition's folder into the scratch lake as it was when the version was
+    trained: a pinned generation that is no longer committed is committed there again,
+    with the manifest its pin kept."""
+    folder = store.root / part["path"]
+    store.copy_to(folder, target)
+    generation = part.get("generation")
+    if generation and (lake.read_manifest(folder) or {}).get("generation") != generation and (
+            kept := lake.pinned_manifest(folder, generation)) is not None:
+        (target / lake.MANIFEST).write_text(json.dumps(kept, indent=2, sort_keys=True))
 
 
 def _compare_predictions(spec: Any, subject: Subject, frame: Any, out: Reproduction) -> None:

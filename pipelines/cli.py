@@ -84,7 +84,8 @@ def _verification_lines(result: Any) -> list[str]:
         return [f"{head}: intact ({result.checked} hashes match what was recorded)"]
     return [f"{head}: NOT intact, {len(result.mismatches)} of {result.checked} hashes differ",
             *(f"  {m.what}: expected {m.expected}, found {m.actual}"
-              + (f" (bytes at {m.at})" if m.at else "") for m in result.mismatches)]
+              + (f" (bytes at {m.at})" if m.at else "")
+              + (f"\n    {m.republished}" if m.republished else "") for m in result.mismatches)]
 
 
 def _reproduction_lines(result: Any) -> list[str]:

@@ -4,9 +4,10 @@ A publication commits when its manifest replaces the old one (`lake.publish_dir`
 writer killed at any point leaves the old committed partition or the new one, plus files no
 manifest names. Those, lock files nobody holds, the `.tmp-*`/`.trash-*` folders of the
 layout before generations, and MLflow runs left RUNNING are what this module finds. It
-never touches what a manifest names, nor what a live writer holds: a generation being
-written carries its writer's flock, and a manifest being committed sits under the folder's
-lock. Airflow dag runs left running are found by `orchestration/abandoned.py`.
+never touches what a manifest or a pin names (`lake.pin`: the generations a model's lineage
+uses), nor what a live writer holds: a generation being written carries its writer's flock,
+and a manifest being committed sits under the folder's lock. Airflow dag runs left running
+are found by `orchestration/abandoned.py`.
 
 An object store has no flock to tell a live writer from a dead one, so there a generation no
 manifest names is a leftover once its newest object is older than the age rule
@@ -107,7 +108,8 @@ def _unnamed(path: Path, folder: Path) -> tuple[str, str, Callable[[], str]] | N
 
 
 def _published_folder(folder: Path, root: Path, fix: bool) -> list[Finding]:
-    named = {lake.MANIFEST, lake.LOCK, *_named(lake.read_manifest(folder))}
+    named = {lake.MANIFEST, lake.LOCK, lake.PINS, *_named(lake.read_manifest(folder)),
+             *lake.pinned_generations(folder)}
     found = []
     for path in sorted(p for p in folder.iterdir() if p.name not in named):
         if (verdict := _unnamed(path, folder)) is None:
@@ -184,7 +186,8 @@ def object_findings(store: lake.Lake, started_before: dt.datetime,
     found, named = [], {}
     for (folder, generation), written in sorted(_generations(store).items()):
         if folder not in named:
-            named[folder] = _named(lake.read_manifest(store.root / folder))
+            named[folder] = (_named(lake.read_manifest(store.root / folder))
+                             | lake.pinned_generations(store.root / folder))
         if generation in named[folder] or written >= started_before:
             continue
         path = store.root / folder / generation

@@ -171,7 +171,7 @@ def compute_view(
 
 def _decide_view(store: lake.Lake, spec: LoadedSpec, view_name: str, start: dt.date,
                  end: dt.date, force: bool
-                 ) -> tuple[dict[str, list[lake.Partition]], dict[dt.date, str],
+                 ) -> tuple[dict[str, list[lake.Partition]], dict[dt.date, skipping.Fingerprint],
                             dict[dt.date, skipping.DayDecision]]:
     """The raw partitions the view's days of `[start, end)` read (their lookback included),
     each day's fingerprint, and its decision."""
@@ -196,7 +196,7 @@ def plan_chunks(store: lake.Lake, spec: LoadedSpec, spans: list[chunking.Span],
 
 def day_fingerprints(store: lake.Lake, spec: LoadedSpec, view_name: str,
                      raw: dict[str, list[lake.Partition]], start: dt.date, end: dt.date
-                     ) -> dict[dt.date, str]:
+                     ) -> dict[dt.date, skipping.Fingerprint]:
     """The fingerprint of each day of `[start, end)`: the path and sha256 of every raw
     partition that can feed it (`_reads_day`), the view's definitions hash and the library's
     code version."""
@@ -235,7 +235,8 @@ def view_rows(spec: LoadedSpec, view_name: str, frame: pd.DataFrame, start: dt.d
 
 
 def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.DataFrame,
-                  used: list[dict[str, Any]], fingerprints: dict[dt.date, str],
+                  used: list[dict[str, Any]],
+                  fingerprints: dict[dt.date, skipping.Fingerprint],
                   produced_by: ProducedBy) -> int:
     """One partition per day of `fingerprints`, empty days too (a reader then knows the day
     was computed), each manifest naming only the raw partitions that could feed that day,
@@ -251,11 +252,11 @@ def _publish_days(store: lake.Lake, spec: LoadedSpec, view_name: str, frame: pd.
 
         def write(tmp: Path, table: pa.Table = table, day: dt.date = day,
                   reads: list[dict[str, Any]] = reads,
-                  fingerprint: str = fingerprint) -> dict[str, Any]:
+                  fingerprint: skipping.Fingerprint = fingerprint) -> dict[str, Any]:
             lake.write_parquet(table, tmp / lake.DATA_FILE)
             return {"pipeline": spec.name, "dataset": f"features/{view_name}", "date": day.isoformat(),
                     "view": view_name, "definitions_hash": definitions, "inputs": reads,
-                    "produced_by": produced_by.to_json(), skipping.FINGERPRINT: fingerprint}
+                    "produced_by": produced_by.to_json(), **fingerprint.record()}
 
         lake.publish_dir(lake.partition_dir(store, spec.name, "features", view_name, day), write)
         total += len(part)

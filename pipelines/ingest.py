@@ -387,7 +387,7 @@ class Planned:
     """A range's days as ingest decides them: each day's fingerprint and decision, the rows
     of the days to publish, and how their manifests record where the rows came from."""
 
-    wanted: dict[dt.date, str]
+    wanted: dict[dt.date, skipping.Fingerprint]
     decided: dict[dt.date, skipping.DayDecision]
     days: list[DayRows]
     origin: Callable[[DayRows], dict[str, Any]]
@@ -407,7 +407,8 @@ def _plan_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.
 
 def _decide_files(store: lake.Lake, spec: LoadedSpec, source_name: str, start: dt.date,
                   end: dt.date, now: dt.datetime, force: bool
-                  ) -> tuple[dict[Path, Delivery], dict[Path, dict[str, Any]], dict[dt.date, str],
+                  ) -> tuple[dict[Path, Delivery], dict[Path, dict[str, Any]],
+                             dict[dt.date, skipping.Fingerprint],
                              dict[dt.date, skipping.DayDecision]]:
     """A file source's landing files of the range (checked to be there and not from the
     future), their records (sha256), and each day's fingerprint and decision; no file is read
@@ -471,7 +472,8 @@ def _checked_days(spec: LoadedSpec, source_name: str, found: dict[Path, Delivery
 
 
 def day_fingerprints(spec: LoadedSpec, source_name: str,
-                     inputs: dict[dt.date, list[tuple[str, str]]]) -> dict[dt.date, str]:
+                     inputs: dict[dt.date, list[tuple[str, str]]]
+                     ) -> dict[dt.date, skipping.Fingerprint]:
     """The fingerprint of each UTC day that has inputs: each input's name and sha256 (the
     landing files overlapping the day, by name under the landing folder; or the database
     rows of the day), the source's spec section, its GX suite file and the library's code
@@ -570,8 +572,12 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
         return None
     landing = spec.landing_dir()
     first, last = days[0].origins[0], days[-1].origins[-1]
-    origin = (f"files {first.relative_to(landing)}..{last.relative_to(landing)} under {landing}"
-              if isinstance(first, Path) and isinstance(last, Path) else str(first))
+    if not (isinstance(first, Path) and isinstance(last, Path)):
+        origin = str(first)
+    elif first == last:
+        origin = f"file {first.relative_to(landing)} under {landing}"
+    else:
+        origin = f"files {first.relative_to(landing)}..{last.relative_to(landing)} under {landing}"
     report = quality.validate(
         pa.concat_tables([rows.table for rows in days]).to_pandas(),
         spec.suite_path(source.suite),
@@ -580,8 +586,11 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
                                   _quality_span(days)),
         pipeline=spec.name,
     )
-    quality.require_valid(report, lambda failures: _failing_rows_origins(days, failures,
-                                                                         landing))
+    quality.require_valid(
+        report, f"Nothing of these days was published. Fix the rows at the source and deliver "
+        f"them again, or, if the rule is wrong, change {spec.suite_path(source.suite)}; then run "
+        "the ingest again (published days are skipped).",
+        lambda failures: _failing_rows_origins(days, failures, landing))
     return report
 
 
@@ -632,7 +641,7 @@ def _file_record(path: Path, source: Source) -> dict[str, Any]:
 
 def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: DayRows,
                  origin: dict[str, Any], quality_summary: dict[str, Any] | None,
-                 produced_by: ProducedBy, fingerprint: str) -> dict[str, Any]:
+                 produced_by: ProducedBy, fingerprint: skipping.Fingerprint) -> dict[str, Any]:
     """Publish one UTC day's partition, sorted by event time and keys; its summary.
 
     `origin` is the manifest's record of where the rows came from: `source_files` (each
@@ -647,7 +656,7 @@ def _publish_day(store: lake.Lake, spec: LoadedSpec, source_name: str, rows: Day
         return {"pipeline": spec.name, "dataset": f"raw/{source_name}",
                 "date": rows.day.isoformat(), **origin,
                 "schema": dict(source.columns), "quality": quality_summary,
-                "produced_by": produced_by.to_json(), skipping.FINGERPRINT: fingerprint}
+                "produced_by": produced_by.to_json(), **fingerprint.record()}
 
     return _partition_summary(store, lake.Partition(folder, rows.day,
                                                     lake.publish_dir(folder, write)))

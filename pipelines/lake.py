@@ -53,6 +53,9 @@ GENERATION = re.compile(r"g-[0-9a-f]{32}")
 """Name of one publication's subfolder: `g-` and a uuid4 in hex."""
 MANIFEST_TMP = MANIFEST + ".tmp-"
 """Prefix of a manifest being committed; left behind only by a writer killed mid-commit."""
+PINS = ".pins"
+"""Subfolder of a published folder holding `<generation>.json`, a copy of the manifest that
+committed each generation a model's lineage names: such a generation is never removed."""
 
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(),
                "timestamp": pa.timestamp("us", tz="UTC")}
@@ -295,16 +298,15 @@ def publish_dir(final: LakePath, write: Callable[[Path], dict[str, Any]]) -> dic
     The manifest gets `generation`, `previous` (the generation it replaced) and `files`:
     name, rows (Parquet), bytes and sha256 of every file written. Concurrent publishers of
     one folder serialize their commits on its lock; the last one wins whole. The replaced
-    generation stays until the next commit, so a reader that read the old manifest just
-    before has one whole publication's time to finish; the one before it is removed. A
-    failed write removes its own files and leaves the committed partition as it was.
-    On an object store `write` gets a local scratch folder and the commit is a conditional
-    PUT (`lake_objects.publish`), with the same guarantees and no lock.
-    """
+    generation stays until the next commit (a reader of the old manifest has one whole
+    publication's time to finish); the one before it is removed unless pinned (`pin`). A
+    failed write removes its own files and leaves the committed partition as it was. On an
+    object store `write` gets a local scratch folder and the commit is a conditional PUT
+    (`lake_objects.publish`), with the same guarantees and no lock."""
     if not isinstance(final, Path):
         manifest, replaced = lake_objects.publish(final, write, _describe, MANIFEST)
-        if GENERATION.fullmatch(replaced.get("previous") or ""):
-            lake_objects.remove(final / replaced["previous"])
+        if superseded := _unpinned_previous(final, replaced):
+            lake_objects.remove(final / superseded)
         return manifest
     final.mkdir(parents=True, exist_ok=True)
     generation = f"g-{uuid.uuid4().hex}"
@@ -321,12 +323,77 @@ def publish_dir(final: LakePath, write: Callable[[Path], dict[str, Any]]) -> dic
                 manifest["previous"] = replaced.get("generation")
                 _commit(final, manifest)
                 committed = True
+                # under the lock `pin` takes: a generation is pinned or removed, never both
+                if superseded := _unpinned_previous(final, replaced):
+                    shutil.rmtree(final / superseded, ignore_errors=True)
     finally:
         if not committed:
             shutil.rmtree(folder, ignore_errors=True)
-    if GENERATION.fullmatch(replaced.get("previous") or ""):
-        shutil.rmtree(final / replaced["previous"], ignore_errors=True)
     return manifest
+
+
+def _unpinned_previous(final: LakePath, replaced: dict[str, Any]) -> str | None:
+    """The generation a commit leaves to remove: the one the replaced manifest had replaced,
+    unless a model's lineage pinned it (`pin`)."""
+    previous = replaced.get("previous") or ""
+    if GENERATION.fullmatch(previous) and not (final / PINS / f"{previous}.json").exists():
+        return previous
+    return None
+
+
+def pin(folder: LakePath, generation: str) -> bool:
+    """Keep `generation` of the published `folder` for good, with a copy of the manifest that
+    committed it (`.pins/<generation>.json`): a model version's lineage names these bytes,
+    and `pitstop verify` and `reproduce` must find them after the folder is republished (a
+    re-delivered landing file, a changed hook). Only the committed generation can be pinned:
+    its manifest is the one to keep. True when it is pinned (now or before); False when it
+    is no longer committed and was never pinned, so its manifest is gone.
+
+    On a local folder the pin is written under the folder's lock, which `publish_dir` holds
+    while it removes a superseded generation. An object store has no lock: a pin loses only
+    to two publications of the folder between its manifest read and its PUT, and then says
+    False."""
+    target = folder / PINS / f"{generation}.json"
+    if target.exists():
+        return True
+    if not (folder / MANIFEST).exists():  # nothing committed (and `locked` would make it)
+        return False
+    if not isinstance(folder, Path):
+        manifest = read_manifest(folder)
+        if (manifest or {}).get("generation") != generation:
+            return False
+        target.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        # a file, not the prefix: some stores keep listing a prefix whose objects are gone
+        if (folder / generation / manifest["files"][0]["name"]).exists():
+            return True
+        target.unlink()
+        return False
+    with locked(folder):
+        manifest = read_manifest(folder)
+        if (manifest or {}).get("generation") != generation:
+            return False
+        target.parent.mkdir(exist_ok=True)
+        tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, target)
+    return True
+
+
+def pinned_manifest(folder: LakePath, generation: str) -> dict[str, Any] | None:
+    """The manifest that committed a pinned `generation` of `folder`, or None if unpinned."""
+    try:
+        return json.loads((folder / PINS / f"{generation}.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def pinned_generations(folder: LakePath) -> set[str]:
+    """The generations of `folder` that are pinned (`pin`): kept whatever is published."""
+    pins = folder / PINS
+    if not pins.exists():
+        return set()
+    return {p.name.removesuffix(".json") for p in pins.iterdir()
+            if GENERATION.fullmatch(p.name.removesuffix(".json"))}
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

@@ -11,8 +11,9 @@ import functools
 import hashlib
 import importlib.metadata
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -242,9 +243,34 @@ def _partition(store: lake.Lake, path: str, sha256: str | None = None,
     """
     manifest = _manifest(store, path)
     data = next(f for f in manifest["files"] if f["name"] == lake.DATA_FILE)
-    return {"path": path, "file": lake.DATA_FILE, "rows": data.get("rows"),
-            "sha256": sha256 or data["sha256"], "produced_by": manifest.get("produced_by", {}),
-            **extra}
+    sha256 = sha256 or data["sha256"]
+    # the generation holding these bytes, when it is still the committed one (`pin_inputs`)
+    generation = ({"generation": manifest["generation"]}
+                  if "generation" in manifest and data["sha256"] == sha256 else {})
+    return {"path": path, "file": lake.DATA_FILE, "rows": data.get("rows"), "sha256": sha256,
+            **generation, "produced_by": manifest.get("produced_by", {}), **extra}
+
+
+PIN_THREADS = 16
+
+
+def pin_inputs(store: lake.Lake, record: dict[str, Any]) -> list[str]:
+    """Pin every generation a lineage record names (`lake.pin`): the training set, its
+    feature and raw partitions and the gate's GX result stay in the lake when their folders
+    are republished, so `pitstop verify` and `reproduce` of this version still find them.
+    Called before the run is logged: a pin without a run keeps a few files, a run without
+    its pins could lose its evidence. Returns the folders whose generation was no longer
+    committed (republished since the set was built), which cannot be pinned."""
+    gate = PurePosixPath(record["checks"]["training_set"]["result"])
+    named = [(p["path"], p.get("generation")) for p in
+             [record["training_set"], *record["feature_partitions"], *record["raw_partitions"]]]
+    if lake.GENERATION.fullmatch(gate.parent.name):
+        named.append((str(gate.parent.parent), gate.parent.name))
+    named = [(path, generation) for path, generation in named if generation]
+    # threads: on an object store each pin is a few requests, and a year has thousands
+    with ThreadPoolExecutor(max_workers=PIN_THREADS) as pool:
+        kept = list(pool.map(lambda pair: lake.pin(store.root / pair[0], pair[1]), named))
+    return [path for (path, _), pinned in zip(named, kept, strict=True) if not pinned]
 
 
 def _raw_inputs(store: lake.Lake, training_set: TrainingSet

@@ -203,7 +203,7 @@ def _run_checkpoint(frame: pd.DataFrame, suite_json: dict[str, Any], docs_dir: P
 
 def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
              out_dir: lake.LakePath, pipeline: str | None = None,
-             fingerprint: str | None = None) -> ValidationReport:
+             fingerprint: skipping.Fingerprint | None = None) -> ValidationReport:
     """Validate `frame` with the suite at `suite_path`; publish result and Data Docs at `out_dir`.
 
     Re-validating replaces `out_dir` whole. The report is returned whether or not the suite
@@ -219,7 +219,7 @@ def validate(frame: pd.DataFrame, suite_path: Path, data_name: str,
         return {"suite": suite_json["name"], "suite_sha256": lake.sha256_file(suite_path),
                 "data_name": data_name, "success": bool(result["success"]),
                 **({"pipeline": pipeline} if pipeline else {}),
-                **({skipping.FINGERPRINT: fingerprint} if fingerprint else {})}
+                **(fingerprint.record() if fingerprint else {})}
 
     published = lake.generation_dir(out_dir, lake.publish_dir(out_dir, write))
     return _report(published, suite_json["name"], data_name, outcome["result"])
@@ -240,20 +240,21 @@ def _report(published: lake.LakePath, suite: str, data_name: str, result: dict[s
     )
 
 
-def require_valid(report: ValidationReport,
+def require_valid(report: ValidationReport, remedy: str,
                   locate: Callable[[list[Failure]], str] | None = None) -> None:
-    """Raise ValidationFailed naming the suite, data, and each failing expectation, plus
-    what `locate` says of where the failing rows are (ingest names their files); it is
-    called only when the suite failed."""
+    """Raise ValidationFailed naming the suite, the data, where the failing rows are (what
+    `locate` says, called only when the suite failed: ingest names the files), each failing
+    expectation, and `remedy`, what to do. Where comes before the long list of rules, so a
+    message shortened for a terminal still names the file to fix."""
     if report.success:
         return
     lines = "; ".join(f.describe() for f in report.failures)
     located = locate(report.failures) if locate else ""
     raise ValidationFailed(
-        f"GX suite {report.suite!r} failed on {report.data_name}: "
+        f"GX suite {report.suite!r} failed on {report.data_name}"
+        f"{f'; {located}' if located else ''}: "
         f"{report.evaluated - report.successful} of {report.evaluated} expectations failed: "
-        f"{lines}{f'; {located}' if located else ''} (full result: {report.result_path}; "
-        f"Data Docs: {report.docs_path})"
+        f"{lines}. {remedy} (full result: {report.result_path}; Data Docs: {report.docs_path})"
     )
 
 
@@ -278,11 +279,15 @@ def validate_training_set(store: lake.Lake, spec: LoadedSpec, training_set: Trai
     if report is None:
         report = validate(lake.read_frame(data_file), spec.suite_path(suite), data_name=data_name,
                           out_dir=out_dir, pipeline=spec.name, fingerprint=wanted)
-    require_valid(report)
+    require_valid(report, f"Nothing is trained on it. Fix the data upstream (deliver the "
+                  f"files again: the next run recomputes exactly what they feed) or the feature "
+                  f"hooks; or, if the rule is wrong, change {spec.suite_path(suite)}. Then run "
+                  f"the train DAG again.")
     return report.summary(store)
 
 
-def kept_report(out_dir: lake.LakePath, wanted: str, data_name: str) -> ValidationReport | None:
+def kept_report(out_dir: lake.LakePath, wanted: skipping.Fingerprint, data_name: str
+                ) -> ValidationReport | None:
     """The committed validation at `out_dir` when its manifest records the `wanted`
     fingerprint and its GX result still hashes to what the manifest lists, else None."""
     manifest = lake.read_manifest(out_dir)

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines import lake
@@ -26,13 +26,20 @@ from pipelines.lake import sha256_json
 log = logging.getLogger(__name__)
 
 FINGERPRINT = "fingerprint"
-"""The manifest field holding a unit's fingerprint."""
+"""The manifest field holding a unit's fingerprint (`Fingerprint.digest`)."""
+PARTS = "fingerprint_parts"
+"""The manifest field holding what the fingerprint hashes, part by part, so a recompute can
+say which part changed."""
 
 UNCHANGED = "unchanged: inputs, definition and code match the committed manifest"
 FORCED = "forced"
 NEW = "not published yet"
 CHANGED = "inputs, definition or code changed"
+"""The reason when the committed manifest does not record its fingerprint's parts."""
 DAMAGED = "its data file no longer matches its manifest"
+PART_NAMES = {"inputs": "inputs", "definition": "definition", "code": "pitstop's code"}
+"""How a changed part is named: the inputs' bytes, the unit's definition (spec section,
+hooks, suite), the library version."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +55,45 @@ class Decision:
         return f"{'skipped' if self.skip else 'computed'} ({self.reason})"
 
 
-def fingerprint(inputs: Iterable[tuple[str, str]], definition: Any, code: str) -> str:
-    """Hash of a unit's inputs as (name, sha256) pairs in any order, its definition (any
-    JSON-able value) and the code version. Names are part of it: two days whose partitions
-    hold equal bytes (both empty) are still different inputs."""
-    return sha256_json({"inputs": sorted(inputs), "definition": definition, "code": code})
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a unit's bytes are made from, part by part: the hash of its inputs, the hash of
+    its definition and the code version. The manifest keeps the digest and the parts."""
+
+    inputs: str
+    definition: str
+    code: str
+
+    @property
+    def digest(self) -> str:
+        return sha256_json(asdict(self))
+
+    def record(self) -> dict[str, Any]:
+        """The manifest fields: the digest a skip compares, and the parts."""
+        return {FINGERPRINT: self.digest, PARTS: asdict(self)}
+
+    def changed(self, recorded: Any) -> str:
+        """The reason to recompute against a manifest's recorded `PARTS`: which parts differ
+        (`inputs changed`, `definition and pitstop's code changed`), or `CHANGED` when the
+        manifest predates the parts."""
+        if not isinstance(recorded, Mapping):
+            return CHANGED
+        which = [label for part, label in PART_NAMES.items()
+                 if recorded.get(part) != getattr(self, part)]
+        if not which:
+            return CHANGED
+        return f"{', '.join(which[:-1])} and {which[-1]} changed" if len(which) > 1 else (
+            f"{which[0]} changed")
 
 
-def decide(manifest: Mapping[str, Any] | None, wanted: str, force: bool,
+def fingerprint(inputs: Iterable[tuple[str, str]], definition: Any, code: str) -> Fingerprint:
+    """A unit's fingerprint from its inputs as (name, sha256) pairs in any order, its
+    definition (any JSON-able value) and the code version. Names are part of it: two days
+    whose partitions hold equal bytes (both empty) are still different inputs."""
+    return Fingerprint(sha256_json(sorted(inputs)), sha256_json(definition), code)
+
+
+def decide(manifest: Mapping[str, Any] | None, wanted: Fingerprint, force: bool,
            intact: Callable[[], bool]) -> Decision:
     """Skip a unit only when its committed manifest records the `wanted` fingerprint and its
     data file still hashes to what that manifest records (`intact()`, called only then: it
@@ -69,8 +107,8 @@ def decide(manifest: Mapping[str, Any] | None, wanted: str, force: bool,
         return Decision(False, FORCED)
     if manifest is None:
         return Decision(False, NEW)
-    if manifest.get(FINGERPRINT) != wanted:
-        return Decision(False, CHANGED)
+    if manifest.get(FINGERPRINT) != wanted.digest:
+        return Decision(False, wanted.changed(manifest.get(PARTS)))
     if not intact():
         return Decision(False, DAMAGED)
     return Decision(True, UNCHANGED)
@@ -86,7 +124,8 @@ class DayDecision:
 
 
 def decide_days(store: lake.Lake, pipeline: str, layer: str, dataset: str,
-                wanted: Mapping[dt.date, str], force: bool) -> dict[dt.date, DayDecision]:
+                wanted: Mapping[dt.date, Fingerprint], force: bool
+                ) -> dict[dt.date, DayDecision]:
     """Each day partition's decision against its `wanted` fingerprint, logged for the task
     log (`log_decisions`)."""
     found = {}

@@ -357,6 +357,13 @@ class Label(_Strict):
     entity: str
     prediction_time: str
     target: str
+    columns: list[str] | None = Field(None, min_length=1, exclude=True)
+    """The columns the function returns: `entity`, `prediction_time`, `target` and any
+    context column a feature of `model.features` names. Optional, as for a view: `pitstop
+    validate` checks `model.features` and the training suite against them, and without them
+    runs the function on a few landed rows. Declare them when a label source is read from a
+    database, which validate does not query. A declaration, not a definition: left out of
+    the definition hashes."""
 
 
 class Imputation(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from pipelines.training_set import (
     read_training_set,
     split_frame,
 )
+
+logger = logging.getLogger(__name__)
 
 LINEAGE_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops")
 """Pinned in every logged model's requirements."""
@@ -148,6 +151,9 @@ def train_model(store: lake.Lake, spec: LoadedSpec, built: TrainingInput,
     requirements = [f"{n}=={v}" for n, v in lineage.package_versions(LINEAGE_PACKAGES).items()]
     with tempfile.TemporaryDirectory(prefix="pitstop-log-") as scratch:
         log = training_log(store, spec, built, quality_report, pair, context, Path(scratch))
+        if unpinned := lineage.pin_inputs(store, log.lineage):
+            logger.warning("republished since the training set was built, so not kept for "
+                           "`pitstop verify` of this run: %s", ", ".join(unpinned))
         return registry.log_training_run(log, frame, model, example, requirements)
 
 

@@ -102,7 +102,7 @@ class Inputs:
     spine: dict[str, list[lake.Partition]]
     features: dict[str, list[lake.Partition]]
 
-    def fingerprint(self, store: lake.Lake, definitions: str) -> str:
+    def fingerprint(self, store: lake.Lake, definitions: str) -> skipping.Fingerprint:
         """`skipping.fingerprint` of every partition with the feature definitions hash and
         the library's code version: equal means the set would be built from equal bytes."""
         listed = [p for group in (self.spine, self.features) for ps in group.values() for p in ps]
@@ -139,7 +139,7 @@ def build_record(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.dat
 
 
 def reused(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.date,
-           fingerprint: str, definitions: str, force: bool
+           fingerprint: skipping.Fingerprint, definitions: str, force: bool
            ) -> tuple[TrainingSet | None, skipping.Decision]:
     """The set the window's last build published, when it was built from inputs with this
     `fingerprint` and still holds the content its ID names (`_corruption`: one read of the
@@ -204,8 +204,8 @@ def build_or_reuse(store: lake.Lake, spec: LoadedSpec, start: dt.date, end: dt.d
 
         lake.publish_dir(folder, write)
     lake.publish_dir(build_record(store, spec, start, end), lambda _: {
-        "pipeline": spec.name, "dataset": "_builds/training_set", skipping.FINGERPRINT:
-        fingerprint, "dataset_id": dataset_id,
+        "pipeline": spec.name, "dataset": "_builds/training_set", **fingerprint.record(),
+        "dataset_id": dataset_id,
         "window": {"start": start.isoformat(), "end": end.isoformat()}})
     return TrainingSet(dataset_id, store.relative(folder), len(frame), start, end), decision
 

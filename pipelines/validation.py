@@ -346,7 +346,8 @@ def training_columns(spec: LoadedSpec, producer: str,
     from pipelines.features import AS_OF, CREATED_TIME, EVENT_TIME
 
     if producer == LABEL:
-        declaring, field, columns = spec.pipeline.label, "label", None
+        declaring = spec.pipeline.label
+        field, columns = "label", declaring.columns
     else:
         declaring = view = spec.pipeline.feature_views[producer]
         field, columns = f"feature_views.{producer}", view.columns
@@ -358,8 +359,8 @@ def training_columns(spec: LoadedSpec, producer: str,
             return None, f"{', '.join(refused)} must be fixed first"
         columns, how = sample_columns(spec, declaring.function, declaring.sources)
         if columns is None:
-            declare = f"declare {field}.columns or " if producer != LABEL else ""
-            return None, f"{how}; {declare}land data to check them"
+            return None, (f"{how}; declare {field}.columns (or, for a source of landing "
+                          "files, land one) to check them")
     if producer == LABEL:
         return set(columns), how
     times = {*view.keys, EVENT_TIME, CREATED_TIME}
@@ -400,7 +401,7 @@ def landed_sample(spec: LoadedSpec, source_name: str) -> tuple[pd.DataFrame, Pat
     source = spec.pipeline.sources[source_name]
     if source.database is not None:
         return (f"source {source_name!r} is read from a database, which validate does not "
-                "query; declare the view's `columns`")
+                "query")
     for delivery in deliveries(source, spec.pipeline.start_date,
                                dt.date.today() + dt.timedelta(days=1)):
         path = landing_file(spec, source, delivery)

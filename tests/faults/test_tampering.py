@@ -17,13 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import audit, features, lake, lineage, quality, training_set
+from pipelines import audit, doctor, features, ingest, lake, lineage, quality, training_set
 from pipelines.errors import DataError
 from pipelines.lake import from_env as env_lake
 from pipelines.provenance import ProducedBy
 from pipelines.spec import LoadedSpec
 from pipelines.training_set import TrainingInput
 from tests.faults.invariants import D1, D2, D4, Case, assert_clear_error, flip_byte, params
+from tests.unit.conftest import write_readings
 
 SUITE = {"name": "sensors_training_set", "expectations": [
     {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "reading_id"}},
@@ -58,6 +59,7 @@ def recorded(ingested: LoadedSpec, built: TrainingInput, tmp_path: Path,
     pair = lineage.plan_pair(ingested, built.training_set.dataset_id)
     record = lineage.lineage_record(env_lake(), ingested, built, gate, pair,
                                     ProducedBy(dag_id="sensors_train"))
+    assert lineage.pin_inputs(env_lake(), record) == []  # as `steps.train_model` does
     record["model"] = {"uri": "models:/sensors/1", "model_id": "m-faults", "files": {}}
     store = tmp_path / "artifacts"  # the run's artifacts as they were logged
     for artifact, source in ((record["spec"]["artifact"], ingested.path),
@@ -104,6 +106,7 @@ def test_a_flipped_byte_in_a_partition_is_named_by_verify(recorded: Recorded, la
     (mismatch,) = result.mismatches
     assert mismatch.actual == lake.sha256_file(path) != mismatch.expected
     assert mismatch.at == env_lake().relative(path)  # where the changed bytes are, g-… included
+    assert mismatch.republished is None  # changed under its manifest: no re-publication
 
 
 def test_a_flipped_byte_in_the_training_set_fails_its_hash_and_content(recorded: Recorded) -> None:
@@ -216,3 +219,59 @@ def test_a_reader_refuses_bytes_its_manifest_does_not_record(recorded: Recorded,
     with pytest.raises(DataError) as error:
         _read(recorded, layer)
     assert_clear_error(error, DataError, *case.needles)
+
+
+def _redeliver(spec: LoadedSpec, seed: int) -> None:
+    """D2's landing file delivered again with other values and the chain run over it: raw D2
+    and the feature days reading it are republished, and a new training set is built. Twice
+    is enough to remove an unpinned generation (`publish_dir` keeps one replaced one)."""
+    write_readings(spec.landing_dir(), D2, seed=seed)
+    run = ProducedBy(dag_id="sensors_ingest", run_id=f"redelivery-{seed}", reason="re-delivered")
+    ingest.ingest(env_lake(), spec, "readings", D1, D4, produced_by=run)
+    features.compute_view(env_lake(), spec, "last", D1, D4)
+    training_set.prepare(env_lake(), spec, D1, D4)
+
+
+def test_a_re_delivery_after_training_leaves_the_version_verifiable(recorded: Recorded) -> None:
+    """Invariant: the bytes a version was trained on stay in the lake: after D2's landing
+    file is delivered again twice, republishing raw D2, the feature days reading it and the
+    training set each time, `verify` still finds every recorded byte (the generations its
+    lineage names were pinned when its run was logged), the training set rebuilt from its
+    recorded raw partitions has its dataset_id, and `doctor` takes no pinned generation for
+    a leftover.
+
+    Sees: nothing: intact, the same dataset_id, no leftover.
+    """
+    used = recorded.file("raw")
+    for seed in (7, 8):
+        _redeliver(recorded.spec, seed)
+    assert recorded.file("raw") != used and used.exists()
+    assert recorded.verify().intact
+    rebuilt, _ = audit._rebuild(env_lake(), recorded.spec, recorded.subject.record)
+    assert rebuilt == recorded.subject.record["dataset_id"]
+    assert doctor.lake_findings(env_lake().root, fix=True) == []
+    assert used.exists()
+
+
+def test_bytes_lost_to_a_re_publication_are_named_with_its_run(recorded: Recorded) -> None:
+    """Invariant: `verify` tells a recorded re-publication from changed bytes: when the bytes
+    a version used are gone (a version logged before pins existed; here its pins are
+    deleted) and its folders were republished, each mismatch names the run that republished
+    it, its reason, and the source files that changed.
+
+    Sees: `republished by dag_id sensors_ingest run_id redelivery-8, reason 're-delivered';
+    source files changed since: <landing>/readings/2024-01-02.csv; the bytes this version
+    used were not kept (...)`.
+    """
+    for pins in list(env_lake().root.rglob(lake.PINS)):
+        shutil.rmtree(pins)
+    for seed in (7, 8):
+        _redeliver(recorded.spec, seed)
+    result = recorded.verify()
+    raw = next(m for m in result.mismatches if m.what.startswith("sensors/raw/readings/"))
+    assert raw.republished is not None
+    assert raw.republished.startswith(
+        "republished by dag_id sensors_ingest run_id redelivery-8, reason 're-delivered'")
+    assert f"source files changed since: {recorded.spec.landing_dir()}/readings/{D2}.csv" in (
+        raw.republished)
+    assert all(m.republished for m in result.mismatches if "/date=" in m.what)

@@ -98,6 +98,17 @@ def test_republishing_keeps_the_last_two_generations_only(s3_lake_url: str) -> N
     assert lake.read_manifest(folder)["value"] == 2
 
 
+def test_a_pinned_generation_is_never_removed_on_s3(s3_lake_url: str) -> None:
+    folder = lake.partition_dir(lake.from_env(), "p", "raw", "t", DAY)
+    used = lake.publish_dir(folder, _write(0))
+    assert lake.pin(folder, used["generation"])
+    manifests = [lake.publish_dir(folder, _write(i)) for i in range(1, 4)]
+    assert _generations(folder) == {used["generation"], *(m["generation"] for m in manifests[1:])}
+    assert lake.pinned_generations(folder) == {used["generation"]}
+    assert lake.pinned_manifest(folder, used["generation"])["value"] == 0
+    assert lake.pin(folder, manifests[0]["generation"]) is False  # replaced: no manifest left
+
+
 def test_two_concurrent_writers_commit_one_after_the_other_whole(s3_lake_url: str) -> None:
     """Four writers of one partition reach the commit together; the conditional PUT lets one
     win each round and the others re-read and commit on top, so the chain of `previous`

@@ -266,3 +266,32 @@ def test_a_partition_of_the_layout_before_generations_reads_and_is_replaced(
     assert (found.kind, found.where, found.action) == (
         "superseded", "p/raw/t/date=2013-01-01/data.parquet", "removed")
     assert _intact(folder) == 4
+
+
+def test_a_pinned_generation_outlives_any_number_of_publications(tmp_path: Path) -> None:
+    """A generation a model's lineage names is pinned with the manifest that committed it;
+    `publish_dir` then never removes it, and `doctor` never takes it for a leftover."""
+    folder = _folder(tmp_path)
+    used = lake.publish_dir(folder, _write(5))
+    assert lake.pin(folder, used["generation"]) and lake.pin(folder, used["generation"])
+    for rows in (6, 7, 8):
+        lake.publish_dir(folder, _write(rows))
+    assert _intact(folder) == 8
+    assert lake.pinned_generations(folder) == {used["generation"]}
+    assert lake.pinned_manifest(folder, used["generation"]) == json.loads(json.dumps(used))
+    assert pq.read_metadata(folder / used["generation"] / lake.DATA_FILE).num_rows == 5
+    assert doctor.lake_findings(tmp_path) == []
+    current = lake.read_manifest(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        {lake.MANIFEST, lake.PINS, used["generation"], current["generation"], current["previous"]})
+
+
+def test_only_the_committed_generation_can_be_pinned(tmp_path: Path) -> None:
+    """Its manifest is the one a pin keeps: a replaced generation's is gone, so pinning it
+    says False and writes nothing."""
+    folder = _folder(tmp_path)
+    replaced = lake.publish_dir(folder, _write(5))
+    lake.publish_dir(folder, _write(6))
+    assert lake.pin(folder, replaced["generation"]) is False
+    assert lake.pinned_generations(folder) == set()
+    assert lake.pinned_manifest(folder, replaced["generation"]) is None

@@ -30,6 +30,8 @@ SUITE = {
     ],
 }
 
+REMEDY = "Fix the rows, or the rule in the suite; then run the task again."
+
 
 @pytest.fixture
 def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -64,7 +66,7 @@ def test_valid_frame_passes_and_publishes_result_docs_and_manifest(
     """A passing run keeps the full result and Data Docs under out_dir, all in the manifest."""
     out_dir = lake_dir / "_quality" / "readings"
     report = quality.validate(_readings(), suite_path, "readings day 1", out_dir)
-    quality.require_valid(report)  # no exception
+    quality.require_valid(report, REMEDY)  # no exception
     assert report.success and report.failures == []
     assert (report.evaluated, report.successful) == (3, 3)
     assert report.suite == "readings_check"
@@ -113,13 +115,12 @@ def test_failure_names_suite_expectation_and_column(
     (failure,) = report.failures
     assert (failure.expectation, failure.column) == (expectation, column)
     with pytest.raises(ValidationFailed) as caught:
-        quality.require_valid(report)
+        quality.require_valid(report, REMEDY, lambda failures: f"rows in day-{len(failures)}.csv")
     message = str(caught.value)
-    assert "'readings_check'" in message
-    assert "readings day 2" in message
+    assert message.startswith("GX suite 'readings_check' failed on readings day 2; rows in "
+                              "day-1.csv: 1 of 3 expectations failed: ")  # where, before rules
     assert f"{expectation} on column '{column}'" in message
-    assert "1 of 3 expectations failed" in message
-    assert str(report.result_path) in message
+    assert f". {REMEDY} (full result: {report.result_path}; Data Docs: " in message
 
 
 def test_a_column_the_table_lacks_is_named_as_missing(suite_path: Path, lake_dir: Path) -> None:
@@ -130,7 +131,7 @@ def test_a_column_the_table_lacks_is_named_as_missing(suite_path: Path, lake_dir
     (failure,) = report.failures
     assert failure.error == 'Error: The column "sensor" in BatchData does not exist.'
     with pytest.raises(ValidationFailed) as caught:
-        quality.require_valid(report)
+        quality.require_valid(report, REMEDY)
     assert ("expect_column_values_to_be_in_set on column 'sensor' could not be evaluated: "
             'Error: The column "sensor" in BatchData does not exist.') in str(caught.value)
 
@@ -173,7 +174,7 @@ def test_a_single_class_label_fails_the_gate_with_its_mean(tmp_path: Path,
          "kwargs": {"column": "late", "min_value": 0.05, "max_value": 0.6}}]}))
     report = quality.validate(pd.DataFrame({"late": [0] * 50}), path, "one class", lake_dir / "q")
     with pytest.raises(ValidationFailed, match=r"on column 'late': observed 0\.0; rule"):
-        quality.require_valid(report)
+        quality.require_valid(report, REMEDY)
 
 
 def test_revalidating_replaces_out_dir_whole(suite_path: Path, lake_dir: Path) -> None:
@@ -283,7 +284,7 @@ def test_training_suite_catches_a_feature_from_the_future(lake_dir: Path, leakin
         ("expect_column_pair_values_a_to_be_greater_than_b", f"prediction_time vs {leaking}")]
     assert report.failures[0].observed.get("unexpected_count") == 1
     with pytest.raises(ValidationFailed) as caught:
-        quality.require_valid(report)
+        quality.require_valid(report, REMEDY)
     message = str(caught.value)
     assert "flights_delay_training_set" in message
     assert "expect_column_pair_values_a_to_be_greater_than_b" in message

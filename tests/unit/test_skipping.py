@@ -31,6 +31,9 @@ from .conftest import D1, D2, D3, D4, between_suite, write_readings
 
 SKIPPED = f"skipped ({skipping.UNCHANGED})"
 CHANGED = f"computed ({skipping.CHANGED})"
+INPUTS = "computed (inputs changed)"
+DEFINITION = "computed (definition changed)"
+CODE = "computed (pitstop's code changed)"
 
 
 # --- the pure core -----------------------------------------------------------------------
@@ -58,17 +61,36 @@ def _never() -> bool:
     raise AssertionError("the data file is hashed only when the fingerprints match")
 
 
+WANTED = skipping.fingerprint(*BASE)
+RECORDED = WANTED.record()
+
+
 @pytest.mark.parametrize(("manifest", "force", "intact", "expected"), [
-    ({"fingerprint": "f"}, False, lambda: True, skipping.Decision(True, skipping.UNCHANGED)),
-    ({"fingerprint": "f"}, True, _never, skipping.Decision(False, skipping.FORCED)),
+    (RECORDED, False, lambda: True, skipping.Decision(True, skipping.UNCHANGED)),
+    (RECORDED, True, _never, skipping.Decision(False, skipping.FORCED)),
     (None, False, _never, skipping.Decision(False, skipping.NEW)),
     ({"fingerprint": "g"}, False, _never, skipping.Decision(False, skipping.CHANGED)),
     ({}, False, _never, skipping.Decision(False, skipping.CHANGED)),
-    ({"fingerprint": "f"}, False, lambda: False, skipping.Decision(False, skipping.DAMAGED)),
-], ids=["unchanged", "forced", "never-committed", "changed", "before-fingerprints", "damaged"])
+    (RECORDED, False, lambda: False, skipping.Decision(False, skipping.DAMAGED)),
+], ids=["unchanged", "forced", "never-committed", "changed-before-parts", "before-fingerprints",
+        "damaged"])
 def test_decide_skips_only_a_committed_intact_unit_of_the_same_fingerprint(
         manifest, force, intact, expected) -> None:
-    assert skipping.decide(manifest, "f", force, intact) == expected
+    assert skipping.decide(manifest, WANTED, force, intact) == expected
+
+
+@pytest.mark.parametrize(("base", "reason"), [
+    (([("a", "1"), ("b", "3")], {"view": "v"}, "code-1"), "inputs changed"),
+    (([("a", "1"), ("b", "2")], {"view": "w"}, "code-1"), "definition changed"),
+    (([("a", "1"), ("b", "2")], {"view": "v"}, "code-2"), "pitstop's code changed"),
+    (([("a", "1")], {"view": "w"}, "code-2"), "inputs, definition and pitstop's code changed"),
+    (([("a", "1")], {"view": "v"}, "code-2"), "inputs and pitstop's code changed"),
+], ids=["inputs", "definition", "code", "all", "two"])
+def test_a_recompute_says_which_part_changed(base: tuple[Any, ...], reason: str) -> None:
+    """The manifest keeps the fingerprint's parts: after a hook edit the tally says
+    `definition changed`, after an upgrade `pitstop's code changed`."""
+    decision = skipping.decide(skipping.fingerprint(*base).record(), WANTED, False, _never)
+    assert decision == skipping.Decision(False, reason)
 
 
 def test_tallies_count_and_sum_by_label() -> None:
@@ -164,9 +186,9 @@ def test_a_changed_landing_file_recomputes_its_day_and_the_days_reading_it(
     before = generations(ingested)
     write_readings(ingested.landing_dir(), D2, seed=99)
     again = run_all(ingested)
-    assert again["raw"].tally == {CHANGED: 1, SKIPPED: 2}
-    assert again["view"].tally == {CHANGED: 2, SKIPPED: 1}  # lookback 1d: D2 and D3 read D2
-    assert again["built"].tally == {CHANGED: 1}
+    assert again["raw"].tally == {INPUTS: 1, SKIPPED: 2}
+    assert again["view"].tally == {INPUTS: 2, SKIPPED: 1}  # lookback 1d: D2 and D3 read D2
+    assert again["built"].tally == {INPUTS: 1}
     after = generations(ingested)
     assert sorted(k for k in after if k.startswith(("raw/", "features/"))
                   and after[k] != before[k]) == [
@@ -184,7 +206,8 @@ def test_a_changed_hook_recomputes_its_view_not_the_raw_days(
                                                'value=frame["value"] / 2)'))
     spec = load_spec(ingested.path)
     again = run_all(spec)
-    assert tallies(again) == ({SKIPPED: 3}, {CHANGED: 3}, {CHANGED: 1})
+    # the set's definition holds every view's and the label's: changed with their module
+    assert tallies(again) == ({SKIPPED: 3}, {DEFINITION: 3}, {DEFINITION: 1})
     assert lake_bytes(spec) == from_scratch(spec, tmp_path, monkeypatch)
 
 
@@ -203,7 +226,7 @@ def test_a_changed_helper_module_recomputes_the_view_importing_it_only(
     assert tallies(run_all(spec))[:2] == ({SKIPPED: 3}, {SKIPPED: 3})
     (folder / "scale.py").write_text("FACTOR = 2.0\n")
     again = run_all(spec)
-    assert tallies(again) == ({SKIPPED: 3}, {CHANGED: 3}, {CHANGED: 1})
+    assert tallies(again) == ({SKIPPED: 3}, {DEFINITION: 3}, {DEFINITION: 1})
     assert again["built"].training_set.dataset_id != first["built"].training_set.dataset_id
     assert lake_bytes(spec) == from_scratch(spec, tmp_path, monkeypatch)
 
@@ -225,7 +248,7 @@ def test_a_changed_suite_recomputes_its_sources_days_only(
     spec = _with_suite(spec, 2.0)
     again = run_all(spec)
     # the raw days are republished with the same bytes, so nothing downstream changes
-    assert tallies(again) == ({CHANGED: 3}, {SKIPPED: 3}, {SKIPPED: 1})
+    assert tallies(again) == ({DEFINITION: 3}, {SKIPPED: 3}, {SKIPPED: 1})
     assert lake_bytes(spec) == from_scratch(spec, tmp_path, monkeypatch)
 
 
@@ -238,7 +261,7 @@ def test_force_and_a_code_change_recompute_everything(
     assert forced["built"].training_set == first["built"].training_set
     code = lineage.library_version()
     monkeypatch.setattr(lineage, "library_version", lambda: code + "-changed")
-    assert tallies(run_all(ingested)) == ({CHANGED: 3}, {CHANGED: 3}, {CHANGED: 1})
+    assert tallies(run_all(ingested)) == ({CODE: 3}, {CODE: 3}, {CODE: 1})
     assert lake_bytes(ingested) == from_scratch(ingested, tmp_path, monkeypatch)
 
 

@@ -123,7 +123,7 @@ def test_an_unchanged_day_of_a_table_is_skipped_and_a_changed_row_recomputes_its
         tiny: LoadedSpec, readings_db: str) -> None:
     """A database day's fingerprint is the hash of its rows: the rows are read again (there
     is no file to hash), and only a day whose rows changed is validated and published again."""
-    from tests.unit.test_skipping import CHANGED, SKIPPED
+    from tests.unit.test_skipping import INPUTS, SKIPPED
 
     engine = sqlalchemy.create_engine(readings_db)
     with engine.begin() as con:
@@ -138,7 +138,7 @@ def test_an_unchanged_day_of_a_table_is_skipped_and_a_changed_row_recomputes_its
             {"at": dt.datetime(2024, 1, 2, 5, tzinfo=dt.UTC)})
     engine.dispose()
     changed = ingest.ingest(lake.from_env(), spec, "readings", D1, D4)
-    assert changed.tally == {CHANGED: 1, SKIPPED: 2}
+    assert changed.tally == {INPUTS: 1, SKIPPED: 2}
     assert [p["sha256"] == q["sha256"] for p, q in zip(changed.partitions, first.partitions,
                                                        strict=True)] == [True, False, True]
 

@@ -250,6 +250,31 @@ def test_without_landed_data_undeclared_features_are_a_warning(
                and "source 'fleet' has no landed file" in line for line in warnings)
 
 
+def test_declared_label_columns_check_its_features_without_data(tmp_path: Path,
+                                                                landed: Path) -> None:
+    """A label whose source cannot be sampled (a database; here nothing is landed) declares
+    its columns like a view: its features are then checked against them, and the last
+    warning goes. A feature the declaration lacks is an error naming the declaration."""
+    sampled = load_spec(copy_example(tmp_path / "sampled", edit=_with_landing(landed, _undeclared)),
+                        check=False)
+    label = sampled.pipeline.label
+    columns, how = validation.sample_columns(sampled, label.function, label.sources)
+    assert columns is not None, how
+
+    def declare(names: list[str]) -> Edit:
+        return lambda data: data["label"].update(columns=names)
+
+    assert validation.validate(copy_example(tmp_path / "declared", edit=declare(columns))) == []
+    finding, *suite = validation.validate(copy_example(
+        tmp_path / "short", edit=declare([c for c in columns if c != "day_of_week"])))
+    assert (finding.field, finding.severity) == ("model.features", "error")
+    assert "['day_of_week'] are not columns of the label" in finding.message
+    assert "declared in label.columns" in finding.message
+    # every producer's columns known: the training suite is checked too
+    assert suite and all(f.field == "training_suite" and "names ['day_of_week']" in f.message
+                         for f in suite)
+
+
 def test_a_hook_failing_on_the_sample_is_a_warning(tmp_path: Path, landed: Path) -> None:
     path = copy_example(tmp_path, edit=_with_landing(landed, _undeclared))
     (tmp_path / "aircraft_utilisation" / "features.py").write_text(
