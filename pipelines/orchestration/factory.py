@@ -65,6 +65,10 @@ result_task = functools.partial(task, multiple_outputs=False)
 `multiple_outputs` from a `dict` return annotation and pushes every key as an XCom of its own
 too, one Execution API call each, which nothing here reads."""
 OPTIONAL_DATE = ["null", "string"]
+CHUNK_LABEL = "{{ chunk['unit'] }} {{ chunk['start'] }}..{{ chunk['end'] }}"
+"""How the UI and `pitstop run` name a chunk task: its unit and its days, end exclusive like
+every range pitstop prints (`weather 2013-12-01..2014-01-01`), so a failure's label says
+which days the failing task held, not only the first."""
 
 
 def task_lake() -> Lake:
@@ -190,7 +194,7 @@ def _compute_chunk_task(spec: LoadedSpec) -> Any:
     """The mapped task of the features and backfill DAGs: one view's chunk, `compute_view`
     over its days (each decided again: nothing is skipped on the planner's word alone)."""
 
-    @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
+    @result_task(map_index_template=CHUNK_LABEL)
     @fail_on_bad_data
     def compute_chunk(chunk: dict[str, str]) -> dict[str, Any]:
         from pipelines.features import compute_view
@@ -251,7 +255,7 @@ def ingest_dag(spec: LoadedSpec, settings: DagSettings) -> DAG:
             return plan_chunks(task_lake(), spec, _spans(context), now=run_clock(context),
                                force=_force(context))
 
-        @result_task(map_index_template="{{ chunk['unit'] }} {{ chunk['start'] }}")
+        @result_task(map_index_template=CHUNK_LABEL)
         @fail_on_bad_data
         def ingest_chunk(chunk: dict[str, str]) -> dict[str, Any]:
             from pipelines.ingest import ingest

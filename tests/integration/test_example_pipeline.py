@@ -243,7 +243,7 @@ def test_corrupt_file_fails_ingest_naming_it(first_run: dict, spec_path: Path) -
         bad.write_bytes(saved)
     message = str(error.value)
     assert "flights_delay_ingest failed at ingest_chunk[" in message
-    assert "(weather 2013-01-" in message  # the chunk named by source and first day
+    assert "(weather 2013-01-29..2013-02-01)" in message  # the chunk: its source and days
     assert "2013-01-30.csv" in message and "humid" in message
     # the month chunk holding the bad file published nothing; February's chunk is its own unit
     assert lake.list_partitions(env_lake(), "flights_delay", "raw", "weather",

@@ -55,7 +55,7 @@ def test_landing_raw_data_runs_features_over_exactly_its_days(ingested: Live) ->
                       f"{run['dag_run_id']}/taskInstances").json()["task_instances"]
     computed = {(t["rendered_map_index"], t["state"])
                 for t in tasks if t["task_id"] == "compute_chunk"}
-    assert computed == {(f"{view} {START}", "success") for view in VIEWS}
+    assert computed == {(f"{view} {START}..{END}", "success") for view in VIEWS}
     for view in VIEWS:
         folder = live.lake() / "features" / view
         written = {p.name.removeprefix("date=") for p in folder.glob("date=*")}
@@ -130,7 +130,7 @@ def test_backfill_dag_then_retrain_from_the_form(ingested: Live) -> None:
                        f"/dags/flights_delay_backfill/dagRuns/{run_id}/taskInstances",
                        params={"task_id": "compute_chunk"}).json()["task_instances"]
     assert {t["rendered_map_index"] for t in chunks} == {
-        f"{view} {START}" for view in ("origin_weather", "origin_delays", "carrier_delays",
+        f"{view} {START}..{END}" for view in ("origin_weather", "origin_delays", "carrier_delays",
                                        "plane")}
     manifest = json.loads((live.lake() / "features" / "plane" / "date=2013-01-05"
                            / "_manifest.json").read_text())

@@ -161,9 +161,10 @@ def test_mapped_tasks_are_named_with_their_rendered_map_index() -> None:
         return SimpleNamespace(task_id=task_id, map_index=map_index, rendered_map_index=rendered)
 
     run = SimpleNamespace(get_task_instances=lambda session: [
-        ti("ingest_chunk", 3, "orders 2024-03-01"), ti("ingest_chunk", 4, None),
+        ti("ingest_chunk", 3, "orders 2024-03-01..2024-04-01"), ti("ingest_chunk", 4, None),
         ti("score_day", 0, "0"), ti("plan_chunks", -1, None)])
-    assert runner.labelled(run) == {"ingest_chunk[3]": "ingest_chunk[3] (orders 2024-03-01)"}
+    assert runner.labelled(run) == {
+        "ingest_chunk[3]": "ingest_chunk[3] (orders 2024-03-01..2024-04-01)"}
 
 
 def test_a_process_first_task_freezes_its_startup_objects_once() -> None:
