@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -29,6 +29,9 @@ from pipelines.errors import DataError
 from pipelines.provenance import ProducedBy
 from pipelines.spec import FILE_COLUMN as FILE
 from pipelines.spec import PARTITION_DAY, PERIOD_PLACEHOLDERS, LoadedSpec, Source
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SQL_TYPES = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR", "bool": "BOOLEAN",
              "timestamp": "TIMESTAMPTZ"}
@@ -578,9 +581,9 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
         origin = f"file {first.relative_to(landing)} under {landing}"
     else:
         origin = f"files {first.relative_to(landing)}..{last.relative_to(landing)} under {landing}"
+    frame = pa.concat_tables([rows.table for rows in days]).to_pandas()
     report = quality.validate(
-        pa.concat_tables([rows.table for rows in days]).to_pandas(),
-        spec.suite_path(source.suite),
+        frame, spec.suite_path(source.suite),
         data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from {origin}",
         out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name,
                                   _quality_span(days)),
@@ -590,15 +593,17 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
         report, f"Nothing of these days was published. Fix the rows at the source and deliver "
         f"them again, or, if the rule is wrong, change {spec.suite_path(source.suite)}; then run "
         "the ingest again (published days are skipped).",
-        lambda failures: _failing_rows_origins(days, failures, landing))
+        lambda failures: _failing_rows_origins(days, failures, landing,
+                                               frame[list(source.keys)]))
     return report
 
 
 def _failing_rows_origins(days: list[DayRows], failures: list[quality.Failure],
-                          landing: Path) -> str:
-    """Which landing files hold the rows each failed expectation names (GX's
-    `partial_unexpected_index_list`, positions in the validated rows: the days' tables in
-    order), so a suite failure over a month of files names the file to fix."""
+                          landing: Path, keys: pd.DataFrame) -> str:
+    """Which landing files (or which table) hold the rows each failed expectation names, and
+    the first rows' keys (GX's `partial_unexpected_index_list`, positions in the validated
+    rows: the days' tables in order), so a suite failure over a month of files names the
+    file to fix, and one over a table the rows."""
     origins: list[Origin] = []
     ends: list[int] = []
     for rows in days:
@@ -614,8 +619,19 @@ def _failing_rows_origins(days: list[DayRows], failures: list[quality.Failure],
         if files:
             named = ", ".join(str(f.relative_to(landing)) if isinstance(f, Path) and
                               f.is_relative_to(landing) else str(f) for f in files)
-            found.append(f"{failure.expectation} on column {failure.column!r}: {named}")
+            rows = [i for i in positions if isinstance(i, int) and 0 <= i < len(keys)]
+            found.append(f"{failure.expectation} on column {failure.column!r}: {named}"
+                         + (f" (rows {_row_keys(keys, rows)})" if rows and len(keys.columns)
+                            else ""))
     return f"the failing rows are in {'; '.join(found)}" if found else ""
+
+
+def _row_keys(keys: pd.DataFrame, positions: list[int]) -> str:
+    """The source's key columns of the first rows at `positions`, as `sensor=a ts=…`."""
+    shown = [" ".join(f"{column}={value}" for column, value in row.items())
+             for _, row in keys.iloc[positions[:quality.SAMPLE_VALUES]].iterrows()]
+    more = f" and {len(positions) - len(shown)} more" if len(positions) > len(shown) else ""
+    return "; ".join(shown) + more
 
 
 def _quality_span(days: list[DayRows]) -> str:

@@ -67,7 +67,7 @@ too, one Execution API call each, which nothing here reads."""
 OPTIONAL_DATE = ["null", "string"]
 CHUNK_LABEL = "{{ chunk['unit'] }} {{ chunk['start'] }}..{{ chunk['end'] }}"
 """How the UI and `pitstop run` name a chunk task: its unit and its days, end exclusive like
-every range pitstop prints (`weather 2013-12-01..2014-01-01`), so a failure's label says
+every range pitstop prints (`orders 2024-03-01..2024-04-01`), so a failure's label says
 which days the failing task held, not only the first."""
 
 

@@ -206,6 +206,6 @@ def test_a_suite_failure_over_several_files_names_the_file_holding_the_bad_rows(
     message = str(error.value)
     assert "files readings/2024-01-01.csv..readings/2024-01-03.csv" in message
     assert ("the failing rows are in expect_column_values_to_be_between on column 'value': "
-            "readings/2024-01-02.csv" in message)
+            "readings/2024-01-02.csv (rows sensor=a ts=2024-01-02 05:00:00+00:00)" in message)
     assert "rule {'min_value': 0.0, 'max_value': 1.0}" in message and "7.5" in message
     assert lake.list_partitions(env_lake(), "sensors", "raw", "readings") == []

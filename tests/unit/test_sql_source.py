@@ -162,3 +162,31 @@ def test_a_sqlite_table_whose_times_are_text_gives_the_files_partitions(
     with pytest.raises(DataError, match=r"column 'ts' holds str values \(e.g. '2024-01-01T00:00 UTC'"):
         ingest.ingest(lake.from_env(), _from_db(tiny, url, table="readings_utc"), "readings",
                       D1, D4)
+
+
+def test_a_suite_failure_in_a_table_names_the_table_and_the_rows_keys(
+        tiny: LoadedSpec, readings_db: str) -> None:
+    """A table has no file to fix: the message names the table and the failing rows by the
+    source's keys, so the row can be found and corrected upstream."""
+    from pipelines.quality import ValidationFailed
+    from tests.unit.conftest import between_suite
+
+    between_suite(tiny, "sensors_readings", "value", 1.0)
+    engine = sqlalchemy.create_engine(readings_db)
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text("CREATE TABLE readings_bad AS SELECT * FROM readings"))
+        con.execute(sqlalchemy.text(
+            "UPDATE readings_bad SET value = 7.5 WHERE sensor = 'b' AND ts = :at"),
+            {"at": dt.datetime(2024, 1, 2, 5, tzinfo=dt.UTC)})
+    engine.dispose()
+    spec = _from_db(tiny, readings_db, table="readings_bad")
+    source = spec.pipeline.sources["readings"].model_copy(update={"suite": "sensors_readings"})
+    spec = amend(spec, sources={"readings": source})
+    with pytest.raises(ValidationFailed) as error:
+        ingest.ingest(lake.from_env(), spec, "readings", D1, D4)
+    message = str(error.value)
+    assert "the failing rows are in expect_column_values_to_be_between on column 'value': " in (
+        message)
+    assert ": readings_bad (rows sensor=b ts=2024-01-02 05:00:00+00:00)" in message
+    assert "s3cret" not in message
+    assert lake.list_partitions(lake.from_env(), "sensors", "raw", "readings") == []
