@@ -41,7 +41,8 @@ def print_summary(summary: dict[str, Any], echo: Any) -> None:
              "so no new version was made")
     verdict = summary["verdict"] + (f": {summary['rejected_reason']}"
                                     if summary.get("rejected_reason") else "")
-    echo(f"verdict     {verdict}{'  (alias champion)' if summary['champion'] else ''}")
+    aliases = summary["aliases"]
+    echo(f"verdict     {verdict}" + (f"  (alias {', '.join(aliases)})" if aliases else ""))
     echo("metrics     " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(summary["metrics"].items())))
     echo(f"data docs   {_lake().root / summary['data_docs']}")
     echo(f"report      {summary['report']}  (evaluation: plots, slices, problems)")

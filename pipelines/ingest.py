@@ -168,9 +168,13 @@ def _check_header(path: Path, source: Source) -> None:
         hint = (f"; the header has one field: is the delimiter {source.delimiter!r} right?"
                 if len(found) == 1 and source.format == "csv" else "")
         raise DataError(f"{path}: columns {missing} declared in the spec are missing "
-                        f"(schema drift){hint}")
+                        f"(schema drift){hint}; deliver the file again with them, or, if the "
+                        "source dropped them for good, remove them from the source's `columns` "
+                        "and from the hooks reading them")
     if extra := [c for c in found if c not in source.columns]:
-        raise DataError(f"{path}: columns {extra} are not declared in the spec (schema drift)")
+        raise DataError(f"{path}: columns {extra} are not declared in the spec (schema drift); "
+                        "deliver the file again without them, or declare them in the "
+                        "source's `columns`")
 
 
 def read_landing_files(paths: list[Path], source: Source) -> dict[Path, pa.Table]:
@@ -582,48 +586,49 @@ def _validate(store: lake.Lake, spec: LoadedSpec, source_name: str, days: list[D
     else:
         origin = f"files {first.relative_to(landing)}..{last.relative_to(landing)} under {landing}"
     frame = pa.concat_tables([rows.table for rows in days]).to_pandas()
+    span = f"{days[0].day}" + (f"..{days[-1].day}" if days[-1].day != days[0].day else "")
     report = quality.validate(
         frame, spec.suite_path(source.suite),
-        data_name=f"{source_name} rows of {days[0].day}..{days[-1].day} from {origin}",
+        data_name=f"{source_name} rows of {span} from {origin}",
         out_dir=lake.pipeline_dir(store, spec.name, "_quality", "raw", source_name,
                                   _quality_span(days)),
         pipeline=spec.name,
     )
     quality.require_valid(
-        report, f"Nothing of these days was published. Fix the rows at the source and deliver "
-        f"them again, or, if the rule is wrong, change {spec.suite_path(source.suite)}; then run "
-        "the ingest again (published days are skipped).",
-        lambda failures: _failing_rows_origins(days, failures, landing,
-                                               frame[list(source.keys)]))
+        report, f"Nothing of these days was published: fix the rows at the source and deliver "
+        f"them again, or, if the rule is wrong, change {spec.suite_path(source.suite)}; then "
+        "run the ingest again.",
+        _failing_rows_origins(days, landing, frame[list(source.keys)]))
     return report
 
 
-def _failing_rows_origins(days: list[DayRows], failures: list[quality.Failure],
-                          landing: Path, keys: pd.DataFrame) -> str:
-    """Which landing files (or which table) hold the rows each failed expectation names, and
-    the first rows' keys (GX's `partial_unexpected_index_list`, positions in the validated
-    rows: the days' tables in order), so a suite failure over a month of files names the
-    file to fix, and one over a table the rows."""
+def _failing_rows_origins(days: list[DayRows], landing: Path, keys: pd.DataFrame
+                          ) -> Callable[[quality.Failure], str]:
+    """Where a failed expectation's rows are: the landing files (or the table) holding them
+    and the first rows' keys (GX's `partial_unexpected_index_list`, positions in the
+    validated rows: the days' tables in order), so a suite failure over a month of files
+    names the file to fix, and one over a table the rows."""
     origins: list[Origin] = []
     ends: list[int] = []
     for rows in days:
         for origin, count in zip(rows.origins, rows.origin_rows, strict=False):
             origins.append(origin)
             ends.append((ends[-1] if ends else 0) + count)
-    found = []
-    for failure in failures:
-        positions = failure.observed.get("partial_unexpected_index_list") or []
-        files = dict.fromkeys(
-            origins[at] for i in positions if isinstance(i, int)
-            and (at := bisect.bisect_right(ends, i)) < len(origins))
-        if files:
-            named = ", ".join(str(f.relative_to(landing)) if isinstance(f, Path) and
-                              f.is_relative_to(landing) else str(f) for f in files)
-            rows = [i for i in positions if isinstance(i, int) and 0 <= i < len(keys)]
-            found.append(f"{failure.expectation} on column {failure.column!r}: {named}"
-                         + (f" (rows {_row_keys(keys, rows)})" if rows and len(keys.columns)
-                            else ""))
-    return f"the failing rows are in {'; '.join(found)}" if found else ""
+
+    def locate(failure: quality.Failure) -> str:
+        positions = [i for i in failure.observed.get("partial_unexpected_index_list") or []
+                     if isinstance(i, int)]
+        files = dict.fromkeys(origins[at] for i in positions
+                              if (at := bisect.bisect_right(ends, i)) < len(origins))
+        if not files:
+            return ""
+        named = ", ".join(str(f.relative_to(landing)) if isinstance(f, Path) and
+                          f.is_relative_to(landing) else str(f) for f in files)
+        rows = [i for i in positions if 0 <= i < len(keys)]
+        return f"in {named}" + (f" (rows {_row_keys(keys, rows)})" if rows and len(keys.columns)
+                                else "")
+
+    return locate
 
 
 def _row_keys(keys: pd.DataFrame, positions: list[int]) -> str:

@@ -45,9 +45,10 @@ class Failure:
     error: str | None = None
     """Why GX could not evaluate it at all (a column the table lacks), else None."""
 
-    def describe(self) -> str:
+    def describe(self, located: str = "") -> str:
         """The expectation, its column, what GX observed (a value, or how many rows broke the
-        rule and a few of their values) and the rule, in words, whatever types GX used."""
+        rule and a few of their values), where those rows are (`located`, from the caller)
+        and the rule, in words, whatever types GX used."""
         where = f" on column {self.column!r}" if self.column else ""
         if self.error:
             return (f"{self.expectation}{where} could not be evaluated: {self.error} "
@@ -65,6 +66,8 @@ class Failure:
                          + (f" ({share:.2f}% of those checked)" if share is not None else ""))
         if sample := seen.get("partial_unexpected_list"):
             found.append(f"such as {sample[:SAMPLE_VALUES]}")
+        if located:
+            found.append(located)
         rule = {k: _plain(v) for k, v in self.kwargs.items()
                 if k not in ("column", "column_A", "column_B")}
         return (f"{self.expectation}{where}" + (f": {', '.join(found)}" if found else "")
@@ -241,18 +244,15 @@ def _report(published: lake.LakePath, suite: str, data_name: str, result: dict[s
 
 
 def require_valid(report: ValidationReport, remedy: str,
-                  locate: Callable[[list[Failure]], str] | None = None) -> None:
-    """Raise ValidationFailed naming the suite, the data, where the failing rows are (what
-    `locate` says, called only when the suite failed: ingest names the files), each failing
-    expectation, and `remedy`, what to do. Where comes before the long list of rules, so a
-    message shortened for a terminal still names the file to fix."""
+                  locate: Callable[[Failure], str] | None = None) -> None:
+    """Raise ValidationFailed naming the suite, the data, each failing expectation with where
+    its rows are (what `locate` says of it: ingest names the files and the rows' keys), and
+    `remedy`, what to do."""
     if report.success:
         return
-    lines = "; ".join(f.describe() for f in report.failures)
-    located = locate(report.failures) if locate else ""
+    lines = "; ".join(f.describe(locate(f) if locate else "") for f in report.failures)
     raise ValidationFailed(
-        f"GX suite {report.suite!r} failed on {report.data_name}"
-        f"{f'; {located}' if located else ''}: "
+        f"GX suite {report.suite!r} failed on {report.data_name}: "
         f"{report.evaluated - report.successful} of {report.evaluated} expectations failed: "
         f"{lines}. {remedy} (full result: {report.result_path}; Data Docs: {report.docs_path})"
     )

@@ -96,7 +96,8 @@ def read_interval(url: str, source: Source, field: str, start: dt.datetime,
 def _check_columns(names: list[str], source: Source, where: str) -> None:
     if missing := [c for c in source.columns if c not in names]:
         raise DataError(f"{where}: columns {missing} declared in the spec are missing from the "
-                        "result (schema drift)")
+                        "result (schema drift); select them in `query`, or remove them from "
+                        "the source's `columns` and from the hooks reading them")
     if extra := [c for c in names if c not in source.columns]:
         raise DataError(f"{where}: columns {extra} are not declared in the spec (schema drift); "
                         "declare them, or select only the declared ones with `query`")

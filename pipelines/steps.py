@@ -232,6 +232,8 @@ class RunSummary:
     verdict: str | None = None
     rejected_reason: str | None = None
     champion: bool = False
+    aliases: list[str] = field(default_factory=list)
+    """The version's aliases (`champion`, or `challenger` for a refused candidate)."""
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -245,6 +247,7 @@ def summarize(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySum
         return summary
     run = registry.client().get_run(version.run_id)
     holder = registry.champion_version(name)
+    aliases = sorted(registry.client().get_model_version(name, version.version).aliases)
     return dataclasses.replace(
         summary, version=str(version.version), run_id=version.run_id,
         experiment_id=run.info.experiment_id,
@@ -252,5 +255,5 @@ def summarize(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySum
         already_registered=pair.registered_version is not None,
         verdict=version.tags.get("verdict"), rejected_reason=version.tags.get("rejected_reason"),
         champion=holder is not None and str(holder.version) == str(version.version),
-        metrics={k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
+        aliases=aliases, metrics={k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
                  if k.startswith("eval_") and k != "eval_rows"})

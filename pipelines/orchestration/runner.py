@@ -155,8 +155,9 @@ def failure_report(dag_id: str, failed: list[str], errors: dict[str, str], secon
     return message, listing
 
 
-ERROR_CHARS = 600
-"""The first failure's error is clipped to this in the summary; the log has all of it."""
+ERROR_CHARS = 900
+"""The first failure's error is clipped to this in the summary; the log has all of it. Long
+enough for a suite failure's first rule, where its rows are and what to do."""
 
 
 def check_request(spec: LoadedSpec, start: dt.date, end: dt.date, eval_start: dt.date | None,

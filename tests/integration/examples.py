@@ -43,7 +43,7 @@ def registered_champion(first_run: dict, name: str) -> Any:
     IDs and its train DAG: what every example's first run must register."""
     assert first_run["version"] == "1" and first_run["already_registered"] is False
     assert first_run["verdict"] == "passed", first_run["rejected_reason"]
-    assert first_run["champion"] is True
+    assert first_run["champion"] is True and first_run["aliases"] == ["champion"]
     version = registry.client().get_model_version(name, "1")
     assert version.tags["pair_id"] == first_run["pair_id"]
     assert version.tags["dataset_id"] == first_run["dataset_id"]

@@ -115,11 +115,13 @@ def test_failure_names_suite_expectation_and_column(
     (failure,) = report.failures
     assert (failure.expectation, failure.column) == (expectation, column)
     with pytest.raises(ValidationFailed) as caught:
-        quality.require_valid(report, REMEDY, lambda failures: f"rows in day-{len(failures)}.csv")
+        quality.require_valid(report, REMEDY, lambda failure: f"in {failure.column}.csv")
     message = str(caught.value)
-    assert message.startswith("GX suite 'readings_check' failed on readings day 2; rows in "
-                              "day-1.csv: 1 of 3 expectations failed: ")  # where, before rules
-    assert f"{expectation} on column '{column}'" in message
+    assert message.startswith("GX suite 'readings_check' failed on readings day 2: 1 of 3 "
+                              f"expectations failed: {expectation} on column '{column}'")
+    # where its rows are, after what GX saw and before the rule and the remedy
+    assert f", in {column}.csv" in message
+    assert message.index(f", in {column}.csv") < message.index(f". {REMEDY}")
     assert f". {REMEDY} (full result: {report.result_path}; Data Docs: " in message
 
 

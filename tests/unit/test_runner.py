@@ -62,7 +62,7 @@ def test_a_stage_with_many_failures_is_summed_up_by_its_first(tmp_path: Path) ->
     first, error, note, log = message.splitlines()
     assert first == "flights_delay_ingest failed at ingest_flights[0] and 11 more after 61s:"
     assert error.startswith("  DataError: flights/2013-01-05.csv: yyy")
-    assert error.endswith(" … (see the log)") and len(error) < 700
+    assert error.endswith(" … (see the log)") and len(error) < runner.ERROR_CHARS + 100
     assert note == "  every failed task and its error are listed at the end of the log"
     assert log == f"full log: {tmp_path / 'run.log'}"
     assert listing[0] == "pitstop: flights_delay_ingest: 12 failed tasks, first failure first:"

@@ -318,6 +318,8 @@ def test_register_then_summarize_reads_the_version_back(chain: Chain, trained: T
         "1", trained.run_id, trained.experiment_id)
     assert summary.report.endswith(f"{trained.run_id}/artifacts/evaluation/report.html")
     assert summary.champion == evaluation.verdict.passed
+    # the alias the summary prints: a refused candidate holds `challenger`
+    assert summary.aliases == (["champion"] if evaluation.verdict.passed else ["challenger"])
     assert summary.already_registered is False
     assert summary.verdict == ("passed" if evaluation.verdict.passed else "rejected")
     logged = {k: v for k, v in evaluation.metrics.items() if not math.isnan(v)}  # as MLflow
