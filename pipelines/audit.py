@@ -249,15 +249,20 @@ def _lake_file(store: lake.Lake, part: dict[str, Any]) -> lake.LakePath | None:
     """The recorded file of a partition, or None if gone: in the generation lineage names
     (pinned when the run was logged, so it outlives a re-publication), else as the folder's
     manifest names it now (a record without generations, or bytes republished unchanged)."""
-    folder = store.root / part["path"]
-    if (generation := part.get("generation")) and (file := folder / generation / part["file"]
-                                                   ).exists():
-        return file
+    if (kept := _kept_file(store, part)) is not None:
+        return kept
     try:
-        file = lake.committed_file(folder, part["file"])
+        file = lake.committed_file(store.root / part["path"], part["file"])
     except DataError:
         return None
     return file if file.exists() else None
+
+
+def _kept_file(store: lake.Lake, part: dict[str, Any]) -> lake.LakePath | None:
+    """The partition's file in the generation lineage recorded, when it is still there."""
+    generation = part.get("generation")
+    file = store.root / part["path"] / generation / part["file"] if generation else None
+    return file if file is not None and file.exists() else None
 
 
 def republished(store: lake.Lake, part: dict[str, Any]) -> str | None:
@@ -266,10 +271,9 @@ def republished(store: lake.Lake, part: dict[str, Any]) -> str | None:
     re-delivery), as the current manifest says. None when the recorded generation is still
     there, the folder still commits the recorded bytes or holds no manifest: then something
     else changed them."""
-    folder = store.root / part["path"]
-    if (generation := part.get("generation")) and (folder / generation / part["file"]).exists():
+    if _kept_file(store, part) is not None:
         return None
-    manifest = lake.read_manifest(folder)
+    manifest = lake.read_manifest(store.root / part["path"])
     if manifest is None or lake.data_sha256(manifest) == part["sha256"]:
         return None
     who = manifest.get("produced_by") or {}
@@ -426,7 +430,7 @@ def _copy_recorded(store: lake.Lake, part: dict[str, Any], target: Path) -> None
     generation = part.get("generation")
     if generation and (lake.read_manifest(folder) or {}).get("generation") != generation and (
             kept := lake.pinned_manifest(folder, generation)) is not None:
-        (target / lake.MANIFEST).write_text(json.dumps(kept, indent=2, sort_keys=True))
+        (target / lake.MANIFEST).write_text(lake.manifest_text(kept))
 
 
 def _compare_predictions(spec: Any, subject: Subject, frame: Any, out: Reproduction) -> None:

@@ -278,13 +278,18 @@ def _describe(folder: Path) -> list[dict[str, Any]]:
     return files
 
 
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """A manifest as it is written: indented JSON with sorted keys, dates as text."""
+    return json.dumps(manifest, indent=2, sort_keys=True, default=str)
+
+
 def _commit(final: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest beside the old one, then put it in the old one's place in one step
     (`os.replace` is atomic on POSIX: a reader opens the old file or the new one). This holds
     against a killed writer; durability across a power loss is left to the file system."""
     tmp = final / f"{MANIFEST_TMP}{uuid.uuid4().hex}"
     try:
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        tmp.write_text(manifest_text(manifest))
         os.replace(tmp, final / MANIFEST)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -356,17 +361,17 @@ def pin(folder: LakePath, generation: str) -> bool:
     target = folder / PINS / f"{generation}.json"
     if target.exists():
         return True
-    if not (folder / MANIFEST).exists():  # nothing committed (and `locked` would make it)
-        return False
     if not isinstance(folder, Path):
         manifest = read_manifest(folder)
         if (manifest or {}).get("generation") != generation:
             return False
-        target.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        target.write_text(manifest_text(manifest))
         # a file, not the prefix: some stores keep listing a prefix whose objects are gone
         if (folder / generation / manifest["files"][0]["name"]).exists():
             return True
         target.unlink()
+        return False
+    if not (folder / MANIFEST).exists():  # nothing committed (and `locked` would make it)
         return False
     with locked(folder):
         manifest = read_manifest(folder)
@@ -374,7 +379,7 @@ def pin(folder: LakePath, generation: str) -> bool:
             return False
         target.parent.mkdir(exist_ok=True)
         tmp = target.with_name(f".tmp-{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        tmp.write_text(manifest_text(manifest))
         os.replace(tmp, target)
     return True
 

@@ -246,7 +246,6 @@ def summarize(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySum
     if (version := registry.find_version(name, pair.pair_id)) is None:
         return summary
     run = registry.client().get_run(version.run_id)
-    holder = registry.champion_version(name)
     aliases = sorted(registry.client().get_model_version(name, version.version).aliases)
     return dataclasses.replace(
         summary, version=str(version.version), run_id=version.run_id,
@@ -254,6 +253,6 @@ def summarize(spec: LoadedSpec, built: TrainingInput, quality_report: QualitySum
         report=f"{run.info.artifact_uri}/evaluation/report.html",
         already_registered=pair.registered_version is not None,
         verdict=version.tags.get("verdict"), rejected_reason=version.tags.get("rejected_reason"),
-        champion=holder is not None and str(holder.version) == str(version.version),
-        aliases=aliases, metrics={k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
+        champion=registry.CHAMPION in aliases, aliases=aliases,
+        metrics={k.removeprefix("eval_"): v for k, v in run.data.metrics.items()
                  if k.startswith("eval_") and k != "eval_rows"})
