@@ -87,7 +87,10 @@ def describe(column: pd.Series, bins: int) -> Distribution:
     null_rate = float(column.isna().mean()) if len(column) else 0.0
     if values.empty:
         raise DataError(f"monitoring reference: column {column.name!r} has no values on the "
-                        "evaluation rows, so nothing can be compared with it")
+                        "evaluation rows, so nothing can be compared with it; a feature view's "
+                        "column is null on every row when none of its rows was created by the "
+                        "label's `prediction_time` and is younger than the view's `ttl`: check "
+                        "the view's `availability_lag` and `ttl`, or drop the feature")
     if not _is_numeric(column):
         categories = sorted(values.astype(str).unique().tolist())
         return Distribution(False, categories=categories,

@@ -57,8 +57,10 @@ def test_describe_a_numeric_and_a_categorical_column() -> None:
     text = monitoring.describe(pd.Series(["a", "b", "a", None], name="c"), bins=10)
     assert not text.numeric and text.categories == ["a", "b"]
     assert text.shares == [2 / 3, 1 / 3, 0.0]  # the last bin: values the reference never had
-    with pytest.raises(DataError, match="'empty' has no values"):
+    with pytest.raises(DataError, match="'empty' has no values") as error:
         monitoring.describe(pd.Series([None, None], name="empty", dtype="float64"), bins=10)
+    # the usual cause, a view whose rows are never known at the cutoff, and what to check
+    assert "check the view's `availability_lag` and `ttl`, or drop the feature" in str(error.value)
 
 
 def _reference(rows: int = 400) -> tuple[Reference, pd.DataFrame, np.ndarray]:
